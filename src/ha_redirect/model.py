@@ -1,0 +1,321 @@
+"""Frozen value types shared by the policy core, the OpenFlow layer and tests.
+
+Nothing here knows about os-ken: a flow is plain data with value equality, so
+the policy can be tested by comparing what it returns, and the OpenFlow layer
+(`ha_redirect.openflow`) is the only place that turns it into wire messages.
+"""
+
+import dataclasses
+import enum
+import ipaddress
+import re
+import typing
+
+_MAC_RE = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
+
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_ARP = 0x0806
+IP_PROTO_TCP = 6
+ARP_REQUEST = 1
+ARP_REPLY = 2
+
+
+class ServiceError(ValueError):
+    """A service definition that cannot work; the message names the culprit."""
+
+
+def normalize_mac(value: str, what: str = 'mac') -> str:
+    mac = str(value).strip().lower()
+    if not _MAC_RE.match(mac):
+        raise ServiceError(f'{what}: {value!r} is not a MAC address')
+    return mac
+
+
+def normalize_ipv4(value: str, what: str = 'ip') -> str:
+    try:
+        return str(ipaddress.IPv4Address(str(value).strip()))
+    except ValueError:
+        raise ServiceError(f'{what}: {value!r} is not an IPv4 address') from None
+
+
+def _check_port(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            1 <= value <= 0xffffff00):
+        raise ServiceError(f'{what}: {value!r} is not a switch port number')
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """A server as the switch sees it: its addresses and the port it hangs off."""
+    ip: str
+    mac: str
+    port: int
+
+    def __post_init__(self):
+        object.__setattr__(self, 'ip', normalize_ipv4(self.ip))
+        object.__setattr__(self, 'mac', normalize_mac(self.mac))
+        _check_port(self.port, 'port')
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """One highly available TCP service on one switch.
+
+    Clients address the primary; while the primary is unavailable the switch
+    rewrites their traffic to the first available backup, in order.
+    `client_ports` empty means "any port that is not a server's".
+    """
+    name: str
+    datapath_id: int
+    tcp_ports: typing.Tuple[int, ...]
+    primary: Endpoint
+    backups: typing.Tuple[Endpoint, ...]
+    client_ports: typing.Tuple[int, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, 'tcp_ports', tuple(self.tcp_ports))
+        object.__setattr__(self, 'backups', tuple(self.backups))
+        object.__setattr__(self, 'client_ports', tuple(self.client_ports))
+        where = f'service {self.name!r}'
+        if not self.name:
+            raise ServiceError('service: name must not be empty')
+        if not isinstance(self.datapath_id, int) or self.datapath_id < 0:
+            raise ServiceError(f'{where}: datapath_id {self.datapath_id!r} '
+                               'is not a datapath id')
+        if not self.tcp_ports:
+            raise ServiceError(f'{where}: tcp_ports must not be empty')
+        for port in self.tcp_ports:
+            if isinstance(port, bool) or not isinstance(port, int) or not (
+                    1 <= port <= 65535):
+                raise ServiceError(f'{where}: tcp_ports: {port!r} is not a '
+                                   'TCP port')
+        if len(set(self.tcp_ports)) != len(self.tcp_ports):
+            raise ServiceError(f'{where}: tcp_ports: duplicate TCP port')
+        if not self.backups:
+            raise ServiceError(f'{where}: backups: at least one backup is '
+                               'required')
+        servers = self.servers
+        for backup in self.backups:
+            if backup.ip == self.primary.ip or backup.mac == self.primary.mac:
+                raise ServiceError(
+                    f'{where}: backup {backup.ip} repeats the primary\'s '
+                    'address')
+        for attr in ('ip', 'mac', 'port'):
+            values = [getattr(s, attr) for s in servers]
+            if len(set(values)) != len(values):
+                raise ServiceError(f'{where}: two servers share the same '
+                                   f'{attr}')
+        for port in self.client_ports:
+            _check_port(port, f'{where}: client_ports')
+            if port in self.server_ports:
+                raise ServiceError(f'{where}: client_ports: port {port} is '
+                                   'also a server port')
+        if len(set(self.client_ports)) != len(self.client_ports):
+            raise ServiceError(f'{where}: client_ports: duplicate port')
+
+    @property
+    def servers(self) -> typing.Tuple[Endpoint, ...]:
+        """Primary first, then the backups in failover order."""
+        return (self.primary,) + self.backups
+
+    @property
+    def server_ports(self) -> typing.Tuple[int, ...]:
+        return tuple(s.port for s in self.servers)
+
+
+class SpecialPort(enum.Enum):
+    CONTROLLER = 'controller'
+    NORMAL = 'normal'
+    IN_PORT = 'in_port'
+
+
+PortRef = typing.Union[int, SpecialPort]
+
+# Match field names follow OXM (and os-ken's OFPMatch keywords).
+MATCH_FIELDS = ('in_port', 'eth_src', 'eth_dst', 'eth_type', 'ip_proto',
+                'ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'arp_op',
+                'arp_spa', 'arp_tpa')
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """An OpenFlow match; a field left as None is wildcarded."""
+    in_port: typing.Optional[int] = None
+    eth_src: typing.Optional[str] = None
+    eth_dst: typing.Optional[str] = None
+    eth_type: typing.Optional[int] = None
+    ip_proto: typing.Optional[int] = None
+    ipv4_src: typing.Optional[str] = None
+    ipv4_dst: typing.Optional[str] = None
+    tcp_src: typing.Optional[int] = None
+    tcp_dst: typing.Optional[int] = None
+    arp_op: typing.Optional[int] = None
+    arp_spa: typing.Optional[str] = None
+    arp_tpa: typing.Optional[str] = None
+
+    def fields(self) -> typing.Dict[str, typing.Any]:
+        """The fields that are set, in a stable order."""
+        return {name: getattr(self, name) for name in MATCH_FIELDS
+                if getattr(self, name) is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    port: PortRef
+
+
+@dataclasses.dataclass(frozen=True)
+class SetField:
+    field: str
+    value: typing.Any
+
+
+@dataclasses.dataclass(frozen=True)
+class GotoTable:
+    table: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Learn:
+    """OVS `learn`: the packet installs a flow derived from its own headers.
+
+    `match_from` pairs (field of the learned match, field of this packet);
+    `match_values` and `set_values` are constants; the learned flow outputs to
+    `output_port`, or to the port named by the packet field `output_from`.
+    """
+    table: int
+    priority: int
+    cookie: int
+    idle_timeout: int = 0
+    fin_idle_timeout: int = 0
+    match_values: typing.Tuple[typing.Tuple[str, typing.Any], ...] = ()
+    match_from: typing.Tuple[typing.Tuple[str, str], ...] = ()
+    set_values: typing.Tuple[typing.Tuple[str, typing.Any], ...] = ()
+    output_port: typing.Optional[int] = None
+    output_from: typing.Optional[str] = None
+
+
+Action = typing.Union[Output, SetField, GotoTable, Learn]
+
+
+class FlowCommand(enum.Enum):
+    ADD = 'add'
+    MODIFY_STRICT = 'modify_strict'
+    DELETE = 'delete'
+    DELETE_STRICT = 'delete_strict'
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowMod:
+    """Add, change or remove flows; deletes are always scoped by cookie."""
+    datapath_id: int
+    command: FlowCommand
+    match: Match = Match()
+    actions: typing.Tuple[Action, ...] = ()
+    table: int = 0
+    priority: int = 0
+    cookie: int = 0
+    cookie_mask: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    notify_removed: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, 'actions', tuple(self.actions))
+
+
+@dataclasses.dataclass(frozen=True)
+class PacketOut:
+    """Send a packet the switch already has (buffer_id) or the given bytes."""
+    datapath_id: int
+    actions: typing.Tuple[Action, ...]
+    in_port: PortRef = SpecialPort.CONTROLLER
+    data: bytes = b''
+    buffer_id: typing.Optional[int] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, 'actions', tuple(self.actions))
+
+
+@dataclasses.dataclass(frozen=True)
+class ArpReply:
+    """Answer an ARP request on a server's behalf, out of `out_port`."""
+    datapath_id: int
+    out_port: int
+    sender_mac: str
+    sender_ip: str
+    target_mac: str
+    target_ip: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Barrier:
+    """Everything before this is applied before anything after it."""
+    datapath_id: int
+
+
+Message = typing.Union[FlowMod, PacketOut, ArpReply, Barrier]
+
+
+# What the switch saw, as the OpenFlow layer decodes it for the policy.
+
+@dataclasses.dataclass(frozen=True)
+class TcpPacket:
+    in_port: int
+    eth_src: str
+    eth_dst: str
+    ipv4_src: str
+    ipv4_dst: str
+    tcp_src: int
+    tcp_dst: int
+    tcp_flags: int = 0
+    buffer_id: typing.Optional[int] = None
+    data: bytes = b''
+
+
+@dataclasses.dataclass(frozen=True)
+class ArpRequest:
+    in_port: int
+    sender_mac: str
+    sender_ip: str
+    target_ip: str
+
+
+Packet = typing.Union[TcpPacket, ArpRequest]
+
+TCP_SYN = 0x02
+TCP_ACK = 0x10
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySettings:
+    """Deployment choices that are not per service (the `[ha_redirect]` group).
+
+    `cookie` fills the upper 32 bits of every flow cookie we install; the
+    lower bits say which service and which server a flow belongs to, so
+    deletes can be scoped to exactly the flows they concern.
+    """
+    strategy: str = 'reactive'
+    cookie: int = 0x48415244
+    table: int = 0
+    connection_table: int = 1
+    base_priority: int = 1000
+    connection_idle_timeout: int = 30
+    fin_idle_timeout: int = 2
+    failback: bool = True
+    forward_non_service_traffic: bool = True
+
+    def __post_init__(self):
+        if not 0 < self.cookie <= 0xffffffff:
+            raise ServiceError('cookie: must be a non-zero 32-bit value')
+        if not 0 <= self.table < 254 or not 0 <= self.connection_table < 254:
+            raise ServiceError('table: must be between 0 and 253')
+        if self.table == self.connection_table:
+            raise ServiceError('connection_table: must differ from table')
+        if not 0 <= self.base_priority <= 0xffff - 100:
+            raise ServiceError('base_priority: must be between 0 and 65435')
+        if self.connection_idle_timeout < 1:
+            raise ServiceError('connection_idle_timeout: must be at least 1')
+        if self.fin_idle_timeout < 0:
+            raise ServiceError('fin_idle_timeout: must not be negative')
