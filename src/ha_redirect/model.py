@@ -319,3 +319,39 @@ class PolicySettings:
             raise ServiceError('connection_idle_timeout: must be at least 1')
         if self.fin_idle_timeout < 0:
             raise ServiceError('fin_idle_timeout: must not be negative')
+
+
+# Flow priorities, as offsets above PolicySettings.base_priority, so an
+# embedding controller can place our flows relative to its own.
+ALL_TABLES = 0xff                 # OFPTT_ALL: a delete that spans every table
+
+PRIORITY_TABLE_MISS = 0           # absolute: the NORMAL fallback
+PRIORITY_SERVICE = 10             # a client's service traffic, to be decided
+PRIORITY_SERVER_BYPASS = 20       # servers' own traffic is never rewritten
+PRIORITY_ARP_RESPONDER = 30       # ARP for a failed primary, answered by us
+PRIORITY_CONNECTION = 50          # one TCP connection pinned to one server
+
+# Cookie layout: [ settings.cookie : 32 | service index : 16 | role : 16 ].
+COOKIE_OURS_MASK = 0xffffffff00000000
+COOKIE_SERVICE_MASK = 0xffffffffffff0000
+COOKIE_EXACT_MASK = 0xffffffffffffffff
+ROLE_SERVICE = 0x0000             # service-wide flows
+ROLE_ARP = 0x0001                 # ARP responder for the primary
+ROLE_CONNECTION_BASE = 0x0100     # + server index: flows pinned to a server
+GLOBAL_SERVICE_INDEX = 0xffff     # flows that belong to no single service
+
+
+def make_cookie(base: int, service_index: int, role: int) -> int:
+    return (base << 32) | (service_index << 16) | role
+
+
+def connection_role(server_index: int) -> int:
+    return ROLE_CONNECTION_BASE + server_index
+
+
+def server_index_of_cookie(cookie: int) -> typing.Optional[int]:
+    """The server a per-connection flow is pinned to, or None."""
+    role = cookie & 0xffff
+    if role >= ROLE_CONNECTION_BASE:
+        return role - ROLE_CONNECTION_BASE
+    return None

@@ -1,0 +1,161 @@
+"""What every redirect strategy provides, and the flow vocabulary they share.
+
+A strategy turns the policy's decisions (which server is active, which
+connection goes where) into flow data. It holds no state of its own: the
+policy owns health and connection memory and hands a `ServiceView` in.
+"""
+
+import abc
+import dataclasses
+import typing
+
+from ha_redirect import model
+from ha_redirect.model import Match, Output, SetField
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceView:
+    """A service as the policy sees it at one instant."""
+    service: model.Service
+    index: int
+    settings: model.PolicySettings
+    healthy: typing.Tuple[bool, ...]      # per server, primary first
+    active: typing.Optional[int]          # server index new connections use
+
+    @property
+    def datapath_id(self) -> int:
+        return self.service.datapath_id
+
+    def priority(self, offset: int) -> int:
+        return self.settings.base_priority + offset
+
+    def cookie(self, role: int) -> int:
+        return model.make_cookie(self.settings.cookie, self.index, role)
+
+    def connection_cookie(self, server_index: int) -> int:
+        return self.cookie(model.connection_role(server_index))
+
+    def server(self, server_index: int) -> model.Endpoint:
+        return self.service.servers[server_index]
+
+
+class Strategy(abc.ABC):
+    """Base class of the plugins in the `ha_redirect.strategies` namespace."""
+
+    #: whether the policy sees each new connection as a PacketIn
+    sees_new_connections = True
+
+    def switch_flows(self, settings: model.PolicySettings, datapath_id: int,
+                     cookie: int) -> typing.List[model.Message]:
+        """Flows the strategy needs once per switch, whatever the services."""
+        return []
+
+    @abc.abstractmethod
+    def service_flows(self, view: ServiceView) -> typing.List[model.Message]:
+        """Service-wide flows for a freshly (re)connected switch."""
+
+    @abc.abstractmethod
+    def on_active_changed(self, view: ServiceView, previous: typing.Optional[int]
+                          ) -> typing.List[model.Message]:
+        """New connections now go to `view.active` instead of `previous`."""
+
+    def connection_flows(self, view: ServiceView, packet: model.TcpPacket,
+                         server_index: int) -> typing.List[model.Message]:
+        """Pin one client connection to a server, both directions, then let
+        the packet that revealed it continue on the same path."""
+        service = view.service
+        server = view.server(server_index)
+        cookie = view.connection_cookie(server_index)
+        priority = view.priority(model.PRIORITY_CONNECTION)
+        timeout = view.settings.connection_idle_timeout
+        forward_actions = rewrite_towards(service, server) + (
+            Output(server.port),)
+        forward = model.FlowMod(
+            view.datapath_id, model.FlowCommand.ADD,
+            match=Match(in_port=packet.in_port, eth_src=packet.eth_src,
+                        eth_dst=service.primary.mac,
+                        eth_type=model.ETH_TYPE_IPV4,
+                        ip_proto=model.IP_PROTO_TCP,
+                        ipv4_src=packet.ipv4_src,
+                        ipv4_dst=service.primary.ip,
+                        tcp_src=packet.tcp_src, tcp_dst=packet.tcp_dst),
+            actions=forward_actions, table=view.settings.table,
+            priority=priority, cookie=cookie, idle_timeout=timeout,
+            notify_removed=True)
+        reverse = model.FlowMod(
+            view.datapath_id, model.FlowCommand.ADD,
+            match=Match(in_port=server.port, eth_src=server.mac,
+                        eth_dst=packet.eth_src,
+                        eth_type=model.ETH_TYPE_IPV4,
+                        ip_proto=model.IP_PROTO_TCP,
+                        ipv4_src=server.ip, ipv4_dst=packet.ipv4_src,
+                        tcp_src=packet.tcp_dst, tcp_dst=packet.tcp_src),
+            actions=rewrite_back(service, server) + (Output(packet.in_port),),
+            table=view.settings.table, priority=priority, cookie=cookie,
+            idle_timeout=timeout)
+        # The first packet follows its flows, never overtakes them.
+        release = model.PacketOut(
+            view.datapath_id, forward_actions, in_port=packet.in_port,
+            data=b'' if packet.buffer_id is not None else packet.data,
+            buffer_id=packet.buffer_id)
+        return [forward, reverse, model.Barrier(view.datapath_id), release]
+
+
+def rewrite_towards(service: model.Service, server: model.Endpoint
+                    ) -> typing.Tuple[SetField, ...]:
+    """Actions that readdress a packet meant for the primary to `server`."""
+    if server == service.primary:
+        return ()
+    return (SetField('eth_dst', server.mac), SetField('ipv4_dst', server.ip))
+
+
+def rewrite_back(service: model.Service, server: model.Endpoint
+                 ) -> typing.Tuple[SetField, ...]:
+    """Actions that make `server`'s reply look as if the primary sent it."""
+    if server == service.primary:
+        return ()
+    return (SetField('eth_src', service.primary.mac),
+            SetField('ipv4_src', service.primary.ip))
+
+
+def client_service_matches(service: model.Service, tcp_port: int
+                           ) -> typing.List[Match]:
+    """Client traffic to the primary's service port, per client port."""
+    template = dict(eth_dst=service.primary.mac,
+                    eth_type=model.ETH_TYPE_IPV4, ip_proto=model.IP_PROTO_TCP,
+                    ipv4_dst=service.primary.ip, tcp_dst=tcp_port)
+    if service.client_ports:
+        return [Match(in_port=port, **template)
+                for port in service.client_ports]
+    return [Match(**template)]
+
+
+def server_bypass_flows(view: ServiceView) -> typing.List[model.FlowMod]:
+    """With "any port is a client port", the servers' own ports must still
+    never be treated as clients: their traffic to the primary stays NORMAL."""
+    service = view.service
+    if service.client_ports:
+        return []
+    flows = []
+    for tcp_port in service.tcp_ports:
+        for server_port in service.server_ports:
+            match = dataclasses.replace(
+                client_service_matches(service, tcp_port)[0],
+                in_port=server_port)
+            flows.append(model.FlowMod(
+                view.datapath_id, model.FlowCommand.ADD, match=match,
+                actions=(Output(model.SpecialPort.NORMAL),),
+                table=view.settings.table,
+                priority=view.priority(model.PRIORITY_SERVER_BYPASS),
+                cookie=view.cookie(model.ROLE_SERVICE)))
+    return flows
+
+
+def delete_connections(view: ServiceView, server_index: int
+                       ) -> model.FlowMod:
+    """Every flow pinning a connection of this service to one server."""
+    return model.FlowMod(
+        view.datapath_id, model.FlowCommand.DELETE,
+        table=model.ALL_TABLES,
+        cookie=view.connection_cookie(server_index),
+        cookie_mask=model.COOKIE_EXACT_MASK)

@@ -1,0 +1,110 @@
+"""Service flows installed up front: no PacketIn per connection.
+
+The switch pins each new connection itself with OVS `learn`: the service's
+default flow in the connection table forwards the packet to the active server
+and learns two exact-match flows (forward and reverse) for its connection.
+A failover replaces only the default flow, in one FlowMod per service port
+followed by a barrier, so established connections keep their learned pins:
+after a failback, connections running on the backup continue until they end.
+"""
+
+from ha_redirect import model
+from ha_redirect.model import GotoTable, Learn, Match, Output
+from ha_redirect.strategies import base
+
+_TCP_FIXED = (('eth_type', model.ETH_TYPE_IPV4),
+              ('ip_proto', model.IP_PROTO_TCP))
+
+
+class ProactiveStrategy(base.Strategy):
+    sees_new_connections = False
+
+    def service_flows(self, view):
+        settings = view.settings
+        service = view.service
+        into_connections = (GotoTable(settings.connection_table),)
+        flows = base.server_bypass_flows(view)
+        for tcp_port in service.tcp_ports:
+            for match in base.client_service_matches(service, tcp_port):
+                flows.append(self._flow(view, settings.table, match,
+                                        into_connections,
+                                        model.PRIORITY_SERVICE))
+            # Server replies are looked up among the learned pins.
+            for server in service.servers:
+                reply = Match(in_port=server.port, eth_src=server.mac,
+                              eth_type=model.ETH_TYPE_IPV4,
+                              ip_proto=model.IP_PROTO_TCP,
+                              ipv4_src=server.ip, tcp_src=tcp_port)
+                flows.append(self._flow(view, settings.table, reply,
+                                        into_connections,
+                                        model.PRIORITY_SERVICE))
+        flows.extend(self._default_flows(view))
+        return flows
+
+    def switch_flows(self, settings, datapath_id, cookie):
+        # Server replies that match no pin are the server's own business.
+        return [model.FlowMod(
+            datapath_id, model.FlowCommand.ADD,
+            actions=(Output(model.SpecialPort.NORMAL),),
+            table=settings.connection_table,
+            priority=model.PRIORITY_TABLE_MISS, cookie=cookie)]
+
+    def on_active_changed(self, view, previous):
+        # One FlowMod per service port replaces the default atomically; the
+        # policy closes the change with a barrier.
+        return self._default_flows(view)
+
+    def _default_flows(self, view):
+        """Per service port: send new connections to the active server and
+        learn their pins. With no healthy server, new connections are
+        dropped by a flow that does nothing."""
+        flows = []
+        for tcp_port in view.service.tcp_ports:
+            match = Match(eth_dst=view.service.primary.mac,
+                          eth_type=model.ETH_TYPE_IPV4,
+                          ip_proto=model.IP_PROTO_TCP,
+                          ipv4_dst=view.service.primary.ip, tcp_dst=tcp_port)
+            actions = ()
+            if view.active is not None:
+                actions = self._pin_and_forward(view, tcp_port)
+            flows.append(self._flow(view, view.settings.connection_table,
+                                    match, actions, model.PRIORITY_SERVICE))
+        return flows
+
+    def _pin_and_forward(self, view, tcp_port):
+        service = view.service
+        server = view.server(view.active)
+        cookie = view.connection_cookie(view.active)
+        common = dict(table=view.settings.connection_table,
+                      priority=view.priority(model.PRIORITY_CONNECTION),
+                      cookie=cookie,
+                      idle_timeout=view.settings.connection_idle_timeout,
+                      fin_idle_timeout=view.settings.fin_idle_timeout)
+        towards = base.rewrite_towards(service, server)
+        back = base.rewrite_back(service, server)
+        learn_forward = Learn(
+            match_values=_TCP_FIXED + (('eth_dst', service.primary.mac),
+                                       ('ipv4_dst', service.primary.ip),
+                                       ('tcp_dst', tcp_port)),
+            match_from=(('in_port', 'in_port'), ('eth_src', 'eth_src'),
+                        ('ipv4_src', 'ipv4_src'), ('tcp_src', 'tcp_src')),
+            set_values=tuple((a.field, a.value) for a in towards),
+            output_port=server.port, **common)
+        learn_reverse = Learn(
+            match_values=_TCP_FIXED + (('in_port', server.port),
+                                       ('eth_src', server.mac),
+                                       ('ipv4_src', server.ip),
+                                       ('tcp_src', tcp_port)),
+            match_from=(('eth_dst', 'eth_src'), ('ipv4_dst', 'ipv4_src'),
+                        ('tcp_dst', 'tcp_src')),
+            set_values=tuple((a.field, a.value) for a in back),
+            output_from='in_port', **common)
+        return (learn_forward, learn_reverse) + towards + (
+            Output(server.port),)
+
+    @staticmethod
+    def _flow(view, table, match, actions, offset):
+        return model.FlowMod(
+            view.datapath_id, model.FlowCommand.ADD, match=match,
+            actions=actions, table=table, priority=view.priority(offset),
+            cookie=view.cookie(model.ROLE_SERVICE))

@@ -1,0 +1,34 @@
+"""The paper's Algorithm 1 (Simple_TCP_Redirection), made safe to deploy.
+
+Client service traffic is sent to the controller; each new connection gets
+exact-match flows in both directions, to the primary while it is up and,
+after PortStatus reports it down, rewritten to the backup. Unlike the paper,
+the rewrite flows are per connection and match `in_port`: that is what lets a
+failback leave connections already on the backup alone, and stops a host on
+another port from having traffic rewritten for it.
+"""
+
+from ha_redirect import model
+from ha_redirect.strategies import base
+
+
+class ReactiveStrategy(base.Strategy):
+    sees_new_connections = True
+
+    def service_flows(self, view):
+        flows = base.server_bypass_flows(view)
+        for tcp_port in view.service.tcp_ports:
+            for match in base.client_service_matches(view.service, tcp_port):
+                flows.append(model.FlowMod(
+                    view.datapath_id, model.FlowCommand.ADD, match=match,
+                    actions=(model.Output(model.SpecialPort.CONTROLLER),),
+                    table=view.settings.table,
+                    priority=view.priority(model.PRIORITY_SERVICE),
+                    cookie=view.cookie(model.ROLE_SERVICE)))
+        return flows
+
+    def on_active_changed(self, view, previous):
+        # New connections simply arrive as PacketIns and are pinned to the
+        # new active server; the policy has already removed the flows of a
+        # server that failed (Algorithm 1, SwitchPortChanged).
+        return []
