@@ -1,0 +1,480 @@
+"""Translate between the model's flow data and os-ken OpenFlow messages.
+
+This is the only module that builds os-ken messages. The core returns plain
+`ha_redirect.model` values; `render` / `to_ofp_messages` turn them into
+messages for one datapath, using that datapath's `ofproto` and
+`ofproto_parser`, so OpenFlow 1.3, 1.4 and 1.5 switches all work. In the
+other direction, `decode_packet_in`, `decode_flow_removed` and
+`port_states_from_desc` turn what the switch reports into model values.
+
+A flow that Open vSwitch would refuse because a match or set-field lacks its
+prerequisite (an IPv4 field without `eth_type=0x0800`, a TCP port without
+`ip_proto=6`, ...) raises `UnsupportedFlow` here, before it reaches the
+switch: we never add match fields behind the policy's back, since the switch
+reports them back in FlowRemoved and the policy compares matches.
+"""
+
+import ipaddress
+import logging
+import typing
+
+from os_ken.lib import addrconv
+from os_ken.lib.packet import arp
+from os_ken.lib.packet import ethernet
+from os_ken.lib.packet import ether_types
+from os_ken.lib.packet import in_proto
+from os_ken.lib.packet import ipv4
+from os_ken.lib.packet import packet as packet_lib
+from os_ken.lib.packet import tcp
+
+from ha_redirect import model
+
+LOG = logging.getLogger(__name__)
+
+
+class UnsupportedFlow(ValueError):
+    """A model message that cannot be rendered as a valid OpenFlow message."""
+
+
+class MalformedPacket(ValueError):
+    """A PacketIn whose bytes cannot be decoded as the frame they claim to be."""
+
+
+# What a match field needs earlier in the same match (OpenFlow 1.3 spec,
+# section 7.2.3.8); Open vSwitch refuses matches, set-fields and learn specs
+# without it (OFPBMC_BAD_PREREQ / OFPBAC_MATCH_INCONSISTENT).
+PREREQUISITES = {
+    'ip_proto': ('eth_type', model.ETH_TYPE_IPV4),
+    'ipv4_src': ('eth_type', model.ETH_TYPE_IPV4),
+    'ipv4_dst': ('eth_type', model.ETH_TYPE_IPV4),
+    'tcp_src': ('ip_proto', model.IP_PROTO_TCP),
+    'tcp_dst': ('ip_proto', model.IP_PROTO_TCP),
+    'arp_op': ('eth_type', model.ETH_TYPE_ARP),
+    'arp_spa': ('eth_type', model.ETH_TYPE_ARP),
+    'arp_tpa': ('eth_type', model.ETH_TYPE_ARP),
+}
+
+# Learn specs name fields with Nicira (NXM) headers, as `ovs-ofctl`'s learn
+# syntax does (NXM_OF_IP_SRC[] ...): (os-ken field name, width in bits).
+# NXM_OF_IN_PORT is 16 bits wide; OVS port numbers for real ports fit.
+NXM_FIELDS = {
+    'in_port': ('in_port_nxm', 16),
+    'eth_src': ('eth_src_nxm', 48),
+    'eth_dst': ('eth_dst_nxm', 48),
+    'eth_type': ('eth_type_nxm', 16),
+    'ip_proto': ('ip_proto_nxm', 8),
+    'ipv4_src': ('ipv4_src_nxm', 32),
+    'ipv4_dst': ('ipv4_dst_nxm', 32),
+    'tcp_src': ('tcp_src_nxm', 16),
+    'tcp_dst': ('tcp_dst_nxm', 16),
+    'arp_op': ('arp_op_nxm', 16),
+    'arp_spa': ('arp_spa_nxm', 32),
+    'arp_tpa': ('arp_tpa_nxm', 32),
+}
+
+# A Learn with a constant `output_port` loads the port into this register of
+# the packet being processed and learns `output:<register>` from it (OVS
+# accepts learned outputs only from a field, never as an immediate value).
+LEARN_OUTPUT_REGISTER = 'reg7'
+
+
+def check_prerequisites(fields: typing.Mapping[str, typing.Any],
+                        needed: typing.Iterable[str], where: str) -> None:
+    """Raise UnsupportedFlow if a field in `needed` lacks its prerequisite.
+
+    `fields` are the fields the flow's match establishes; a value of None
+    means "set, value only known at run time" (a learned field).
+    """
+    for name in needed:
+        while name in PREREQUISITES:
+            pre, value = PREREQUISITES[name]
+            if pre not in fields:
+                raise UnsupportedFlow(
+                    f'{where}: {name} needs {pre}={value:#x} in the match')
+            if fields[pre] is not None and fields[pre] != value:
+                raise UnsupportedFlow(
+                    f'{where}: {name} needs {pre}={value:#x}, the match has '
+                    f'{pre}={fields[pre]:#x}')
+            name = pre
+
+
+def _port_number(port: model.PortRef, ofproto) -> int:
+    if port is model.SpecialPort.CONTROLLER:
+        return ofproto.OFPP_CONTROLLER
+    if port is model.SpecialPort.NORMAL:
+        return ofproto.OFPP_NORMAL
+    if port is model.SpecialPort.IN_PORT:
+        return ofproto.OFPP_IN_PORT
+    return port
+
+
+def _output_action(port: model.PortRef, ofproto, parser):
+    if port is model.SpecialPort.CONTROLLER:
+        return parser.OFPActionOutput(ofproto.OFPP_CONTROLLER,
+                                      ofproto.OFPCML_NO_BUFFER)
+    return parser.OFPActionOutput(_port_number(port, ofproto))
+
+
+def _immediate(field: str, value) -> int:
+    """A field value as the integer a learn spec carries on the wire."""
+    if field in ('eth_src', 'eth_dst'):
+        return int.from_bytes(addrconv.mac.text_to_bin(
+            model.normalize_mac(value, field)), 'big')
+    if field in ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa'):
+        return int(ipaddress.IPv4Address(value))
+    return int(value)
+
+
+def _nxm(field: str, where: str):
+    try:
+        return NXM_FIELDS[field]
+    except KeyError:
+        raise UnsupportedFlow(f'{where}: learn cannot use field {field!r}; '
+                              f'known: {", ".join(NXM_FIELDS)}') from None
+
+
+def _learn_actions(learn: model.Learn, parser, where: str) -> list:
+    learned = {name: value for name, value in learn.match_values}
+    learned.update({dst: None for dst, _src in learn.match_from})
+    check_prerequisites(learned, learned, f'{where}: learned match')
+    check_prerequisites(learned, [name for name, _ in learn.set_values],
+                        f'{where}: learned set_values')
+    specs = []
+    for name, value in learn.match_values:
+        nxm, n_bits = _nxm(name, where)
+        specs.append(parser.NXFlowSpecMatch(
+            src=_immediate(name, value), dst=(nxm, 0), n_bits=n_bits))
+    for dst, src in learn.match_from:
+        dst_nxm, dst_bits = _nxm(dst, where)
+        src_nxm, src_bits = _nxm(src, where)
+        if dst_bits != src_bits:
+            raise UnsupportedFlow(f'{where}: learn cannot copy {src} '
+                                  f'({src_bits} bits) into {dst} '
+                                  f'({dst_bits} bits)')
+        specs.append(parser.NXFlowSpecMatch(
+            src=(src_nxm, 0), dst=(dst_nxm, 0), n_bits=dst_bits))
+    for name, value in learn.set_values:
+        nxm, n_bits = _nxm(name, where)
+        specs.append(parser.NXFlowSpecLoad(
+            src=_immediate(name, value), dst=(nxm, 0), n_bits=n_bits))
+    actions = []
+    if (learn.output_port is None) == (learn.output_from is None):
+        raise UnsupportedFlow(f'{where}: learn needs exactly one of '
+                              'output_port and output_from')
+    if learn.output_from is not None:
+        nxm, n_bits = _nxm(learn.output_from, where)
+        specs.append(parser.NXFlowSpecOutput(src=(nxm, 0), n_bits=n_bits))
+    else:
+        actions.append(parser.OFPActionSetField(
+            **{LEARN_OUTPUT_REGISTER: learn.output_port}))
+        specs.append(parser.NXFlowSpecOutput(
+            src=(LEARN_OUTPUT_REGISTER, 0), n_bits=32))
+    actions.append(parser.NXActionLearn(
+        table_id=learn.table, specs=specs, idle_timeout=learn.idle_timeout,
+        priority=learn.priority, cookie=learn.cookie,
+        fin_idle_timeout=learn.fin_idle_timeout))
+    return actions
+
+
+def _actions(actions, ofproto, parser, match_fields, where: str):
+    """(apply-actions list, goto table or None) for model actions."""
+    apply_actions = []
+    goto = None
+    for action in actions:
+        if isinstance(action, model.Output):
+            apply_actions.append(_output_action(action.port, ofproto, parser))
+        elif isinstance(action, model.SetField):
+            if match_fields is not None:
+                check_prerequisites(match_fields, [action.field],
+                                    f'{where}: set_field')
+            apply_actions.append(
+                parser.OFPActionSetField(**{action.field: action.value}))
+        elif isinstance(action, model.Learn):
+            apply_actions.extend(_learn_actions(action, parser, where))
+        elif isinstance(action, model.GotoTable):
+            if goto is not None:
+                raise UnsupportedFlow(f'{where}: more than one goto_table')
+            goto = action.table
+        else:
+            raise UnsupportedFlow(f'{where}: unknown action {action!r}')
+    return apply_actions, goto
+
+
+_FLOW_COMMANDS = {
+    model.FlowCommand.ADD: 'OFPFC_ADD',
+    model.FlowCommand.MODIFY_STRICT: 'OFPFC_MODIFY_STRICT',
+    model.FlowCommand.DELETE: 'OFPFC_DELETE',
+    model.FlowCommand.DELETE_STRICT: 'OFPFC_DELETE_STRICT',
+}
+
+
+def _flow_mod(datapath, flow: model.FlowMod):
+    ofproto, parser = datapath.ofproto, datapath.ofproto_parser
+    where = describe(flow)
+    fields = flow.match.fields()
+    check_prerequisites(fields, fields, where)
+    deleting = flow.command in (model.FlowCommand.DELETE,
+                                model.FlowCommand.DELETE_STRICT)
+    apply_actions, goto = _actions(flow.actions, ofproto, parser, fields,
+                                   where)
+    instructions = []
+    if apply_actions:
+        instructions.append(parser.OFPInstructionActions(
+            ofproto.OFPIT_APPLY_ACTIONS, apply_actions))
+    if goto is not None:
+        instructions.append(parser.OFPInstructionGotoTable(goto))
+    return parser.OFPFlowMod(
+        datapath=datapath,
+        cookie=flow.cookie,
+        cookie_mask=flow.cookie_mask,
+        table_id=flow.table,
+        command=getattr(ofproto, _FLOW_COMMANDS[flow.command]),
+        idle_timeout=flow.idle_timeout,
+        hard_timeout=flow.hard_timeout,
+        priority=flow.priority,
+        buffer_id=ofproto.OFP_NO_BUFFER,
+        out_port=ofproto.OFPP_ANY,
+        out_group=ofproto.OFPG_ANY,
+        flags=ofproto.OFPFF_SEND_FLOW_REM if flow.notify_removed else 0,
+        match=parser.OFPMatch(**fields),
+        instructions=[] if deleting else instructions)
+
+
+def _packet_out(datapath, in_port: model.PortRef, actions, data: bytes,
+                buffer_id: typing.Optional[int], where: str):
+    ofproto, parser = datapath.ofproto, datapath.ofproto_parser
+    apply_actions, goto = _actions(actions, ofproto, parser, None, where)
+    if goto is not None:
+        raise UnsupportedFlow(f'{where}: a packet-out cannot goto_table')
+    if buffer_id is None:
+        buffer_id = ofproto.OFP_NO_BUFFER
+    else:
+        data = None
+    port = _port_number(in_port, ofproto)
+    if ofproto.OFP_VERSION >= 0x06:  # OpenFlow 1.5 carries in_port in a match
+        return parser.OFPPacketOut(
+            datapath=datapath, buffer_id=buffer_id,
+            match=parser.OFPMatch(in_port=port), actions=apply_actions,
+            data=data)
+    return parser.OFPPacketOut(
+        datapath=datapath, buffer_id=buffer_id, in_port=port,
+        actions=apply_actions, data=data)
+
+
+def arp_reply_frame(reply: model.ArpReply) -> bytes:
+    """The Ethernet frame of an ARP reply, ready to send."""
+    frame = packet_lib.Packet()
+    frame.add_protocol(ethernet.ethernet(
+        dst=reply.target_mac, src=reply.sender_mac,
+        ethertype=ether_types.ETH_TYPE_ARP))
+    frame.add_protocol(arp.arp(
+        opcode=arp.ARP_REPLY, src_mac=reply.sender_mac,
+        src_ip=reply.sender_ip, dst_mac=reply.target_mac,
+        dst_ip=reply.target_ip))
+    frame.serialize()
+    return bytes(frame.data)
+
+
+def to_ofp_messages(datapath, message: model.Message) -> list:
+    """The os-ken messages that carry out one model message on `datapath`.
+
+    `datapath` needs only `ofproto` and `ofproto_parser` (an os-ken Datapath
+    has both). Raises UnsupportedFlow for a message the switch would refuse.
+    """
+    if isinstance(message, model.FlowMod):
+        return [_flow_mod(datapath, message)]
+    if isinstance(message, model.PacketOut):
+        return [_packet_out(datapath, message.in_port, message.actions,
+                            message.data, message.buffer_id,
+                            describe(message))]
+    if isinstance(message, model.ArpReply):
+        return [_packet_out(datapath, model.SpecialPort.CONTROLLER,
+                            (model.Output(message.out_port),),
+                            arp_reply_frame(message), None,
+                            describe(message))]
+    if isinstance(message, model.Barrier):
+        return [datapath.ofproto_parser.OFPBarrierRequest(datapath)]
+    raise UnsupportedFlow(f'cannot render {message!r}')
+
+
+def render(datapath, messages: typing.Iterable[model.Message]
+           ) -> typing.List[typing.Tuple[model.Message, typing.Any]]:
+    """(model message, os-ken message) pairs, in order, for sending.
+
+    The pairs let the caller remember which model message each xid carries:
+    `datapath.set_xid(msg)` then keep `{msg.xid: model_message}`, so an
+    OFPErrorMsg can be logged with `describe(model_message)`.
+    """
+    return [(message, ofp_msg) for message in messages
+            for ofp_msg in to_ofp_messages(datapath, message)]
+
+
+def _describe_port(port: model.PortRef) -> str:
+    if isinstance(port, model.SpecialPort):
+        return port.value
+    return str(port)
+
+
+def _describe_value(value) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f'{value:#x}' if value > 9 else str(value)
+    return str(value)
+
+
+def _describe_fields(pairs) -> str:
+    return ','.join(f'{k}={_describe_value(v)}' for k, v in pairs)
+
+
+def _describe_action(action) -> str:
+    if isinstance(action, model.Output):
+        return f'output:{_describe_port(action.port)}'
+    if isinstance(action, model.SetField):
+        return f'set_field:{action.field}={_describe_value(action.value)}'
+    if isinstance(action, model.GotoTable):
+        return f'goto_table:{action.table}'
+    if isinstance(action, model.Learn):
+        parts = [f'table={action.table}', f'priority={action.priority}',
+                 f'cookie={action.cookie:#x}',
+                 f'idle_timeout={action.idle_timeout}']
+        if action.fin_idle_timeout:
+            parts.append(f'fin_idle_timeout={action.fin_idle_timeout}')
+        parts += [f'{k}={_describe_value(v)}' for k, v in action.match_values]
+        parts += [f'{dst}=packet.{src}' for dst, src in action.match_from]
+        parts += [f'load:{_describe_value(v)}->{k}'
+                  for k, v in action.set_values]
+        if action.output_from is not None:
+            parts.append(f'output:packet.{action.output_from}')
+        else:
+            parts.append(f'output:{action.output_port}')
+        return f'learn({",".join(parts)})'
+    return repr(action)
+
+
+def describe(message: model.Message) -> str:
+    """One line, ovs-ofctl-like, for logs (e.g. the flow a switch refused)."""
+    if isinstance(message, model.FlowMod):
+        text = (f'flow_mod {message.command.value} '
+                f'dpid={message.datapath_id:#x} table={message.table} '
+                f'priority={message.priority} cookie={message.cookie:#x}')
+        if message.cookie_mask:
+            text += f'/{message.cookie_mask:#x}'
+        if message.idle_timeout:
+            text += f' idle_timeout={message.idle_timeout}'
+        if message.hard_timeout:
+            text += f' hard_timeout={message.hard_timeout}'
+        if message.notify_removed:
+            text += ' send_flow_rem'
+        text += f' match={_describe_fields(message.match.fields().items())}'
+        if message.actions:
+            text += ' actions=' + ','.join(
+                _describe_action(a) for a in message.actions)
+        return text
+    if isinstance(message, model.PacketOut):
+        source = (f'buffer_id={message.buffer_id}'
+                  if message.buffer_id is not None
+                  else f'{len(message.data)} bytes')
+        return (f'packet_out dpid={message.datapath_id:#x} '
+                f'in_port={_describe_port(message.in_port)} {source} '
+                'actions=' + ','.join(_describe_action(a)
+                                      for a in message.actions))
+    if isinstance(message, model.ArpReply):
+        return (f'arp_reply dpid={message.datapath_id:#x} '
+                f'out_port={message.out_port} {message.sender_ip} is-at '
+                f'{message.sender_mac} to {message.target_ip} '
+                f'({message.target_mac})')
+    if isinstance(message, model.Barrier):
+        return f'barrier dpid={message.datapath_id:#x}'
+    return repr(message)
+
+
+def describe_error(error_msg) -> str:
+    """An OFPErrorMsg's type and code by name, e.g. 'OFPET_BAD_MATCH(4)/...'."""
+    ofproto = error_msg.datapath.ofproto
+    try:
+        names = ofproto.ofp_error_to_jsondict(error_msg.type, error_msg.code)
+        return f'{names["type"]}/{names["code"]}'
+    except (KeyError, AttributeError, ValueError):
+        return f'type={error_msg.type} code={error_msg.code}'
+
+
+# What the switch reports.
+
+def decode_packet_in(msg) -> typing.Optional[model.Packet]:
+    """The TCP segment or ARP request in a PacketIn, or None if irrelevant.
+
+    Untagged IPv4 TCP (first or only fragment) and ARP requests are relevant;
+    anything else is None. Raises MalformedPacket if the frame is too short
+    for the headers its own type fields announce.
+    """
+    data = bytes(msg.data)
+    in_port = msg.match['in_port']
+    buffer_id = msg.buffer_id
+    if buffer_id == msg.datapath.ofproto.OFP_NO_BUFFER:
+        buffer_id = None
+    if len(data) < ethernet.ethernet._MIN_LEN:
+        raise MalformedPacket(f'in_port {in_port}: {len(data)}-byte frame is '
+                              'shorter than an Ethernet header')
+    try:
+        frame = packet_lib.Packet(data)
+    except Exception as error:  # os-ken raises whatever struct/ipaddress do
+        raise MalformedPacket(f'in_port {in_port}: {error}') from error
+    eth = frame.get_protocol(ethernet.ethernet)
+    if eth.ethertype == ether_types.ETH_TYPE_ARP:
+        request = frame.get_protocol(arp.arp)
+        if request is None:
+            raise MalformedPacket(f'in_port {in_port}: truncated ARP packet')
+        if request.opcode != arp.ARP_REQUEST:
+            return None
+        return model.ArpRequest(in_port=in_port, sender_mac=request.src_mac,
+                                sender_ip=request.src_ip,
+                                target_ip=request.dst_ip)
+    if eth.ethertype != ether_types.ETH_TYPE_IP:
+        return None
+    ip = frame.get_protocol(ipv4.ipv4)
+    if ip is None:
+        raise MalformedPacket(f'in_port {in_port}: truncated IPv4 header')
+    if ip.proto != in_proto.IPPROTO_TCP or ip.offset != 0:
+        return None
+    segment = frame.get_protocol(tcp.tcp)
+    if segment is None:
+        raise MalformedPacket(f'in_port {in_port}: truncated TCP header')
+    return model.TcpPacket(
+        in_port=in_port, eth_src=eth.src, eth_dst=eth.dst,
+        ipv4_src=ip.src, ipv4_dst=ip.dst, tcp_src=segment.src_port,
+        tcp_dst=segment.dst_port, tcp_flags=segment.bits,
+        buffer_id=buffer_id, data=data)
+
+
+def match_from_ofp(ofp_match) -> model.Match:
+    """A model.Match of the fields the model knows; others are left out.
+
+    A masked field is kept only if its mask covers the whole field.
+    """
+    fields = {}
+    for name in model.MATCH_FIELDS:
+        value = ofp_match.get(name)
+        if isinstance(value, tuple):
+            value, mask = value
+            bits = 32 if name == 'in_port' else NXM_FIELDS[name][1]
+            if _immediate(name, mask) != (1 << bits) - 1:
+                continue
+        if value is not None:
+            fields[name] = value
+    return model.Match(**fields)
+
+
+def decode_flow_removed(msg) -> typing.Tuple[int, model.Match]:
+    """(cookie, match) of an OFPFlowRemoved."""
+    return msg.cookie, match_from_ofp(msg.match)
+
+
+def is_port_up(ofp_port, ofproto) -> bool:
+    """Administratively up and with link: the port can carry traffic."""
+    return not (ofp_port.config & ofproto.OFPPC_PORT_DOWN or
+                ofp_port.state & ofproto.OFPPS_LINK_DOWN)
+
+
+def port_states_from_desc(ports, ofproto) -> typing.Dict[int, bool]:
+    """{port_no: up} of a PortDesc reply body, without reserved ports."""
+    return {port.port_no: is_port_up(port, ofproto) for port in ports
+            if port.port_no <= ofproto.OFPP_MAX}
