@@ -1,0 +1,399 @@
+"""oslo.config options for ha_redirect, and their translation to the model.
+
+Nothing is registered at import time: callers pass their own `ConfigOpts`
+to `register_opts` (os-ken apps pass `os_ken.cfg.CONF`). The `[ha_redirect]`
+group holds deployment settings and lists the services; each service has a
+group `[service:NAME]` (as Cinder's `enabled_backends` does), registered on
+demand by `load_policy_config`.
+
+Every problem is reported as one `ConfigError` whose message names the group
+and the option, e.g. ``[service:web] primary_mac: 'zz' is not a MAC address``.
+"""
+
+import dataclasses
+import glob
+import os
+import typing
+
+from oslo_config import cfg
+from oslo_config import types
+
+from ha_redirect import model
+from ha_redirect import plugins
+
+GROUP = 'ha_redirect'
+SERVICE_GROUP_PREFIX = 'service:'
+SAMPLE_SERVICE_GROUP = SERVICE_GROUP_PREFIX + 'example'
+
+_MAC_REGEX = r'^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$'
+_SWITCH_PORT_MAX = 0xffffff00
+_DEFAULTS = model.PolicySettings()
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """What `RedirectPolicy` needs, built once from the configuration."""
+    settings: model.PolicySettings
+    services: typing.Tuple[model.Service, ...]
+
+
+def _switch_port():
+    return types.Integer(min=1, max=_SWITCH_PORT_MAX)
+
+
+def _tcp_port():
+    return types.Port(min=1, max=65535)
+
+
+def _mac():
+    return types.String(regex=_MAC_REGEX)
+
+
+_POLICY_OPTS = [
+    cfg.StrOpt('strategy', default=_DEFAULTS.strategy,
+               help='How redirect flows are installed: the name of a plugin '
+                    'in the "ha_redirect.strategies" entry-point namespace. '
+                    'Built in: "reactive" (the paper\'s Algorithm 1: a new '
+                    'connection goes to the controller, which installs its '
+                    'rewrite flows) and "proactive" (rewrite flows are '
+                    'installed in advance and follow port status).'),
+    cfg.StrOpt('cookie', default=hex(_DEFAULTS.cookie),
+               help='Upper 32 bits of the cookie of every flow ha_redirect '
+                    'installs (hex or decimal, non-zero). Flows are deleted '
+                    'by this cookie only, so other controllers\' flows on '
+                    'the same switch are left alone.'),
+    cfg.IntOpt('table', default=_DEFAULTS.table, min=0, max=253,
+               help='OpenFlow table that receives the service traffic.'),
+    cfg.IntOpt('connection_table', default=_DEFAULTS.connection_table,
+               min=0, max=253,
+               help='OpenFlow table for per-connection flows; must differ '
+                    'from "table".'),
+    cfg.IntOpt('base_priority', default=_DEFAULTS.base_priority,
+               min=0, max=0xffff - 100,
+               help='Lowest priority of our flows; ours use up to '
+                    'base_priority + 100.'),
+    cfg.IntOpt('connection_idle_timeout',
+               default=_DEFAULTS.connection_idle_timeout, min=1,
+               help='Seconds an idle per-connection flow stays installed.'),
+    cfg.IntOpt('fin_idle_timeout', default=_DEFAULTS.fin_idle_timeout,
+               min=0,
+               help='Seconds a learned per-connection flow stays after the '
+                    'switch sees a FIN or RST (OVS learn fin_idle_timeout; '
+                    '0: only the idle timeout applies).'),
+    cfg.BoolOpt('failback', default=_DEFAULTS.failback,
+                help='When the primary returns, send new connections back to '
+                     'it (established ones keep their server). Without '
+                     'failback a healthy backup keeps the service until it '
+                     'fails itself.'),
+    cfg.BoolOpt('forward_non_service_traffic',
+                default=_DEFAULTS.forward_non_service_traffic,
+                help='Forward traffic that belongs to no service with the '
+                     'NORMAL action (the switch acts as a learning switch). '
+                     'Disable when another app handles that traffic.'),
+    cfg.ListOpt('services', default=[],
+                help='Names of the services to keep available; each name '
+                     'needs a group [service:NAME].'),
+]
+
+_SERVICE_OPTS = [
+    cfg.StrOpt('datapath_id', required=True,
+               help='Switch that carries the service: hex with 0x prefix, '
+                    'decimal, or 16 hex digits as ovs-ofctl prints it.'),
+    cfg.ListOpt('tcp_ports', item_type=_tcp_port(), required=True,
+                help='TCP ports of the service (e.g. 5001 for iperf).'),
+    cfg.IPOpt('primary_ip', version=4, required=True,
+              help='IPv4 address clients use to reach the service.'),
+    cfg.StrOpt('primary_mac', regex=_MAC_REGEX, required=True,
+               help='MAC address of the primary server.'),
+    cfg.IntOpt('primary_port', min=1, max=_SWITCH_PORT_MAX, required=True,
+               help='Switch port of the primary server.'),
+    cfg.ListOpt('backup_ips', item_type=types.IPAddress(version=4),
+                required=True,
+                help='IPv4 addresses of the backup servers, in failover '
+                     'order.'),
+    cfg.ListOpt('backup_macs', item_type=_mac(), required=True,
+                help='MAC addresses of the backups, in the order of '
+                     'backup_ips.'),
+    cfg.ListOpt('backup_ports', item_type=_switch_port(), required=True,
+                help='Switch ports of the backups, in the order of '
+                     'backup_ips.'),
+    cfg.ListOpt('client_ports', item_type=_switch_port(), default=[],
+                help='Switch ports clients arrive on; empty means any port '
+                     'that is not a server\'s.'),
+]
+
+_OPTS_BY_GROUP = {
+    GROUP: {opt.dest: opt for opt in _POLICY_OPTS},
+    SERVICE_GROUP_PREFIX: {opt.dest: opt for opt in _SERVICE_OPTS},
+}
+
+
+def register_opts(conf):
+    """Register the `[ha_redirect]` options on `conf` (safe to repeat)."""
+    conf.register_opts(_POLICY_OPTS, group=GROUP)
+
+
+def list_opts():
+    """Options for oslo-config-generator.
+
+    The per-service options are shown under `[service:example]`: a service
+    group's name is the service's name, listed in `[ha_redirect] services`.
+    """
+    return [
+        (GROUP, list(_POLICY_OPTS)),
+        (SAMPLE_SERVICE_GROUP, list(_SERVICE_OPTS)),
+    ]
+
+
+def service_group(name):
+    return SERVICE_GROUP_PREFIX + name
+
+
+def load_policy_config(conf):
+    """Build a `PolicyConfig` from `conf`, or raise one `ConfigError`.
+
+    Registers `[ha_redirect]` and the `[service:NAME]` group of each listed
+    service, rejects unknown keys in those groups and unlisted service
+    groups, then converts the values into model objects.
+    """
+    register_opts(conf)
+    files = _ConfigFiles(conf)
+    names = _get(conf, files, GROUP, 'services')
+    if not names:
+        raise ConfigError(f'[{GROUP}] services: no services listed; name at '
+                          'least one and describe it in [service:NAME]')
+    if len(set(names)) != len(names):
+        raise ConfigError(f'[{GROUP}] services: a service is listed twice')
+    for name in names:
+        conf.register_opts(_SERVICE_OPTS, group=service_group(name))
+    files.check_unknown(conf, only_ours=True)
+
+    settings = _build_settings(conf, files)
+    services = tuple(_build_service(conf, files, name) for name in names)
+    return PolicyConfig(settings=settings, services=services)
+
+
+def validate_config_files(conf):
+    """Reject any section or key in the config files that no option reads.
+
+    Call after every option is registered (after `load_policy_config` and
+    after importing the apps). os-ken's own options live in [DEFAULT].
+    """
+    _ConfigFiles(conf).check_unknown(conf, only_ours=False)
+
+
+def parse_datapath_id(value):
+    """0x-prefixed hex, decimal, or 16 hex digits (as ovs-ofctl shows)."""
+    text = str(value).strip()
+    try:
+        dpid = int(text, 0)
+    except ValueError:
+        dpid = None
+        if len(text) == 16:
+            try:
+                dpid = int(text, 16)
+            except ValueError:
+                pass
+    if dpid is None or not 0 <= dpid < 1 << 64:
+        raise ValueError(f'{value!r} is not a datapath id (0x-prefixed hex, '
+                         'decimal, or 16 hex digits)')
+    return dpid
+
+
+class _ConfigFiles:
+    """The raw sections of the config files `conf` read, for diagnostics.
+
+    oslo.config ignores keys it has no option for; we read the files again
+    to find such keys, and to quote the raw text of a value it rejected.
+    """
+
+    def __init__(self, conf):
+        self.sections = {}
+        for path in self._paths(conf):
+            parsed = {}
+            try:
+                cfg.ConfigParser(path, parsed).parse()
+            except (OSError, cfg.iniparser.ParseError):
+                continue  # oslo.config itself reports unreadable files
+            for section, values in parsed.items():
+                merged = self.sections.setdefault(section, {})
+                for key, vals in values.items():
+                    merged[key] = vals[-1]
+
+    @staticmethod
+    def _paths(conf):
+        paths = []
+        try:
+            paths.extend(conf.config_file or [])
+            dirs = conf.config_dir or []
+        except cfg.NoSuchOptError:
+            return paths  # ConfigOpts never called: no files
+        if isinstance(dirs, str):
+            dirs = [dirs]
+        for directory in dirs:
+            paths.extend(sorted(glob.glob(os.path.join(directory, '*.conf'))))
+        return paths
+
+    def raw(self, group, name):
+        return self.sections.get(group, {}).get(name)
+
+    def check_unknown(self, conf, only_ours):
+        for section, values in self.sections.items():
+            ours = (section == GROUP or
+                    section.startswith(SERVICE_GROUP_PREFIX))
+            if only_ours and not ours:
+                continue
+            if section == 'DEFAULT':
+                known = conf
+            elif section in conf:
+                known = conf[section]
+            elif section.startswith(SERVICE_GROUP_PREFIX):
+                raise ConfigError(
+                    f'[{section}]: service '
+                    f'{section[len(SERVICE_GROUP_PREFIX):]!r} is not listed '
+                    f'in [{GROUP}] services')
+            else:
+                raise ConfigError(f'[{section}]: unknown section')
+            for key in values:
+                if key not in known:
+                    raise ConfigError(f'[{section}] {key}: unknown option')
+
+
+def _describe(opt):
+    kind = _kind(opt.type)
+    if isinstance(opt.type, types.List):
+        kind = _kind(opt.type.item_type)
+    return kind
+
+
+def _kind(type_):
+    if isinstance(type_, types.IPAddress):
+        return 'an IPv4 address'
+    if isinstance(type_, types.String) and type_.regex is not None:
+        return 'a MAC address'
+    if isinstance(type_, types.Port):
+        return 'a TCP port (1-65535)'
+    if isinstance(type_, types.Integer):
+        if type_.max == _SWITCH_PORT_MAX:
+            return f'a switch port number (1-{_SWITCH_PORT_MAX})'
+        if type_.max is None:
+            return f'an integer of at least {type_.min}'
+        return f'an integer from {type_.min} to {type_.max}'
+    if isinstance(type_, types.Boolean):
+        return 'true or false'
+    return 'valid'
+
+
+def _bad_value(opt, raw):
+    """The offending text: the bad item of a list, else the whole value."""
+    if raw is not None and isinstance(opt.type, types.List):
+        for item in raw.split(','):
+            item = item.strip()
+            try:
+                opt.type.item_type(item)
+            except ValueError:
+                return item
+    return raw
+
+
+def _get(conf, files, group, name):
+    try:
+        return conf[group][name]
+    except (cfg.ConfigSourceValueError, ValueError):
+        key = SERVICE_GROUP_PREFIX if group != GROUP else GROUP
+        opt = _OPTS_BY_GROUP[key][name]
+        bad = _bad_value(opt, files.raw(group, name))
+        raise ConfigError(f'[{group}] {name}: {bad!r} is not '
+                          f'{_describe(opt)}') from None
+
+
+def _build_settings(conf, files):
+    group = conf[GROUP]
+    values = {opt.dest: _get(conf, files, GROUP, opt.dest)
+              for opt in _POLICY_OPTS if opt.dest != 'services'}
+    try:
+        values['cookie'] = int(str(values['cookie']).strip(), 0)
+    except ValueError:
+        raise ConfigError(f'[{GROUP}] cookie: {group.cookie!r} is not an '
+                          'integer (hex with 0x prefix, or decimal)') from None
+    available = plugins.strategy_names()
+    if values['strategy'] not in available:
+        raise ConfigError(
+            f'[{GROUP}] strategy: {values["strategy"]!r} is not a known '
+            f'strategy (available: {", ".join(available) or "none"})')
+    try:
+        return model.PolicySettings(**values)
+    except model.ServiceError as exc:
+        raise ConfigError(f'[{GROUP}] {exc}') from None
+
+
+def _build_service(conf, files, name):
+    group = service_group(name)
+    values = {}
+    for opt in _SERVICE_OPTS:
+        value = _get(conf, files, group, opt.dest)
+        if opt.required and value in (None, []):
+            raise ConfigError(f'[{group}] {opt.dest}: required option is '
+                              'missing')
+        values[opt.dest] = value
+
+    try:
+        dpid = parse_datapath_id(values['datapath_id'])
+    except ValueError as exc:
+        raise ConfigError(f'[{group}] datapath_id: {exc}') from None
+
+    backups = len(values['backup_ips'])
+    for key in ('backup_macs', 'backup_ports'):
+        if len(values[key]) != backups:
+            raise ConfigError(
+                f'[{group}] {key}: has {len(values[key])} entries but '
+                f'backup_ips has {backups}; list one per backup, in order')
+
+    _check_distinct(group, 'tcp_ports', values['tcp_ports'], 'TCP port')
+    primary = {'ip': values['primary_ip'],
+               'mac': values['primary_mac'].lower(),
+               'port': values['primary_port']}
+    backup = {'ip': [str(ip) for ip in values['backup_ips']],
+              'mac': [mac.lower() for mac in values['backup_macs']],
+              'port': values['backup_ports']}
+    for attr in ('ip', 'mac', 'port'):
+        option = f'backup_{attr}s'
+        if primary[attr] in backup[attr]:
+            raise ConfigError(f'[{group}] {option}: {primary[attr]} is also '
+                              f'primary_{attr}')
+        _check_distinct(group, option, backup[attr], attr)
+    _check_distinct(group, 'client_ports', values['client_ports'], 'port')
+    for port in values['client_ports']:
+        if port == primary['port'] or port in backup['port']:
+            raise ConfigError(f'[{group}] client_ports: port {port} is also '
+                              'a server port')
+
+    try:
+        return model.Service(
+            name=name,
+            datapath_id=dpid,
+            tcp_ports=tuple(values['tcp_ports']),
+            primary=model.Endpoint(**primary),
+            backups=tuple(model.Endpoint(ip, mac, port) for ip, mac, port
+                          in zip(backup['ip'], backup['mac'],
+                                 backup['port'])),
+            client_ports=tuple(values['client_ports']))
+    except model.ServiceError as exc:
+        message = str(exc)
+        prefix = f'service {name!r}: '
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+        raise ConfigError(f'[{group}] {message}') from None
+
+
+def _check_distinct(group, option, values, what):
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(f'[{group}] {option}: {what} {value} is listed '
+                              'twice')
+        seen.add(value)

@@ -1,0 +1,59 @@
+"""Plugin loading by entry-point name: the one place that uses stevedore.
+
+Namespaces (declared in pyproject.toml; other packages may add names):
+
+- `ha_redirect.strategies`: how redirect flows are installed; classes that
+  take no constructor arguments (`reactive`, `proactive`).
+- `os_ken.apps`: short names for os-ken apps, so launchers accept
+  `ha_redirect` as well as the module path `ha_redirect.app`.
+"""
+
+import importlib.metadata
+
+from stevedore import driver
+
+STRATEGY_NAMESPACE = 'ha_redirect.strategies'
+APP_NAMESPACE = 'os_ken.apps'
+
+
+class PluginError(LookupError):
+    """A plugin that is not installed or does not load; one line."""
+
+
+def _entry_points(namespace):
+    return importlib.metadata.entry_points(group=namespace)
+
+
+def strategy_names():
+    """Sorted names of the installed strategies (nothing is imported)."""
+    return sorted({ep.name for ep in _entry_points(STRATEGY_NAMESPACE)})
+
+
+def load_strategy(name):
+    """Return a new instance of the strategy registered as `name`."""
+    available = strategy_names()
+    if name not in available:
+        raise PluginError(
+            f'unknown strategy {name!r} (available: '
+            f'{", ".join(available) or "none"}; namespace '
+            f'{STRATEGY_NAMESPACE})')
+    try:
+        manager = driver.DriverManager(STRATEGY_NAMESPACE, name,
+                                       invoke_on_load=True)
+    except Exception as exc:
+        raise PluginError(f'strategy {name!r} failed to load: '
+                          f'{type(exc).__name__}: {exc}') from exc
+    return manager.driver
+
+
+def resolve_app(name):
+    """Module path of the os-ken app `name`.
+
+    A short name registered in `os_ken.apps` maps to its module (os-ken
+    loads an app by module and takes its first OSKenApp class); any other
+    name is returned unchanged, as a module path.
+    """
+    for ep in _entry_points(APP_NAMESPACE):
+        if ep.name == name:
+            return ep.module
+    return name
