@@ -1,0 +1,134 @@
+"""The os-ken app: a thin shell that feeds switch events to a RedirectPolicy.
+
+Each handler finds the datapath, asks the policy, and sends what it returns
+through `ha_redirect.openflow`. Nothing here decides anything.
+"""
+
+import collections
+import logging
+import time
+
+from os_ken.base import app_manager
+from os_ken.controller import handler
+from os_ken.controller import ofp_event
+from os_ken.ofproto import ofproto_v1_3
+from os_ken.ofproto import ofproto_v1_4
+from os_ken.ofproto import ofproto_v1_5
+
+from ha_redirect import openflow
+from ha_redirect import opts
+from ha_redirect import policy as policy_mod
+
+LOG = logging.getLogger(__name__)
+
+MAIN = handler.MAIN_DISPATCHER
+# Enough recent messages to name the culprit of any error the switch returns.
+_SENT_MEMORY = 4096
+
+
+class RedirectApp(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION, ofproto_v1_4.OFP_VERSION,
+                    ofproto_v1_5.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        redirect_policy = kwargs.pop('redirect_policy', None)
+        super().__init__(*args, **kwargs)
+        if redirect_policy is None:
+            opts.register_opts(self.CONF)
+            config = opts.load_policy_config(self.CONF)
+            redirect_policy = policy_mod.RedirectPolicy(
+                config.services, config.settings)
+        self.policy = redirect_policy
+        self.clock = time.monotonic
+        self._port_desc_parts = {}
+        self._sent = collections.OrderedDict()
+
+    # Switch life cycle ----------------------------------------------------
+
+    @handler.set_ev_cls(ofp_event.EventOFPSwitchFeatures,
+                        handler.CONFIG_DISPATCHER)
+    def on_switch_features(self, ev):
+        datapath = ev.msg.datapath
+        self._port_desc_parts[datapath.id] = []
+        datapath.send_msg(
+            datapath.ofproto_parser.OFPPortDescStatsRequest(datapath, 0))
+
+    @handler.set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN)
+    def on_port_desc(self, ev):
+        datapath = ev.msg.datapath
+        parts = self._port_desc_parts.setdefault(datapath.id, [])
+        parts.extend(ev.msg.body)
+        if ev.msg.flags & datapath.ofproto.OFPMPF_REPLY_MORE:
+            return
+        del self._port_desc_parts[datapath.id]
+        port_states = openflow.port_states_from_desc(parts, datapath.ofproto)
+        LOG.info('switch connected: dpid=%#x ports=%s', datapath.id,
+                 sorted(port_states.items()))
+        self._send(datapath, self.policy.on_switch_connected(
+            datapath.id, port_states, self.clock()))
+
+    @handler.set_ev_cls(ofp_event.EventOFPStateChange, handler.DEAD_DISPATCHER)
+    def on_switch_gone(self, ev):
+        datapath = ev.datapath
+        if datapath.id is None:
+            return
+        LOG.info('switch disconnected: dpid=%#x', datapath.id)
+        self._port_desc_parts.pop(datapath.id, None)
+        self._send(datapath, self.policy.on_switch_disconnected(
+            datapath.id, self.clock()))
+
+    # Events ---------------------------------------------------------------
+
+    @handler.set_ev_cls(ofp_event.EventOFPPortStatus, MAIN)
+    def on_port_status(self, ev):
+        msg = ev.msg
+        datapath = msg.datapath
+        is_up = (msg.reason != datapath.ofproto.OFPPR_DELETE
+                 and openflow.is_port_up(msg.desc, datapath.ofproto))
+        now = self.clock()
+        LOG.info('t=%.6f dpid=%#x port %d %s', now, datapath.id,
+                 msg.desc.port_no, 'up' if is_up else 'down')
+        self._send(datapath, self.policy.on_port_status(
+            datapath.id, msg.desc.port_no, is_up, now))
+
+    @handler.set_ev_cls(ofp_event.EventOFPPacketIn, MAIN)
+    def on_packet_in(self, ev):
+        datapath = ev.msg.datapath
+        try:
+            packet = openflow.decode_packet_in(ev.msg)
+        except (openflow.MalformedPacket, KeyError) as exc:
+            LOG.warning('dpid=%#x: dropped a malformed PacketIn: %s',
+                        datapath.id, exc)
+            return
+        if packet is None:
+            return
+        self._send(datapath, self.policy.on_packet(datapath.id, packet,
+                                                   self.clock()))
+
+    @handler.set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN)
+    def on_flow_removed(self, ev):
+        datapath = ev.msg.datapath
+        cookie, match = openflow.decode_flow_removed(ev.msg)
+        self._send(datapath, self.policy.on_flow_removed(
+            datapath.id, cookie, match, self.clock()))
+
+    @handler.set_ev_cls(ofp_event.EventOFPErrorMsg,
+                        [handler.CONFIG_DISPATCHER, MAIN])
+    def on_switch_error(self, ev):
+        msg = ev.msg
+        culprit = self._sent.get((msg.datapath.id, msg.xid))
+        LOG.error('dpid=%#x rejected %s: error type=%#x code=%#x',
+                  msg.datapath.id,
+                  openflow.describe(culprit) if culprit else f'xid {msg.xid}',
+                  msg.type, msg.code)
+
+    # Sending --------------------------------------------------------------
+
+    def _send(self, datapath, messages):
+        for message in messages:
+            for ofp_msg in openflow.to_ofp_messages(datapath, message):
+                datapath.set_xid(ofp_msg)
+                self._sent[(datapath.id, ofp_msg.xid)] = message
+                if len(self._sent) > _SENT_MEMORY:
+                    self._sent.popitem(last=False)
+                datapath.send_msg(ofp_msg)
