@@ -1,0 +1,381 @@
+"""A small fake OpenFlow pipeline that runs the model's flow data.
+
+Tests (ours, and those of controllers that embed ha_redirect) apply the
+messages a policy returns and then ask what happens to a packet, instead of
+comparing flow text: `table.is_output(1, packet, port=2)`. It follows
+Faucet's `clib/fakeoftable.py`, but works on `ha_redirect.model` values and
+imports nothing from os-ken.
+
+What it models, per datapath id:
+- flow tables with OpenFlow 1.3 FlowMod semantics: ADD replaces a flow with
+  the same table, priority and match; MODIFY_STRICT replaces the actions of
+  that flow (and adds nothing if there is none, as in OpenFlow 1.2+);
+  DELETE removes the flows of the table whose match is at least as specific
+  as the given one; DELETE_STRICT only the identical one; both delete and
+  modify honour cookie/cookie_mask;
+- match prerequisites, like Open vSwitch: a match, set-field or learned flow
+  that uses an IPv4/TCP/ARP field without `eth_type`/`ip_proto` raises
+  FakeFlowTableError when applied;
+- packet processing: highest-priority match wins (two matching flows of the
+  same top priority raise FakeFlowTableError, the switch's choice would be
+  arbitrary); apply-actions run in order on the packet as rewritten so far:
+  Output copies the packet out, SetField rewrites it, Learn installs a flow
+  (from the packet as rewritten so far, as OVS does); GotoTable continues in
+  a later table; a table miss drops;
+- idle and hard timeouts against the `now` the caller passes, and the
+  fin_idle_timeout of learned flows (a FIN or RST in `tcp_flags` shortens
+  the idle timeout, as OVS's fin_timeout action does);
+- FlowRemoved notifications for flows with notify_removed, on timeout and
+  on delete (OpenFlow 1.3 sends them for deletes too), in `removed`;
+- PacketOut and ArpReply messages are recorded in `sent`, not processed.
+
+What it does not model: counters, packet buffers, groups, meters, queues,
+VLANs, table-miss flows other than drop, OFPP_TABLE, output to a port that
+does not exist (every port exists and is up), and NORMAL: a packet output
+to NORMAL is reported with port 'normal' and followed no further, as is one
+sent to the controller ('controller'). Barrier is ignored (the fake applies
+messages in order anyway).
+"""
+
+import dataclasses
+import typing
+
+from ha_redirect import model
+
+CONTROLLER = 'controller'
+NORMAL = 'normal'
+
+TCP_FIN = 0x01
+TCP_RST = 0x04
+
+# Same rule as ha_redirect.openflow.PREREQUISITES (kept apart: no os-ken).
+_PREREQUISITES = {
+    'ip_proto': ('eth_type', model.ETH_TYPE_IPV4),
+    'ipv4_src': ('eth_type', model.ETH_TYPE_IPV4),
+    'ipv4_dst': ('eth_type', model.ETH_TYPE_IPV4),
+    'tcp_src': ('ip_proto', model.IP_PROTO_TCP),
+    'tcp_dst': ('ip_proto', model.IP_PROTO_TCP),
+    'arp_op': ('eth_type', model.ETH_TYPE_ARP),
+    'arp_spa': ('eth_type', model.ETH_TYPE_ARP),
+    'arp_tpa': ('eth_type', model.ETH_TYPE_ARP),
+}
+
+_ALL_ONES = 0xffffffffffffffff
+
+
+class FakeFlowTableError(AssertionError):
+    """A flow or packet the real switch would refuse or handle arbitrarily."""
+
+
+def _normalize(field: str, value):
+    if value is None:
+        return None
+    if field in ('eth_src', 'eth_dst'):
+        return model.normalize_mac(value, field)
+    if field in ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa'):
+        return model.normalize_ipv4(value, field)
+    return value
+
+
+def _check_prerequisites(fields, needed, where):
+    for name in needed:
+        while name in _PREREQUISITES:
+            pre, value = _PREREQUISITES[name]
+            if pre not in fields or fields[pre] not in (None, value):
+                raise FakeFlowTableError(
+                    f'{where}: {name} needs {pre}={value:#x} in the match')
+            name = pre
+
+
+@dataclasses.dataclass
+class FlowEntry:
+    """A flow as installed; `last_used` moves when a packet hits it."""
+    table: int
+    priority: int
+    match: typing.Dict[str, typing.Any]
+    actions: typing.Tuple[model.Action, ...]
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    notify_removed: bool = False
+    fin_idle_timeout: int = 0
+    installed_at: float = 0.0
+    last_used: float = 0.0
+    learned: bool = False
+
+    def as_match(self) -> model.Match:
+        return model.Match(**self.match)
+
+    def matches(self, packet: typing.Mapping[str, typing.Any]) -> bool:
+        return all(packet.get(k) == v for k, v in self.match.items())
+
+    def expired(self, now: float) -> typing.Optional[str]:
+        """Why the flow has timed out at `now`, or None."""
+        if self.hard_timeout and now - self.installed_at >= self.hard_timeout:
+            return 'hard_timeout'
+        if self.idle_timeout and now - self.last_used >= self.idle_timeout:
+            return 'idle_timeout'
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """A packet leaving the switch; port: int, 'controller' or 'normal'."""
+    port: typing.Union[int, str]
+    packet: typing.Dict[str, typing.Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowRemoved:
+    """What the switch would report with an OFPFlowRemoved message."""
+    datapath_id: int
+    cookie: int
+    match: model.Match
+    reason: str  # 'idle_timeout', 'hard_timeout' or 'delete'
+
+
+def _cookie_selects(entry: FlowEntry, cookie: int, cookie_mask: int) -> bool:
+    return entry.cookie & cookie_mask == cookie & cookie_mask
+
+
+class FakeFlowTable:
+    """The flow tables of any number of datapaths, fed with model messages."""
+
+    MAX_GOTO = 64
+
+    def __init__(self):
+        self.tables: typing.Dict[int, typing.List[FlowEntry]] = {}
+        self.sent: typing.List[model.Message] = []
+        self.removed: typing.List[FlowRemoved] = []
+
+    # Applying messages.
+
+    def apply(self, messages: typing.Iterable[model.Message],
+              now: float = 0.0) -> None:
+        """Apply FlowMods in order; record PacketOut/ArpReply; skip Barrier."""
+        for message in messages:
+            if isinstance(message, model.FlowMod):
+                self._apply_flow_mod(message, now)
+            elif isinstance(message, (model.PacketOut, model.ArpReply)):
+                self.sent.append(message)
+            elif not isinstance(message, model.Barrier):
+                raise FakeFlowTableError(f'unknown message {message!r}')
+
+    def _apply_flow_mod(self, flow: model.FlowMod, now: float) -> None:
+        entries = self.tables.setdefault(flow.datapath_id, [])
+        match = {k: _normalize(k, v) for k, v in flow.match.fields().items()}
+        where = f'dpid {flow.datapath_id:#x} table {flow.table}'
+        _check_prerequisites(match, match, where)
+        strict = [e for e in entries if e.table == flow.table and
+                  e.priority == flow.priority and e.match == match]
+        command = flow.command
+        if command is model.FlowCommand.ADD:
+            self._check_actions(flow.actions, match, flow.table, where)
+            for entry in strict:
+                entries.remove(entry)
+            entries.append(FlowEntry(
+                table=flow.table, priority=flow.priority, match=match,
+                actions=flow.actions, cookie=flow.cookie,
+                idle_timeout=flow.idle_timeout,
+                hard_timeout=flow.hard_timeout,
+                notify_removed=flow.notify_removed,
+                installed_at=now, last_used=now))
+            return
+        mask = flow.cookie_mask
+        if command is model.FlowCommand.MODIFY_STRICT:
+            self._check_actions(flow.actions, match, flow.table, where)
+            for entry in strict:
+                if _cookie_selects(entry, flow.cookie, mask):
+                    entry.actions = flow.actions
+            return
+        if command is model.FlowCommand.DELETE_STRICT:
+            doomed = strict
+        else:
+            doomed = [e for e in entries if e.table == flow.table and
+                      all(e.match.get(k) == v for k, v in match.items())]
+        for entry in doomed:
+            if _cookie_selects(entry, flow.cookie, mask):
+                self._remove(flow.datapath_id, entry, 'delete')
+
+    def _check_actions(self, actions, match, table, where) -> None:
+        gotos = [a for a in actions if isinstance(a, model.GotoTable)]
+        if len(gotos) > 1 or (gotos and gotos[0].table <= table):
+            raise FakeFlowTableError(f'{where}: goto_table must name one '
+                                     'later table')
+        for action in actions:
+            if isinstance(action, model.SetField):
+                _check_prerequisites(match, [action.field],
+                                     f'{where}: set_field')
+            elif isinstance(action, model.Learn):
+                learned = dict(action.match_values)
+                learned.update({dst: None for dst, _ in action.match_from})
+                _check_prerequisites(learned, learned, f'{where}: learn')
+                _check_prerequisites(learned, dict(action.set_values),
+                                     f'{where}: learn load')
+                if (action.output_port is None) == (
+                        action.output_from is None):
+                    raise FakeFlowTableError(
+                        f'{where}: learn needs one of output_port and '
+                        'output_from')
+
+    def _remove(self, datapath_id: int, entry: FlowEntry,
+                reason: str) -> None:
+        self.tables[datapath_id].remove(entry)
+        if entry.notify_removed:
+            self.removed.append(FlowRemoved(datapath_id, entry.cookie,
+                                            entry.as_match(), reason))
+
+    def expire(self, now: float) -> typing.List[FlowRemoved]:
+        """Remove the flows that have timed out at `now`.
+
+        Returns the FlowRemoved notifications this produced (they are also
+        appended to `removed`).
+        """
+        before = len(self.removed)
+        for datapath_id, entries in self.tables.items():
+            for entry in list(entries):
+                reason = entry.expired(now)
+                if reason:
+                    self._remove(datapath_id, entry, reason)
+        return self.removed[before:]
+
+    # Looking at the tables.
+
+    def flows(self, datapath_id: int, cookie: typing.Optional[int] = None,
+              cookie_mask: int = _ALL_ONES,
+              table: typing.Optional[int] = None) -> typing.List[FlowEntry]:
+        """Installed flows, by table then descending priority."""
+        found = [e for e in self.tables.get(datapath_id, ())
+                 if (cookie is None or _cookie_selects(e, cookie, cookie_mask))
+                 and (table is None or e.table == table)]
+        return sorted(found, key=lambda e: (e.table, -e.priority))
+
+    def lookup(self, datapath_id: int, table: int,
+               packet: typing.Mapping[str, typing.Any]
+               ) -> typing.Optional[FlowEntry]:
+        """The flow a packet hits in one table, or None on a miss."""
+        hits = [e for e in self.tables.get(datapath_id, ())
+                if e.table == table and e.matches(packet)]
+        if not hits:
+            return None
+        best = max(e.priority for e in hits)
+        top = [e for e in hits if e.priority == best]
+        if len(top) > 1:
+            raise FakeFlowTableError(
+                f'dpid {datapath_id:#x} table {table}: {len(top)} flows of '
+                f'priority {best} match {dict(packet)}: '
+                f'{[e.match for e in top]}')
+        return top[0]
+
+    # Running packets.
+
+    def process(self, datapath_id: int,
+                packet_fields: typing.Mapping[str, typing.Any],
+                now: float = 0.0, dry_run: bool = False
+                ) -> typing.List[Delivery]:
+        """Run a packet through the pipeline from table 0.
+
+        `packet_fields` uses OXM names (in_port, eth_src, ..., tcp_flags).
+        Flows expire at `now` first; the flows hit are marked used at `now`
+        and Learn actions install flows, unless `dry_run`.
+        """
+        if not dry_run:
+            self.expire(now)
+        packet = {k: _normalize(k, v) for k, v in packet_fields.items()}
+        deliveries = []
+        table = 0
+        for _ in range(self.MAX_GOTO):
+            entry = self.lookup(datapath_id, table, packet)
+            if entry is None or (dry_run and entry.expired(now)):
+                return deliveries
+            if not dry_run:
+                self._hit(entry, packet, now)
+            next_table = None
+            for action in entry.actions:
+                if isinstance(action, model.Output):
+                    deliveries.append(
+                        Delivery(self._out_port(action.port, packet),
+                                 dict(packet)))
+                elif isinstance(action, model.SetField):
+                    packet[action.field] = _normalize(action.field,
+                                                      action.value)
+                elif isinstance(action, model.Learn):
+                    if not dry_run:
+                        self._learn(datapath_id, action, packet, now)
+                elif isinstance(action, model.GotoTable):
+                    next_table = action.table
+            if next_table is None:
+                return deliveries
+            table = next_table
+        raise FakeFlowTableError('goto_table loop')
+
+    def is_output(self, datapath_id: int,
+                  packet_fields: typing.Mapping[str, typing.Any],
+                  port: typing.Union[int, str, None] = None,
+                  now: float = 0.0, **expected) -> bool:
+        """Would the packet leave by `port` (any port if None)?
+
+        Keyword arguments name fields the packet must carry as it leaves,
+        e.g. `ipv4_dst='10.0.0.2'`. Has no side effects (no learning).
+        """
+        expected = {k: _normalize(k, v) for k, v in expected.items()}
+        return any(
+            (port is None or d.port == port) and
+            all(d.packet.get(k) == v for k, v in expected.items())
+            for d in self.process(datapath_id, packet_fields, now=now,
+                                  dry_run=True))
+
+    @staticmethod
+    def _out_port(port: model.PortRef, packet) -> typing.Union[int, str]:
+        if port is model.SpecialPort.CONTROLLER:
+            return CONTROLLER
+        if port is model.SpecialPort.NORMAL:
+            return NORMAL
+        if port is model.SpecialPort.IN_PORT:
+            return packet['in_port']
+        return port
+
+    @staticmethod
+    def _hit(entry: FlowEntry, packet, now: float) -> None:
+        entry.last_used = now
+        if entry.fin_idle_timeout and packet.get('tcp_flags', 0) & (
+                TCP_FIN | TCP_RST):
+            if entry.idle_timeout:
+                entry.idle_timeout = min(entry.idle_timeout,
+                                         entry.fin_idle_timeout)
+            else:
+                entry.idle_timeout = entry.fin_idle_timeout
+
+    def _learn(self, datapath_id: int, learn: model.Learn, packet,
+               now: float) -> None:
+        match = dict(learn.match_values)
+        for dst, src in learn.match_from:
+            if src not in packet:
+                raise FakeFlowTableError(
+                    f'learn reads {src}, which the packet lacks: {packet}')
+            match[dst] = packet[src]
+        if learn.output_from is not None:
+            out = packet[learn.output_from]
+        else:
+            out = learn.output_port
+        actions = tuple(model.SetField(k, v) for k, v in learn.set_values)
+        self._apply_flow_mod(model.FlowMod(
+            datapath_id=datapath_id, command=model.FlowCommand.ADD,
+            match=model.Match(**match),
+            actions=actions + (model.Output(out),), table=learn.table,
+            priority=learn.priority, cookie=learn.cookie,
+            idle_timeout=learn.idle_timeout), now)
+        entry = self.lookup_strict(datapath_id, learn.table, learn.priority,
+                                   model.Match(**match))
+        entry.fin_idle_timeout = learn.fin_idle_timeout
+        entry.learned = True
+
+    def lookup_strict(self, datapath_id: int, table: int, priority: int,
+                      match: model.Match) -> typing.Optional[FlowEntry]:
+        """The flow with exactly this table, priority and match, or None."""
+        fields = {k: _normalize(k, v) for k, v in match.fields().items()}
+        for entry in self.tables.get(datapath_id, ()):
+            if (entry.table, entry.priority, entry.match) == (
+                    table, priority, fields):
+                return entry
+        return None
