@@ -1,0 +1,1 @@
+"""Command-line launchers: `ha-redirect-controller` and `osken-manager`."""

@@ -1,0 +1,27 @@
+"""ha-redirect-controller: run the ha_redirect os-ken app.
+
+    ha-redirect-controller --config-file /etc/ha_redirect/ha_redirect.conf \
+        [--ofp-listen-host H] [--ofp-tcp-listen-port N] [--verbose]
+
+A bad configuration is reported as one line on stderr, with exit status 2,
+before anything listens. SIGTERM or SIGINT stops it.
+"""
+
+import sys
+
+from ha_redirect.cmd import launcher
+
+DESCRIPTION = ('Keep TCP services reachable when a server fails: an OpenFlow '
+               'controller that redirects their traffic to a backup.')
+
+
+def main(argv=None):
+    launcher.run(sys.argv[1:] if argv is None else argv,
+                 prog='ha-redirect-controller',
+                 description=DESCRIPTION,
+                 app_names_from_conf=lambda conf: [launcher.HA_REDIRECT_APP],
+                 policy_required=True)
+
+
+if __name__ == '__main__':
+    main()
