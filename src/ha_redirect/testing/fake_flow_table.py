@@ -188,10 +188,14 @@ class FakeFlowTable:
                 if _cookie_selects(entry, flow.cookie, mask):
                     entry.actions = flow.actions
             return
+        # OFPTT_ALL: a delete that spans every table.
+        in_table = (lambda e: True) if flow.table == model.ALL_TABLES else (
+            lambda e: e.table == flow.table)
         if command is model.FlowCommand.DELETE_STRICT:
-            doomed = strict
+            doomed = [e for e in entries if in_table(e) and
+                      e.priority == flow.priority and e.match == match]
         else:
-            doomed = [e for e in entries if e.table == flow.table and
+            doomed = [e for e in entries if in_table(e) and
                       all(e.match.get(k) == v for k, v in match.items())]
         for entry in doomed:
             if _cookie_selects(entry, flow.cookie, mask):
