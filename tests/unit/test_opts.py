@@ -1,5 +1,6 @@
-"""The configuration: a good file becomes model objects; every mistake
-becomes one line that names the group and the option.
+"""The configuration: good files become model objects, mistakes one line.
+
+Each error message names the group and the option.
 
 Strategy names come from installed entry points: run with the package
 installed (`pip install -e .`, as tox does).
@@ -47,8 +48,7 @@ def write_config(path, sections):
 
 
 def edited(changes=(), remove=()):
-    """GOOD with (section, key, value) changes and (section, key) removals.
-    """
+    """GOOD with (section, key, value) changes and (section, key) removals."""
     sections = {name: dict(values) for name, values in GOOD.items()}
     for section, key, value in changes:
         sections.setdefault(section, {})[key] = value
