@@ -20,8 +20,8 @@ import typing
 
 from os_ken.lib import addrconv
 from os_ken.lib.packet import arp
-from os_ken.lib.packet import ethernet
 from os_ken.lib.packet import ether_types
+from os_ken.lib.packet import ethernet
 from os_ken.lib.packet import in_proto
 from os_ken.lib.packet import ipv4
 from os_ken.lib.packet import packet as packet_lib
@@ -37,7 +37,7 @@ class UnsupportedFlow(ValueError):
 
 
 class MalformedPacket(ValueError):
-    """A PacketIn whose bytes cannot be decoded as the frame they claim to be."""
+    """A PacketIn whose bytes are not the frame their headers announce."""
 
 
 # What a match field needs earlier in the same match (OpenFlow 1.3 spec,
@@ -388,7 +388,7 @@ def describe(message: model.Message) -> str:
 
 
 def describe_error(error_msg) -> str:
-    """An OFPErrorMsg's type and code by name, e.g. 'OFPET_BAD_MATCH(4)/...'."""
+    """An OFPErrorMsg's type and code by name: 'OFPET_BAD_MATCH(4)/...'."""
     ofproto = error_msg.datapath.ofproto
     try:
         names = ofproto.ofp_error_to_jsondict(error_msg.type, error_msg.code)
