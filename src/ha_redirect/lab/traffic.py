@@ -1,0 +1,200 @@
+"""Traffic inside the testbed: identity servers, probers, iperf3.
+
+Every process runs inside an emulated host via Mininet's `popen`, is owned
+by the run's scope (stopped by PID on close) and writes JSON lines to a file
+in the run's working directory, which these wrappers read back.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+import typing
+
+from ha_redirect.lab import scope as scope_mod
+
+AGENT = [sys.executable, '-m', 'ha_redirect.lab.agent']
+
+
+class AgentProcess:
+    """A program running in an emulated host, printing JSON lines."""
+
+    def __init__(self, scope, host, label, argv, stop_timeout=5.0):
+        self.label = label
+        self.out_path = scope.path(f'{label}.out')
+        self.err_path = scope.path(f'{label}.err')
+        with open(self.out_path, 'wb') as out, \
+                open(self.err_path, 'wb') as err:
+            self.popen = host.popen(argv, stdout=out, stderr=err,
+                                    stdin=subprocess.DEVNULL)
+        scope.own_process(self.popen, label, stop_timeout)
+        self.stop_timeout = stop_timeout
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def records(self):
+        """The JSON records written so far (complete lines only)."""
+        with open(self.out_path, 'rb') as f:
+            data = f.read()
+        lines = data.split(b'\n')[:-1]
+        return [json.loads(line) for line in lines if line.startswith(b'{')]
+
+    def stderr(self):
+        with open(self.err_path, errors='replace') as f:
+            return f.read()
+
+    def wait_for(self, predicate, timeout=10.0, what=None):
+        """Wait until a record satisfies `predicate`; fail if we exit."""
+        def check():
+            for record in self.records():
+                if predicate(record):
+                    return record
+            if self.popen.poll() is not None:
+                raise scope_mod.LabError(
+                    f'{self.label} exited with {self.popen.returncode}: '
+                    f'{self.stderr().strip()[-500:]}')
+            return None
+        return scope_mod.wait_until(check, timeout,
+                                    what=what or f'{self.label} output')
+
+    def stop(self):
+        """SIGTERM (then SIGKILL); returns the exit status."""
+        return scope_mod.stop_process(self.popen, self.stop_timeout,
+                                      self.label)
+
+    def wait(self, timeout):
+        return self.popen.wait(timeout)
+
+
+def start_identity_server(scope, host, name, ports, label=None):
+    """A TCP server on `ports` that sends `name` + newline, then echoes."""
+    argv = AGENT + ['serve', '--name', name]
+    for port in ports:
+        argv += ['--port', str(port)]
+    agent = AgentProcess(scope, host, label or f'serve-{name}', argv)
+    agent.wait_for(lambda r: r.get('event') == 'listening',
+                   what=f'{name} to listen')
+    return agent
+
+
+def start_prober(scope, host, ip, port, interval_ms=5.0, timeout_ms=3000.0,
+                 duration=0.0, label=None):
+    """Open a new connection to ip:port every `interval_ms` from `host`."""
+    argv = AGENT + ['probe', '--target', f'{ip}:{port}',
+                    '--interval-ms', str(interval_ms),
+                    '--timeout-ms', str(timeout_ms),
+                    '--duration', str(duration), '--drain']
+    agent = AgentProcess(scope, host, label or f'probe-{host.name}', argv,
+                         stop_timeout=timeout_ms / 1000.0 + 5)
+    agent.wait_for(lambda r: r.get('event') == 'probing', what='prober')
+    return agent
+
+
+def start_hold(scope, host, ip, port, interval_ms=50.0, label=None):
+    """One long-lived connection that sends a line and expects its echo."""
+    argv = AGENT + ['hold', '--target', f'{ip}:{port}',
+                    '--interval-ms', str(interval_ms)]
+    agent = AgentProcess(scope, host, label or f'hold-{host.name}', argv)
+    agent.wait_for(lambda r: r.get('event') == 'connected',
+                   what='the long-lived connection')
+    return agent
+
+
+def attempts(records):
+    """The prober's connection attempts, oldest first."""
+    return sorted((r for r in records if 'ok' in r), key=lambda r: r['t'])
+
+
+@dataclasses.dataclass(frozen=True)
+class GapReport:
+    """What a prober saw around a failure at `t_fail` (monotonic seconds).
+
+    `gap` is from the failure to the first connection that completed
+    (answered by `expected`) among those started at or after the failure;
+    None when there was none.
+    """
+    t_fail: float
+    gap: typing.Optional[float]
+    attempts_after: int
+    failed_after: int
+    answered_by: typing.Dict[str, int]
+
+    def describe(self):
+        gap = 'none' if self.gap is None else f'{self.gap * 1000:.1f} ms'
+        return (f'service gap {gap}; {self.attempts_after} attempts after '
+                f'the failure, {self.failed_after} failed; answered by '
+                f'{dict(sorted(self.answered_by.items()))}')
+
+
+def service_gap(records, t_fail, expected):
+    """Measure the service gap a prober saw after a failure at `t_fail`."""
+    after = [a for a in attempts(records) if a['t'] >= t_fail]
+    done = [a['t_done'] for a in after if a['ok'] and a['who'] == expected]
+    answered = {}
+    for a in after:
+        if a['ok']:
+            answered[a['who']] = answered.get(a['who'], 0) + 1
+    return GapReport(
+        t_fail=t_fail, gap=(min(done) - t_fail) if done else None,
+        attempts_after=len(after),
+        failed_after=sum(1 for a in after if not a['ok']),
+        answered_by=answered)
+
+
+def probe_once(host, ip, port, timeout=3.0):
+    """One connection from `host`: the record the prober would print."""
+    argv = AGENT + ['probe', '--target', f'{ip}:{port}', '--interval-ms',
+                    '1', '--timeout-ms', str(timeout * 1000),
+                    '--count', '1', '--drain']
+    proc = host.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      stdin=subprocess.DEVNULL)
+    try:
+        out, err = proc.communicate(timeout=timeout + 10)
+    except subprocess.TimeoutExpired:
+        scope_mod.stop_process(proc, 2, 'probe_once')
+        raise scope_mod.LabError(f'probe from {host.name} did not finish')
+    found = attempts(json.loads(line) for line in out.decode().splitlines()
+                     if line.startswith('{'))
+    if not found:
+        raise scope_mod.LabError(f'probe from {host.name} printed nothing: '
+                                 f'{err.decode().strip()[-300:]}')
+    return found[0]
+
+
+# -- iperf3 -------------------------------------------------------------------
+
+def start_iperf3_server(scope, host, port, label=None):
+    """`iperf3 -s` in the foreground, so we own its PID."""
+    label = label or f'iperf3-s-{host.name}-{port}'
+    agent = AgentProcess(scope, host, label,
+                         ['iperf3', '-s', '-p', str(port)])
+    # iperf3 -s prints a banner once it listens.
+    scope_mod.wait_until(
+        lambda: os.path.getsize(agent.out_path) > 0
+        or agent.popen.poll() is not None, 5, what='iperf3 server')
+    if agent.popen.poll() is not None:
+        raise scope_mod.LabError(f'iperf3 server exited: {agent.stderr()}')
+    return agent
+
+
+def run_iperf3_client(scope, host, ip, port, seconds=10, label=None,
+                      extra=()):
+    """Start `iperf3 -c ip -p port -t seconds --json` in `host`.
+
+    Returns the AgentProcess; after it exits, `iperf3_result(agent)` reads
+    its JSON report.
+    """
+    label = label or f'iperf3-c-{host.name}-{time.monotonic_ns()}'
+    argv = ['iperf3', '-c', ip, '-p', str(port), '-t', str(seconds),
+            '--json'] + list(extra)
+    return AgentProcess(scope, host, label, argv)
+
+
+def iperf3_result(agent):
+    """The parsed `--json` report of a finished iperf3 client."""
+    with open(agent.out_path) as f:
+        return json.load(f)
