@@ -1,0 +1,181 @@
+"""The os-ken app shell, driven with real os-ken messages and a recording
+datapath: each handler hands the event to the policy and sends its answer."""
+
+import logging
+
+import pytest
+from os_ken.lib.packet import arp, ethernet, ipv4, packet, tcp
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+from os_ken.controller import ofp_event
+
+from ha_redirect import app as app_mod
+from ha_redirect import model
+from ha_redirect.policy import RedirectPolicy
+from ha_redirect.strategies.reactive import ReactiveStrategy
+
+PRIMARY = model.Endpoint('10.0.0.1', '00:00:00:00:00:01', 1)
+BACKUP = model.Endpoint('10.0.0.2', '00:00:00:00:00:02', 2)
+
+
+class RecordingDatapath:
+    ofproto = ofp
+    ofproto_parser = parser
+
+    def __init__(self, dpid=1):
+        self.id = dpid
+        self.xid = 100
+        self.sent = []
+
+    def set_xid(self, msg):
+        self.xid += 1
+        msg.set_xid(self.xid)
+
+    def send_msg(self, msg):
+        msg.serialize()   # what the real datapath does; raises if invalid
+        self.sent.append(msg)
+
+    def flow_mods(self, command=None):
+        return [m for m in self.sent if isinstance(m, parser.OFPFlowMod)
+                and (command is None or m.command == command)]
+
+
+@pytest.fixture
+def redirect_app():
+    service = model.Service('web', 1, (5001,), PRIMARY, (BACKUP,))
+    policy = RedirectPolicy([service], strategy=ReactiveStrategy())
+    return app_mod.RedirectApp(redirect_policy=policy)
+
+
+def _port(no, up=True):
+    return parser.OFPPort(no, f'00:00:00:00:aa:{no:02x}', f'p{no}', 0,
+                          0 if up else ofp.OFPPS_LINK_DOWN, 0, 0, 0, 0, 0, 0)
+
+
+def _connect(app, datapath, ports=((1, True), (2, True), (3, True))):
+    reply = parser.OFPPortDescStatsReply(datapath)
+    reply.flags = 0
+    reply.body = [_port(no, up) for no, up in ports]
+    app.on_port_desc(ofp_event.EventOFPPortDescStatsReply(reply))
+
+
+def _syn_bytes(src_port=40000):
+    frame = packet.Packet()
+    frame.add_protocol(ethernet.ethernet(dst=PRIMARY.mac,
+                                         src='00:00:00:00:00:03'))
+    frame.add_protocol(ipv4.ipv4(src='10.0.0.3', dst=PRIMARY.ip, proto=6))
+    frame.add_protocol(tcp.tcp(src_port=src_port, dst_port=5001,
+                               bits=tcp.TCP_SYN))
+    frame.serialize()
+    return bytes(frame.data)
+
+
+def _packet_in(datapath, data, in_port=3):
+    msg = parser.OFPPacketIn(datapath, buffer_id=ofp.OFP_NO_BUFFER,
+                             total_len=len(data), reason=ofp.OFPR_ACTION,
+                             table_id=0, cookie=0,
+                             match=parser.OFPMatch(in_port=in_port),
+                             data=data)
+    return ofp_event.EventOFPPacketIn(msg)
+
+
+def test_switch_connect_resyncs_our_flows(redirect_app):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    [delete] = datapath.flow_mods(ofp.OFPFC_DELETE)
+    assert delete.cookie_mask == model.COOKIE_OURS_MASK
+    assert delete.table_id == ofp.OFPTT_ALL
+    assert len(datapath.flow_mods(ofp.OFPFC_ADD)) >= 2
+    assert isinstance(datapath.sent[-1], parser.OFPBarrierRequest)
+
+
+def test_packet_in_pins_the_connection_and_releases_the_packet(
+        redirect_app):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    datapath.sent.clear()
+    redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes()))
+    kinds = [type(m).__name__ for m in datapath.sent]
+    assert kinds == ['OFPFlowMod', 'OFPFlowMod', 'OFPBarrierRequest',
+                     'OFPPacketOut']
+    forward = datapath.sent[0]
+    assert forward.match['tcp_src'] == 40000
+    assert forward.instructions[0].actions[-1].port == PRIMARY.port
+
+
+def test_port_down_redirects_and_arp_is_answered(redirect_app):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    status = parser.OFPPortStatus(datapath, reason=ofp.OFPPR_MODIFY,
+                                  desc=_port(1, up=False))
+    redirect_app.on_port_status(ofp_event.EventOFPPortStatus(status))
+    assert redirect_app.policy.active_server('web') == BACKUP
+    datapath.sent.clear()
+    frame = packet.Packet()
+    frame.add_protocol(ethernet.ethernet(dst='ff:ff:ff:ff:ff:ff',
+                                         src='00:00:00:00:00:03',
+                                         ethertype=0x0806))
+    frame.add_protocol(arp.arp(src_mac='00:00:00:00:00:03',
+                               src_ip='10.0.0.3', dst_ip=PRIMARY.ip))
+    frame.serialize()
+    redirect_app.on_packet_in(_packet_in(datapath, bytes(frame.data)))
+    [out] = datapath.sent
+    answer = packet.Packet(out.data).get_protocol(arp.arp)
+    assert (answer.opcode, answer.src_mac, answer.src_ip) == (
+        arp.ARP_REPLY, PRIMARY.mac, PRIMARY.ip)
+    assert out.actions[0].port == 3
+
+
+@pytest.mark.parametrize('data', [b'\x00' * 5, _syn_bytes()[:20],
+                                  _syn_bytes()[:40]])
+def test_malformed_packet_in_is_logged_and_dropped(redirect_app, data,
+                                                   caplog):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    datapath.sent.clear()
+    with caplog.at_level(logging.WARNING):
+        redirect_app.on_packet_in(_packet_in(datapath, data))
+    assert datapath.sent == []
+    assert 'malformed PacketIn' in caplog.text
+    # ...and the app still works afterwards.
+    redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes()))
+    assert datapath.flow_mods(ofp.OFPFC_ADD)
+
+
+def test_packet_in_without_in_port_is_dropped(redirect_app, caplog):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    datapath.sent.clear()
+    event = _packet_in(datapath, _syn_bytes())
+    event.msg.match = parser.OFPMatch()
+    with caplog.at_level(logging.WARNING):
+        redirect_app.on_packet_in(event)
+    assert datapath.sent == []
+
+
+def test_switch_errors_name_the_offending_flow(redirect_app, caplog):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    culprit = datapath.flow_mods(ofp.OFPFC_ADD)[0]
+    error = parser.OFPErrorMsg(datapath, type_=ofp.OFPET_FLOW_MOD_FAILED,
+                               code=ofp.OFPFMFC_TABLE_FULL, data=b'')
+    error.xid = culprit.xid
+    with caplog.at_level(logging.ERROR):
+        redirect_app.on_switch_error(ofp_event.EventOFPErrorMsg(error))
+    assert 'rejected' in caplog.text
+    assert 'xid' not in caplog.text.split('rejected')[1].split(':')[0]
+
+
+def test_flow_removed_lets_the_policy_forget(redirect_app):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes()))
+    forward = datapath.flow_mods(ofp.OFPFC_ADD)[-2]
+    assert redirect_app.policy.pinned_connections('web')
+    removed = parser.OFPFlowRemoved(
+        datapath, cookie=forward.cookie, priority=forward.priority,
+        reason=ofp.OFPRR_IDLE_TIMEOUT, table_id=0, duration_sec=30,
+        duration_nsec=0, idle_timeout=30, hard_timeout=0, packet_count=1,
+        byte_count=60, match=forward.match)
+    redirect_app.on_flow_removed(ofp_event.EventOFPFlowRemoved(removed))
+    assert redirect_app.policy.pinned_connections('web') == {}
