@@ -247,6 +247,8 @@ def _packet_out(datapath, in_port: model.PortRef, actions, data: bytes,
     if goto is not None:
         raise UnsupportedFlow(f'{where}: a packet-out cannot goto_table')
     if buffer_id is None:
+        if not data:
+            raise UnsupportedFlow(f'{where}: neither data nor buffer_id')
         buffer_id = ofproto.OFP_NO_BUFFER
     else:
         data = None

@@ -268,6 +268,12 @@ def test_flows_that_ovs_would_refuse_are_refused(message, complaint):
         openflow.to_ofp_messages(datapath(), message)
 
 
+def test_packet_out_of_nothing_is_refused():
+    with pytest.raises(openflow.UnsupportedFlow, match='neither data nor'):
+        openflow.to_ofp_messages(datapath(), model.PacketOut(
+            DPID, (model.Output(2),)))
+
+
 def test_refusal_names_the_flow():
     with pytest.raises(openflow.UnsupportedFlow,
                        match='cookie=0x4841524400000005'):
