@@ -117,16 +117,21 @@ class RedirectApp(app_manager.OSKenApp):
     def on_switch_error(self, ev):
         msg = ev.msg
         culprit = self._sent.get((msg.datapath.id, msg.xid))
-        LOG.error('dpid=%#x rejected %s: error type=%#x code=%#x',
-                  msg.datapath.id,
+        LOG.error('dpid=%#x rejected %s: %s', msg.datapath.id,
                   openflow.describe(culprit) if culprit else f'xid {msg.xid}',
-                  msg.type, msg.code)
+                  openflow.describe_error(msg))
 
     # Sending --------------------------------------------------------------
 
     def _send(self, datapath, messages):
         for message in messages:
-            for ofp_msg in openflow.to_ofp_messages(datapath, message):
+            try:
+                ofp_msgs = openflow.to_ofp_messages(datapath, message)
+            except openflow.UnsupportedFlow as exc:
+                # A policy bug must not take the switch connection down.
+                LOG.error('dpid=%#x: not sending %s', datapath.id, exc)
+                continue
+            for ofp_msg in ofp_msgs:
                 datapath.set_xid(ofp_msg)
                 self._sent[(datapath.id, ofp_msg.xid)] = message
                 if len(self._sent) > _SENT_MEMORY:
