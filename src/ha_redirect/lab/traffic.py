@@ -198,3 +198,43 @@ def iperf3_result(agent):
     """The parsed `--json` report of a finished iperf3 client."""
     with open(agent.out_path) as f:
         return json.load(f)
+
+
+def wait_served_by(host, ip, port, who, timeout=10.0):
+    """Probe from `host` until `who` answers; returns that attempt."""
+    def served():
+        attempt = probe_once(host, ip, port, timeout=1.0)
+        return attempt if attempt['ok'] and attempt['who'] == who else None
+    return scope_mod.wait_until(served, timeout, interval=0.05,
+                                what=f'{who} to answer {ip}:{port}')
+
+
+def neighbour_mac(host, ip):
+    """The MAC `host`'s neighbour table holds for `ip`, or None."""
+    out, _, _ = host.pexec(['ip', '-j', 'neigh', 'show', ip])
+    for entry in json.loads(out or '[]'):
+        if entry.get('dst') == ip and 'lladdr' in entry:
+            return entry['lladdr']
+    return None
+
+
+def start_sniffer(scope, host, tcp_dst, label=None):
+    """Record the TCP frames to port `tcp_dst` that `host` receives."""
+    argv = AGENT + ['sniff', '--interface', str(host.defaultIntf()),
+                    '--tcp-dst', str(tcp_dst)]
+    agent = AgentProcess(scope, host, label or f'sniff-{host.name}', argv)
+    agent.wait_for(lambda r: r.get('event') == 'sniffing', what='sniffer')
+    return agent
+
+
+def send_forged(host, eth_src, eth_dst, ip_src, ip_dst, tcp_src, tcp_dst,
+                count=3, seq=1):
+    """Send forged Ethernet/IPv4/TCP frames out of `host`'s interface."""
+    argv = AGENT + ['send-raw', '--interface', str(host.defaultIntf()),
+                    '--eth-src', eth_src, '--eth-dst', eth_dst,
+                    '--ip-src', ip_src, '--ip-dst', ip_dst,
+                    '--tcp-src', str(tcp_src), '--tcp-dst', str(tcp_dst),
+                    '--count', str(count), '--seq', str(seq)]
+    out, err, code = host.pexec(argv)
+    if code != 0:
+        raise scope_mod.LabError(f'send-raw in {host.name}: {err.strip()}')

@@ -1,0 +1,84 @@
+"""Ready-to-use set-ups: a testbed with its servers and its redirector.
+
+    with RunScope() as scope:
+        sdn = SdnScenario(scope, strategy='reactive').start()
+        ip, port = sdn.address          # the primary's service address
+        ...
+        proxy = ProxyScenario(scope, profile='tuned').start()
+
+Each server runs an identity server (it answers with its role, e.g.
+'primary', 'backup1') on the service ports.
+"""
+
+from ha_redirect.lab import controller as controller_mod
+from ha_redirect.lab import haproxy as haproxy_mod
+from ha_redirect.lab import testbed as testbed_mod
+from ha_redirect.lab import topology
+from ha_redirect.lab import traffic
+
+
+def _start_identity_servers(scope, bed):
+    servers = {}
+    for plan in bed.plan.servers:
+        servers[plan.role] = traffic.start_identity_server(
+            scope, bed.host(plan.role), plan.role, bed.plan.tcp_ports,
+            label=f'serve-{plan.role}')
+    return servers
+
+
+class SdnScenario:
+    """Figure 1(b) with `ha-redirect-controller` and identity servers."""
+
+    def __init__(self, scope, strategy='reactive', n_clients=2, n_backups=1,
+                 gateway=False, settings=None, datapath=None):
+        self.scope = scope
+        self.plan = topology.sdn_plan(scope, n_clients=n_clients,
+                                      n_backups=n_backups, gateway=gateway)
+        self.bed = testbed_mod.SdnTestbed(scope, self.plan, datapath)
+        self.controller = controller_mod.ControllerProcess(
+            scope, [self.plan.service()], strategy=strategy,
+            settings=settings)
+        self.servers = {}
+
+    @property
+    def strategy(self):
+        return self.controller.strategy
+
+    @property
+    def address(self):
+        return self.bed.service_address
+
+    def start(self):
+        """Controller first, then the network, so the switch connects at
+        once; returns when the controller has seen the switch."""
+        self.controller.start()
+        self.bed.start()
+        self.bed.connect_controller(self.controller.port)
+        self.controller.wait_switch_connected(self.plan.datapath_id)
+        self.servers = _start_identity_servers(self.scope, self.bed)
+        return self
+
+
+class ProxyScenario:
+    """Figure 1(a) with `haproxy` and identity servers."""
+
+    def __init__(self, scope, profile='paper', n_clients=2, n_backups=1,
+                 datapath=None):
+        self.scope = scope
+        self.plan = topology.proxy_plan(scope, n_clients=n_clients,
+                                        n_backups=n_backups)
+        self.bed = testbed_mod.ProxyTestbed(scope, self.plan, datapath)
+        self.profile = profile
+        self.haproxy = None
+        self.servers = {}
+
+    @property
+    def address(self):
+        return self.bed.service_address
+
+    def start(self):
+        self.bed.start()
+        self.servers = _start_identity_servers(self.scope, self.bed)
+        self.haproxy = haproxy_mod.HAProxy(self.scope, self.bed,
+                                           self.profile).start()
+        return self
