@@ -1,0 +1,180 @@
+"""Figure 1(b): real OVS, the real controller, a real primary going down.
+
+Every case runs with both strategies, each on a fresh testbed (a few
+seconds to build), so no case depends on another's leftovers.
+"""
+
+import time
+
+import pytest
+
+from ha_redirect.lab import failures
+from ha_redirect.lab import scenarios
+from ha_redirect.lab import scope as scope_mod
+from ha_redirect.lab import traffic
+
+STRATEGIES = ['reactive', 'proactive']
+BACKUP = 'backup1'
+SETTLE = 1.0   # all connections must succeed this long after the failure
+
+
+@pytest.fixture(params=STRATEGIES)
+def sdn(request):
+    with scope_mod.RunScope() as scope:
+        yield scenarios.SdnScenario(scope, strategy=request.param).start()
+
+
+def fail_over(sdn):
+    """Primary link down; returns the failure time once the backup serves."""
+    t_fail = failures.link_down(sdn.bed.primary)
+    traffic.wait_served_by(sdn.bed.clients[1], *sdn.address, BACKUP,
+                           timeout=5)
+    return t_fail
+
+
+def assert_settled(records, since, who, peer):
+    late = [a for a in traffic.attempts(records) if a['t'] >= since]
+    assert late, 'the prober made no attempts in the window'
+    wrong = [a for a in late
+             if not (a['ok'] and a['who'] == who and a['peer'] == peer)]
+    assert not wrong, f'{len(wrong)}/{len(late)} attempts wrong: {wrong[:3]}'
+
+
+def test_clients_connecting_to_the_primary_are_served_by_it(sdn):
+    primary_ip = sdn.plan.primary.address
+    for client in sdn.bed.clients:
+        attempt = traffic.probe_once(client, *sdn.address)
+        assert attempt['ok'], attempt
+        assert attempt['who'] == 'primary'
+        assert attempt['peer'] == primary_ip
+
+
+def test_failover_backup_answers_as_the_primary(sdn, record_gap):
+    client = sdn.bed.clients[0]
+    primary = sdn.plan.primary
+    prober = traffic.start_prober(sdn.scope, client, *sdn.address,
+                                  interval_ms=5)
+    time.sleep(0.5)
+    t_fail = failures.link_down(sdn.bed.primary)
+    time.sleep(SETTLE + 1.0)
+    prober.stop()
+    records = prober.records()
+    report = traffic.service_gap(records, t_fail, BACKUP)
+    record_gap('sdn failover', sdn.strategy, report)
+    assert report.gap is not None, report.describe()
+    # From 1 s after the failure every new connection succeeds, answered
+    # by the backup, while the client's socket peer is the primary's IP...
+    assert_settled(records, t_fail + SETTLE, BACKUP, primary.address)
+    # ... and its neighbour table still has the primary's MAC for it.
+    assert traffic.neighbour_mac(client, primary.address) == primary.mac
+
+
+def test_after_failover_a_client_that_forgets_arp_still_connects(sdn):
+    client = sdn.bed.clients[0]
+    primary = sdn.plan.primary
+    fail_over(sdn)
+    out, err, code = client.pexec(['ip', 'neigh', 'flush', 'all'])
+    assert code == 0, err
+    assert traffic.neighbour_mac(client, primary.address) is None
+    attempt = traffic.probe_once(client, *sdn.address)
+    assert attempt['ok'], attempt
+    assert (attempt['who'], attempt['peer']) == (BACKUP, primary.address)
+    # Someone answered ARP for the primary's IP with the primary's MAC.
+    assert traffic.neighbour_mac(client, primary.address) == primary.mac
+
+
+def test_failback_new_connections_return_and_old_ones_survive(
+        sdn, record_gap):
+    fail_over(sdn)
+    prober_host, holder_host = sdn.bed.clients
+    held = traffic.start_hold(sdn.scope, holder_host, *sdn.address,
+                              interval_ms=20)
+    assert held.records()[0]['who'] == BACKUP
+    prober = traffic.start_prober(sdn.scope, prober_host, *sdn.address,
+                                  interval_ms=5)
+    time.sleep(0.5)
+    t_back = failures.link_up(sdn.bed.primary)
+    time.sleep(SETTLE + 1.5)
+    prober.stop()
+    records = prober.records()
+    report = traffic.service_gap(records, t_back, 'primary')
+    record_gap('sdn failback', sdn.strategy, report)
+    assert report.gap is not None, report.describe()
+    assert_settled(records, t_back + SETTLE, 'primary',
+                   sdn.plan.primary.address)
+    # The connection opened on the backup kept exchanging data throughout.
+    assert held.popen.poll() is None, held.records()[-3:]
+    assert held.stop() == 0
+    events = held.records()
+    assert not [e for e in events if e.get('event') == 'error'], events[-3:]
+    assert events[-1]['event'] == 'closed'
+    echoes_after = [e for e in events
+                    if e.get('event') == 'echo' and e['t'] > t_back + SETTLE]
+    assert len(echoes_after) >= 10, f'only {len(echoes_after)} echoes'
+
+
+MARKER_PORT = 47123  # the forged frames' TCP destination port
+
+
+@pytest.mark.parametrize('state', ['normal', 'failed over'])
+def test_forged_server_addresses_from_a_client_port_are_not_rewritten(
+        sdn, state):
+    if state == 'failed over':
+        fail_over(sdn)
+    forger, victim = sdn.bed.clients
+    plan = sdn.plan
+    victim_plan = plan.clients[1]
+    primary, backup = plan.primary, plan.backups[0]
+    service_port = plan.tcp_ports[0]
+    sniffer = traffic.start_sniffer(sdn.scope, victim, MARKER_PORT)
+    forgeries = {
+        # The backup's reply, sent from the wrong port: rewriting it would
+        # let any client speak as the primary.
+        1000: (backup.mac, backup.address),
+        # The primary's own addresses, from the wrong port.
+        2000: (primary.mac, primary.address),
+        # Control: the forger's own addresses, which must get through.
+        3000: (plan.clients[0].mac, plan.clients[0].address),
+    }
+    for seq, (mac, ip) in forgeries.items():
+        traffic.send_forged(forger, mac, victim_plan.mac, ip,
+                            victim_plan.address, service_port, MARKER_PORT,
+                            count=3, seq=seq)
+    time.sleep(0.5)
+    sniffer.stop()
+    frames = [r for r in sniffer.records() if r.get('event') == 'frame']
+    control = [f for f in frames if 3000 <= f['seq'] < 3003]
+    assert control, 'the control frames did not arrive: the test is blind'
+    for f in frames:
+        sent_mac, sent_ip = forgeries[f['seq'] // 1000 * 1000]
+        assert (f['eth_src'], f['ip_src']) == (sent_mac, sent_ip), (
+            f'frame {f["seq"]} was rewritten: {f}')
+        assert (f['eth_dst'], f['ip_dst']) == (victim_plan.mac,
+                                               victim_plan.address), f
+
+
+def test_redirection_survives_a_controller_restart(sdn, record_gap):
+    a, b = sdn.bed.clients
+    fail_over(sdn)
+    pinger = traffic.AgentProcess(
+        sdn.scope, a, 'ping-clients',
+        ['ping', '-n', '-i', '0.05', '-W', '1', sdn.plan.clients[1].address])
+    prober = traffic.start_prober(sdn.scope, b, *sdn.address, interval_ms=5)
+    time.sleep(0.5)
+    t_stop = time.monotonic()
+    sdn.controller.restart()
+    t_connected = sdn.controller.wait_switch_connected(sdn.plan.datapath_id)
+    traffic.wait_served_by(a, *sdn.address, BACKUP, timeout=5)
+    time.sleep(SETTLE + 0.5)
+    prober.stop()
+    pinger.popen.send_signal(2)  # SIGINT: ping prints its statistics
+    pinger.wait(5)
+    records = prober.records()
+    report = traffic.service_gap(records, t_stop, BACKUP)
+    record_gap('sdn controller restart', sdn.strategy, report,
+               f'switch reconnected after {t_connected - t_stop:.2f} s')
+    assert_settled(records, t_connected + SETTLE, BACKUP,
+                   sdn.plan.primary.address)
+    with open(pinger.out_path) as f:
+        summary = f.read()
+    assert ' 0% packet loss' in summary, summary[-400:]
