@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 
-from ha_redirect import model
 from ha_redirect.lab import scope as scope_mod
+from ha_redirect import model
 
 LISTEN_HOST = '127.0.0.1'
 CONNECTED_LINE = 'switch connected: dpid='
@@ -205,8 +205,7 @@ class ControllerProcess:
         return time.monotonic()
 
     def stop(self, timeout=5.0):
-        """SIGTERM, then SIGKILL; returns the exit status (None if never
-        started)."""
+        """SIGTERM, then SIGKILL; the exit status, None if never started."""
         if self.popen is None:
             return None
         return scope_mod.stop_process(self.popen, timeout, self.label)

@@ -49,8 +49,11 @@ class SdnScenario:
         return self.bed.service_address
 
     def start(self):
-        """Controller first, then the network, so the switch connects at
-        once; returns when the controller has seen the switch."""
+        """Start the controller, then the network, then the servers.
+
+        The controller goes first so the switch connects at once; this
+        returns when the controller has seen the switch.
+        """
         self.controller.start()
         self.bed.start()
         self.bed.connect_controller(self.controller.port)
