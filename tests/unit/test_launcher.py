@@ -172,13 +172,17 @@ def test_manager_runs_ha_redirect_by_default(launch):
     assert (status, took < STOP_WITHIN) == (0, True), manager.stderr()
 
 
+@pytest.mark.parametrize('args, config_text', [
+    (['standin_app'], '[standin]\ngreeting = hello\n'),
+    ([], '[DEFAULT]\napp_lists = standin_app\n[standin]\ngreeting = hello\n'),
+], ids=['positional', 'app_lists'])
 def test_manager_runs_an_app_by_module_path_with_its_own_options(
-        launch, tmp_path):
+        launch, tmp_path, args, config_text):
     app_dir = tmp_path / 'apps'
     app_dir.mkdir()
     (app_dir / 'standin_app.py').write_text(STANDIN_APP)
-    manager = launch(MANAGER + ['standin_app'], extra_path=str(app_dir),
-                     config_text='[standin]\ngreeting = hello\n')
+    manager = launch(MANAGER + args, extra_path=str(app_dir),
+                     config_text=config_text)
     manager.wait_listening()
     assert 'instantiating app standin_app of StandinApp' in manager.stderr()
     assert 'ha_redirect.app' not in manager.stderr()
