@@ -166,6 +166,8 @@ def load_policy_config(conf):
     if not names:
         raise ConfigError(f'[{GROUP}] services: no services listed; name at '
                           'least one and describe it in [service:NAME]')
+    if not all(names):
+        raise ConfigError(f'[{GROUP}] services: a service name is empty')
     if len(set(names)) != len(names):
         raise ConfigError(f'[{GROUP}] services: a service is listed twice')
     for name in names:

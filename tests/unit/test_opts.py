@@ -196,6 +196,8 @@ def test_register_opts_is_idempotent_and_import_registers_nothing():
      '[service:web] client_ports: port 2 is also a server port'),
     (edited([('ha_redirect', 'services', 'web,web')]),
      '[ha_redirect] services: a service is listed twice'),
+    (edited([('ha_redirect', 'services', 'web, ,db')]),
+     '[ha_redirect] services: a service name is empty'),
     # parallel lists of unequal length
     (edited([('service:web', 'backup_ips', '10.0.0.2,10.0.0.3')]),
      '[service:web] backup_macs: has 1 entries but backup_ips has 2'),
