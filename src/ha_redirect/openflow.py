@@ -78,6 +78,20 @@ NXM_FIELDS = {
 LEARN_OUTPUT_REGISTER = 'reg7'
 
 
+class _Where:
+    """Names a message in errors; described only if an error is raised, since
+    describing every flow would cost more than rendering it."""
+
+    def __init__(self, message, suffix=''):
+        self.message, self.suffix = message, suffix
+
+    def __add__(self, suffix):
+        return _Where(self.message, self.suffix + suffix)
+
+    def __str__(self):
+        return describe(self.message) + self.suffix
+
+
 def check_prerequisites(fields: typing.Mapping[str, typing.Any],
                         needed: typing.Iterable[str], where: str) -> None:
     """Raise UnsupportedFlow if a field in `needed` lacks its prerequisite.
@@ -136,9 +150,9 @@ def _nxm(field: str, where: str):
 def _learn_actions(learn: model.Learn, parser, where: str) -> list:
     learned = {name: value for name, value in learn.match_values}
     learned.update({dst: None for dst, _src in learn.match_from})
-    check_prerequisites(learned, learned, f'{where}: learned match')
+    check_prerequisites(learned, learned, where + ': learned match')
     check_prerequisites(learned, [name for name, _ in learn.set_values],
-                        f'{where}: learned set_values')
+                        where + ': learned set_values')
     specs = []
     for name, value in learn.match_values:
         nxm, n_bits = _nxm(name, where)
@@ -186,7 +200,7 @@ def _actions(actions, ofproto, parser, match_fields, where: str):
         elif isinstance(action, model.SetField):
             if match_fields is not None:
                 check_prerequisites(match_fields, [action.field],
-                                    f'{where}: set_field')
+                                    where + ': set_field')
             apply_actions.append(
                 parser.OFPActionSetField(**{action.field: action.value}))
         elif isinstance(action, model.Learn):
@@ -210,7 +224,7 @@ _FLOW_COMMANDS = {
 
 def _flow_mod(datapath, flow: model.FlowMod):
     ofproto, parser = datapath.ofproto, datapath.ofproto_parser
-    where = describe(flow)
+    where = _Where(flow)
     fields = flow.match.fields()
     check_prerequisites(fields, fields, where)
     deleting = flow.command in (model.FlowCommand.DELETE,
@@ -288,12 +302,12 @@ def to_ofp_messages(datapath, message: model.Message) -> list:
     if isinstance(message, model.PacketOut):
         return [_packet_out(datapath, message.in_port, message.actions,
                             message.data, message.buffer_id,
-                            describe(message))]
+                            _Where(message))]
     if isinstance(message, model.ArpReply):
         return [_packet_out(datapath, model.SpecialPort.CONTROLLER,
                             (model.Output(message.out_port),),
                             arp_reply_frame(message), None,
-                            describe(message))]
+                            _Where(message))]
     if isinstance(message, model.Barrier):
         return [datapath.ofproto_parser.OFPBarrierRequest(datapath)]
     raise UnsupportedFlow(f'cannot render {message!r}')
