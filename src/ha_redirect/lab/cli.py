@@ -1,0 +1,99 @@
+"""ha-redirect-lab: the Mininet testbed from the command line.
+
+    ha-redirect-lab demo [--schemes sdn-reactive,haproxy-tuned,...]
+
+Needs root.  Errors are one line on stderr with a non-zero exit status.
+"""
+
+import argparse
+import logging
+import sys
+
+from ha_redirect.lab import demo as demo_mod
+from ha_redirect.lab import scope as scope_mod
+from ha_redirect.lab import testbed
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def _schemes(text):
+    schemes = [s.strip() for s in text.split(',') if s.strip()]
+    if not schemes:
+        raise argparse.ArgumentTypeError('no scheme given')
+    for scheme in schemes:
+        try:
+            demo_mod.parse_scheme(scheme)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return schemes
+
+
+def _positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a positive number')
+    return value
+
+
+def build_parser():
+    parser = _Parser(prog='ha-redirect-lab',
+                     description='The paper\'s Figure 1 testbed in Mininet.')
+    parser.add_argument('--debug', action='store_true',
+                        help='log what the testbed does')
+    sub = parser.add_subparsers(dest='command', required=True,
+                                parser_class=_Parser)
+    p = sub.add_parser('demo', help='a short failover per scheme, told as '
+                       'it happens')
+    p.add_argument('--schemes', type=_schemes,
+                   default=list(demo_mod.DEFAULT_SCHEMES),
+                   help='comma-separated: sdn-<strategy>, haproxy-paper, '
+                   'haproxy-tuned (default: %(default)s)')
+    p.add_argument('--observe', type=_positive, default=2.0,
+                   help='seconds to keep probing after the failure')
+    p.add_argument('--interval-ms', type=_positive, default=5.0,
+                   help='a new connection every this many ms')
+    p.add_argument('--keep', action='store_true',
+                   help='keep the run\'s working directory (logs, configs)')
+    return parser
+
+
+def demo(args):
+    testbed.check_host()
+    print(f'datapath: {testbed.choose_datapath()}')
+    results = []
+    for scheme in args.schemes:
+        results.append(demo_mod.run_scheme(
+            scheme, observe=args.observe, interval_ms=args.interval_ms,
+            keep_workdir=args.keep))
+    print()
+    for line in demo_mod.summary_lines(results):
+        print(line)
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else
+                        logging.WARNING,
+                        format='%(levelname)s %(name)s: %(message)s')
+    try:
+        return {'demo': demo}[args.command](args)
+    except scope_mod.LabError as exc:
+        print(f'ha-redirect-lab: error: {exc}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('ha-redirect-lab: interrupted; cleaned up', file=sys.stderr)
+        return 130
+    except scope_mod.Terminated as exc:
+        print(f'ha-redirect-lab: {exc}; cleaned up', file=sys.stderr)
+        return 143
+
+
+if __name__ == '__main__':
+    sys.exit(main())

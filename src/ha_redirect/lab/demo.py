@@ -1,0 +1,102 @@
+"""A short failover, told as it happens: the README's demo.
+
+For each scheme (`sdn-<strategy>` or `haproxy-<profile>`): build the
+testbed, check the primary serves, probe with a new connection every few
+milliseconds, take the primary's link down, and report who answered and
+how long new connections went unanswered.
+"""
+
+import dataclasses
+import time
+import typing
+
+from ha_redirect.lab import failures
+from ha_redirect.lab import haproxy
+from ha_redirect.lab import scenarios
+from ha_redirect.lab import scope as scope_mod
+from ha_redirect.lab import traffic
+
+DEFAULT_SCHEMES = ('sdn-reactive', 'sdn-proactive', 'haproxy-tuned',
+                   'haproxy-paper')
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoResult:
+    scheme: str
+    gap: typing.Optional[float]
+    attempts_after: int
+    failed_after: int
+    answered_by: typing.Dict[str, int]
+    client_sees: str
+
+
+def parse_scheme(scheme):
+    """('sdn', strategy) or ('haproxy', profile); ValueError if unknown."""
+    kind, _, variant = scheme.partition('-')
+    if kind == 'sdn' and variant:
+        return kind, variant
+    if kind == 'haproxy' and variant in haproxy.PROFILES:
+        return kind, variant
+    raise ValueError(
+        f'unknown scheme {scheme!r}: use sdn-<strategy> (e.g. sdn-reactive) '
+        f'or haproxy-<profile> ({", ".join(sorted(haproxy.PROFILES))})')
+
+
+def run_scheme(scheme, observe=2.0, interval_ms=5.0, out=print,
+               keep_workdir=False):
+    """Run one scheme's failover in its own RunScope; returns DemoResult."""
+    kind, variant = parse_scheme(scheme)
+    with scope_mod.RunScope(keep_workdir=keep_workdir) as scope:
+        if kind == 'sdn':
+            lab = scenarios.SdnScenario(scope, strategy=variant).start()
+            note = (f'OVS {lab.plan.bridge} ({lab.bed.datapath} datapath), '
+                    f'ha-redirect-controller pid {lab.controller.popen.pid} '
+                    f'on 127.0.0.1:{lab.controller.port}')
+        else:
+            lab = scenarios.ProxyScenario(scope, profile=variant).start()
+            note = f'haproxy pid {lab.haproxy.agent.pid}, profile {variant}'
+        ip, port = lab.address
+        client = lab.bed.clients[0]
+        out(f'== {scheme}: {note}')
+        first = traffic.probe_once(client, ip, port)
+        out(f'   {client.name} -> {ip}:{port}: answered by {first["who"]}')
+        prober = traffic.start_prober(scope, client, ip, port,
+                                      interval_ms=interval_ms)
+        time.sleep(0.5)
+        intf = lab.bed.server_interface('primary')
+        t_fail = failures.link_down(lab.bed.primary)
+        out(f'   t=0 ms: ip link set {intf} down (the primary)')
+        wait = observe
+        if kind == 'haproxy':
+            try:
+                t_seen = lab.haproxy.wait_for_transition('primary', 'DOWN',
+                                                         30)
+                out(f'   t={(t_seen - t_fail) * 1000:.0f} ms: haproxy '
+                    'marks the primary DOWN')
+            except scope_mod.LabError as exc:
+                out(f'   {exc}')
+        time.sleep(wait)
+        prober.stop()
+        report = traffic.service_gap(prober.records(), t_fail, 'backup1')
+        mac = traffic.neighbour_mac(client, ip)
+        sees = f'{ip} at {mac}' if mac else ip
+        if report.gap is None:
+            out('   no connection reached the backup')
+        else:
+            out(f'   t={report.gap * 1000:.1f} ms: first new connection '
+                f'answered by backup1; the client\'s peer: {sees}')
+        out(f'   {report.attempts_after} connection attempts after the '
+            f'failure, {report.failed_after} failed; answered by '
+            f'{dict(sorted(report.answered_by.items()))}')
+        return DemoResult(scheme, report.gap, report.attempts_after,
+                          report.failed_after, report.answered_by, sees)
+
+
+def summary_lines(results):
+    lines = [f'{"scheme":<16} {"service gap":>12} {"failed":>7} '
+             f'{"attempts":>9}']
+    for r in results:
+        gap = '-' if r.gap is None else f'{r.gap * 1000:.1f} ms'
+        lines.append(f'{r.scheme:<16} {gap:>12} {r.failed_after:>7} '
+                     f'{r.attempts_after:>9}')
+    return lines
