@@ -178,3 +178,26 @@ def test_redirection_survives_a_controller_restart(sdn, record_gap):
     with open(pinger.out_path) as f:
         summary = f.read()
     assert ' 0% packet loss' in summary, summary[-400:]
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_failover_for_clients_behind_a_gateway(strategy, record_gap):
+    """The paper's own layout: clients reach the switch through p3."""
+    with scope_mod.RunScope() as scope:
+        sdn = scenarios.SdnScenario(scope, strategy=strategy,
+                                    gateway=True).start()
+        assert sdn.plan.gateway.switch_port == 3
+        client = sdn.bed.clients[0]
+        assert traffic.probe_once(client, *sdn.address)['who'] == 'primary'
+        prober = traffic.start_prober(scope, client, *sdn.address,
+                                      interval_ms=5)
+        time.sleep(0.5)
+        t_fail = failures.link_down(sdn.bed.primary)
+        time.sleep(SETTLE + 1.0)
+        prober.stop()
+        records = prober.records()
+        report = traffic.service_gap(records, t_fail, BACKUP)
+        record_gap('sdn failover, gateway', strategy, report)
+        assert report.gap is not None, report.describe()
+        assert_settled(records, t_fail + SETTLE, BACKUP,
+                       sdn.plan.primary.address)
