@@ -14,30 +14,10 @@ from ha_redirect import model
 from ha_redirect.policy import RedirectPolicy
 from ha_redirect.strategies.reactive import ReactiveStrategy
 
+from os_ken_fakes import RecordingDatapath
+
 PRIMARY = model.Endpoint('10.0.0.1', '00:00:00:00:00:01', 1)
 BACKUP = model.Endpoint('10.0.0.2', '00:00:00:00:00:02', 2)
-
-
-class RecordingDatapath:
-    ofproto = ofp
-    ofproto_parser = parser
-
-    def __init__(self, dpid=1):
-        self.id = dpid
-        self.xid = 100
-        self.sent = []
-
-    def set_xid(self, msg):
-        self.xid += 1
-        msg.set_xid(self.xid)
-
-    def send_msg(self, msg):
-        msg.serialize()   # what the real datapath does; raises if invalid
-        self.sent.append(msg)
-
-    def flow_mods(self, command=None):
-        return [m for m in self.sent if isinstance(m, parser.OFPFlowMod)
-                and (command is None or m.command == command)]
 
 
 @pytest.fixture
