@@ -35,7 +35,8 @@ def normalize_ipv4(value: str, what: str = 'ip') -> str:
     try:
         return str(ipaddress.IPv4Address(str(value).strip()))
     except ValueError:
-        raise ServiceError(f'{what}: {value!r} is not an IPv4 address') from None
+        raise ServiceError(
+            f'{what}: {value!r} is not an IPv4 address') from None
 
 
 def _check_port(value, what: str) -> int:
@@ -47,7 +48,7 @@ def _check_port(value, what: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
-    """A server as the switch sees it: its addresses and the port it hangs off."""
+    """A server as the switch sees it: its addresses and its switch port."""
     ip: str
     mac: str
     port: int

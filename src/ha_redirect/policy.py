@@ -110,7 +110,8 @@ class RedirectPolicy:
             view = self._view(state)
             messages += self.strategy.service_flows(view)
             if not state.healthy[0]:
-                messages.append(self._arp_responder(view, model.FlowCommand.ADD))
+                messages.append(
+                    self._arp_responder(view, model.FlowCommand.ADD))
         messages.append(model.Barrier(datapath_id))
         return messages
 

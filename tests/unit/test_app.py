@@ -3,11 +3,15 @@ datapath: each handler hands the event to the policy and sends its answer."""
 
 import logging
 
-import pytest
-from os_ken.lib.packet import arp, ethernet, ipv4, packet, tcp
+from os_ken.controller import ofp_event
+from os_ken.lib.packet import arp
+from os_ken.lib.packet import ethernet
+from os_ken.lib.packet import ipv4
+from os_ken.lib.packet import packet
+from os_ken.lib.packet import tcp
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
-from os_ken.controller import ofp_event
+import pytest
 
 from ha_redirect import app as app_mod
 from ha_redirect import model

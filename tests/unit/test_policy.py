@@ -5,12 +5,14 @@ import dataclasses
 import pytest
 
 from ha_redirect import model
-from ha_redirect import testing
 from ha_redirect.policy import RedirectPolicy
 from ha_redirect.strategies.proactive import ProactiveStrategy
 from ha_redirect.strategies.reactive import ReactiveStrategy
+from ha_redirect import testing
 
-from switch_harness import SimulatedSwitch, arp_request, tcp
+from switch_harness import arp_request
+from switch_harness import SimulatedSwitch
+from switch_harness import tcp
 
 PRIMARY = model.Endpoint('10.0.0.1', '00:00:00:00:00:01', 1)
 BACKUP = model.Endpoint('10.0.0.2', '00:00:00:00:00:02', 2)

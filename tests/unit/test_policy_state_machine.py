@@ -15,7 +15,8 @@ from ha_redirect.policy import RedirectPolicy
 from ha_redirect.strategies.proactive import ProactiveStrategy
 from ha_redirect.strategies.reactive import ReactiveStrategy
 
-from switch_harness import SimulatedSwitch, tcp
+from switch_harness import SimulatedSwitch
+from switch_harness import tcp
 
 SERVERS = (model.Endpoint('10.0.0.1', '00:00:00:00:00:01', 1),
            model.Endpoint('10.0.0.2', '00:00:00:00:00:02', 2),

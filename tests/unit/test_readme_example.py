@@ -5,7 +5,10 @@ import re
 import types
 
 from os_ken.controller import ofp_event
-from os_ken.lib.packet import ethernet, ipv4, packet, tcp
+from os_ken.lib.packet import ethernet
+from os_ken.lib.packet import ipv4
+from os_ken.lib.packet import packet
+from os_ken.lib.packet import tcp
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 

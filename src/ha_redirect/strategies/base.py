@@ -10,7 +10,9 @@ import dataclasses
 import typing
 
 from ha_redirect import model
-from ha_redirect.model import Match, Output, SetField
+from ha_redirect.model import Match
+from ha_redirect.model import Output
+from ha_redirect.model import SetField
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +57,8 @@ class Strategy(abc.ABC):
         """Service-wide flows for a freshly (re)connected switch."""
 
     @abc.abstractmethod
-    def on_active_changed(self, view: ServiceView, previous: typing.Optional[int]
+    def on_active_changed(self, view: ServiceView,
+                          previous: typing.Optional[int]
                           ) -> typing.List[model.Message]:
         """New connections now go to `view.active` instead of `previous`."""
 

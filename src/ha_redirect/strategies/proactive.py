@@ -9,7 +9,10 @@ after a failback, connections running on the backup continue until they end.
 """
 
 from ha_redirect import model
-from ha_redirect.model import GotoTable, Learn, Match, Output
+from ha_redirect.model import GotoTable
+from ha_redirect.model import Learn
+from ha_redirect.model import Match
+from ha_redirect.model import Output
 from ha_redirect.strategies import base
 
 _TCP_FIXED = (('eth_type', model.ETH_TYPE_IPV4),
