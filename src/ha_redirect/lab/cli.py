@@ -58,6 +58,9 @@ def build_parser():
                    help='seconds to keep probing after the failure')
     p.add_argument('--interval-ms', type=_positive, default=5.0,
                    help='a new connection every this many ms')
+    p.add_argument('--failure', choices=demo_mod.FAILURES, default='link',
+                   help='link: the primary\'s interface goes down (as in '
+                   'the paper); kill: its server process dies, link up')
     p.add_argument('--keep', action='store_true',
                    help='keep the run\'s working directory (logs, configs)')
     return parser
@@ -70,7 +73,7 @@ def demo(args):
     for scheme in args.schemes:
         results.append(demo_mod.run_scheme(
             scheme, observe=args.observe, interval_ms=args.interval_ms,
-            keep_workdir=args.keep))
+            keep_workdir=args.keep, failure=args.failure))
     print()
     for line in demo_mod.summary_lines(results):
         print(line)

@@ -42,9 +42,18 @@ def parse_scheme(scheme):
         f'or haproxy-<profile> ({", ".join(sorted(haproxy.PROFILES))})')
 
 
+FAILURES = ('link', 'kill')
+
+
 def run_scheme(scheme, observe=2.0, interval_ms=5.0, out=print,
-               keep_workdir=False):
-    """Run one scheme's failover in its own RunScope; returns DemoResult."""
+               keep_workdir=False, failure='link'):
+    """Run one scheme's failover in its own RunScope; returns DemoResult.
+
+    `failure`: 'link' takes the primary's interface down (the paper);
+    'kill' kills the primary's server process and leaves the link up.
+    """
+    if failure not in FAILURES:
+        raise ValueError(f'unknown failure {failure!r}')
     kind, variant = parse_scheme(scheme)
     with scope_mod.RunScope(keep_workdir=keep_workdir) as scope:
         if kind == 'sdn':
@@ -63,9 +72,15 @@ def run_scheme(scheme, observe=2.0, interval_ms=5.0, out=print,
         prober = traffic.start_prober(scope, client, ip, port,
                                       interval_ms=interval_ms)
         time.sleep(0.5)
-        intf = lab.bed.server_interface('primary')
-        t_fail = failures.link_down(lab.bed.primary)
-        out(f'   t=0 ms: ip link set {intf} down (the primary)')
+        if failure == 'link':
+            intf = lab.bed.server_interface('primary')
+            t_fail = failures.link_down(lab.bed.primary)
+            out(f'   t=0 ms: ip link set {intf} down (the primary)')
+        else:
+            pid = lab.servers['primary'].pid
+            t_fail = failures.kill_service(lab.servers['primary'])
+            out(f'   t=0 ms: killed the primary\'s server (pid {pid}); '
+                'its link stays up (the primary)')
         wait = observe
         if kind == 'haproxy':
             try:

@@ -75,9 +75,7 @@ class RunScope:
         self._closed = False
         self._old_handlers = {}
         self._own_workdir = workdir is None
-        self.workdir = workdir or tempfile.mkdtemp(
-            prefix=f'ha-redirect-lab-{self.token}-')
-        os.makedirs(self.workdir, exist_ok=True)
+        self._workdir = workdir
         self.keep_workdir = keep_workdir
 
     # -- names --------------------------------------------------------------
@@ -94,6 +92,18 @@ class RunScope:
             raise LabError(f'name {name!r} is too long for an interface '
                            f'name (role {role!r})')
         return name
+
+    @property
+    def workdir(self):
+        """The run's directory for configs, logs and outputs.
+
+        Made on first use; removed on close unless `keep_workdir`.
+        """
+        if self._workdir is None:
+            self._workdir = tempfile.mkdtemp(
+                prefix=f'ha-redirect-lab-{self.token}-')
+        os.makedirs(self._workdir, exist_ok=True)
+        return self._workdir
 
     def path(self, filename):
         """A file in this run's working directory."""
@@ -129,8 +139,8 @@ class RunScope:
                 except Exception as exc:  # keep cleaning the rest
                     LOG.warning('cleanup: %s failed: %s', description, exc)
             self._restore_signals()
-        if self._own_workdir and not self.keep_workdir:
-            _remove_tree(self.workdir)
+        if self._own_workdir and self._workdir and not self.keep_workdir:
+            _remove_tree(self._workdir)
 
     # -- context manager, signals -------------------------------------------
 
