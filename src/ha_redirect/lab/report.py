@@ -1,0 +1,493 @@
+"""Figures and `report.md` of an evaluation, from its per-run results.
+
+    python -m ha_redirect.lab.report results/<timestamp>   # redraw
+
+Pure with respect to the testbed: it reads the run dicts the runner wrote
+(`runs/*.json`) and writes PNG figures (matplotlib, Agg backend) and a
+Markdown report: a table of medians and ranges, the environment, the
+paper's three claims each marked reproduced or not, the ratio of each SDN
+strategy's service gap to tuned HAProxy's, and the measurement resolution.
+"""
+
+import glob
+import json
+import os
+import statistics
+import sys
+
+from ha_redirect.lab import metrics
+
+# (key in run['metrics'], label, scale to the unit shown, unit)
+TABLE_METRICS = (
+    ('backup_response_s', 'backup response', 1000.0, 'ms'),
+    ('service_gap_s', 'service gap', 1000.0, 'ms'),
+    ('probe_failed_after', 'failed probes', 1.0, ''),
+    ('rst_after', 'failover RSTs', 1.0, ''),
+    ('aborted_before', 'aborted, est. before', 1.0, ''),
+    ('aborted_after', 'aborted, attempted after', 1.0, ''),
+    ('throughput_mbps', 'throughput w/ failure', 1.0, 'Mbit/s'),
+    ('baseline_throughput_mbps', 'throughput baseline', 1.0, 'Mbit/s'),
+)
+
+PAPER_PROXY = 'haproxy-paper'
+TUNED_PROXY = 'haproxy-tuned'
+FAST = 1.0   # seconds: "hundreds of ms" versus "seconds"
+
+
+def load_results(out_dir):
+    """The run dicts in `out_dir/runs/*.json`."""
+    results = []
+    for path in sorted(glob.glob(os.path.join(out_dir, 'runs', '*.json'))):
+        with open(path) as f:
+            results.append(json.load(f))
+    return results
+
+
+def is_sdn(scheme):
+    return scheme.startswith('sdn-')
+
+
+def aggregate(results):
+    """{scheme: {rate: {metric: Spread}}} over the successful runs."""
+    values = {}
+    for r in results:
+        if r.get('status') != 'ok':
+            continue
+        per_rate = values.setdefault(r['scheme'], {}).setdefault(
+            float(r['rate']), {})
+        for key, value in r['metrics'].items():
+            if isinstance(value, (int, float)) or value is None:
+                per_rate.setdefault(key, []).append(value)
+    return {scheme: {rate: {k: metrics.Spread.of(v) for k, v in m.items()}
+                     for rate, m in sorted(rates.items())}
+            for scheme, rates in values.items()}
+
+
+def _ordered_schemes(results):
+    seen = []
+    for r in results:
+        if r['scheme'] not in seen:
+            seen.append(r['scheme'])
+    return seen
+
+
+# -- figures ------------------------------------------------------------------
+
+def _plot(ax, agg, schemes, key, scale=1.0, style='-o', label_suffix='',
+          colors=None):
+    for i, scheme in enumerate(schemes):
+        rates, med, lo, hi = [], [], [], []
+        for rate, m in agg.get(scheme, {}).items():
+            s = m.get(key)
+            if s is None or s.median is None:
+                continue
+            rates.append(rate)
+            med.append(s.median * scale)
+            lo.append((s.median - s.low) * scale)
+            hi.append((s.high - s.median) * scale)
+        if not rates:
+            continue
+        color = (colors or {}).get(scheme, f'C{i}')
+        ax.errorbar(rates, med, yerr=[lo, hi], fmt=style, capsize=3,
+                    color=color, label=scheme + label_suffix)
+
+
+def write_figures(out_dir, agg, schemes):
+    """fig2..fig5 PNGs; returns their file names."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+
+    colors = {s: f'C{i}' for i, s in enumerate(schemes)}
+    names = []
+
+    def finish(fig, axes, name, title):
+        for ax in axes:
+            ax.set_xlabel('client arrival rate (clients/s)')
+            ax.grid(True, alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize='small')
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=110)
+        plt.close(fig)
+        names.append(name)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    _plot(ax, agg, schemes, 'backup_response_s', colors=colors)
+    ax.set_yscale('log')
+    ax.set_ylabel('backup response time (s)')
+    finish(fig, [ax], 'fig2_backup_response.png',
+           "Fig. 2: backup's response time (median, range)")
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
+    for ax, key, label in zip(
+            axes, ('rst_after', 'aborted_before', 'aborted_after'),
+            ('TCP RSTs caused by the failover',
+             'aborted clients, established before',
+             'aborted clients, attempted after')):
+        _plot(ax, agg, schemes, key, colors=colors)
+        ax.set_ylabel(label)
+    finish(fig, axes, 'fig3_rsts_aborts.png',
+           'Fig. 3: TCP RSTs and aborted connections due to the failover')
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    _plot(ax, agg, schemes, 'throughput_mbps', colors=colors,
+          label_suffix=' (failure)')
+    _plot(ax, agg, schemes, 'baseline_throughput_mbps', style='--s',
+          colors=colors, label_suffix=' (no failure)')
+    ax.set_ylabel('average throughput per client (Mbit/s)')
+    finish(fig, [ax], 'fig4_throughput.png',
+           'Fig. 4: average throughput achieved')
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    _plot(axes[0], agg, schemes, 'service_gap_s', colors=colors)
+    axes[0].set_yscale('log')
+    axes[0].set_ylabel('service gap (s)')
+    _plot(axes[1], agg, schemes, 'probe_failed_after', colors=colors)
+    axes[1].set_ylabel('failed probe connections')
+    finish(fig, axes, 'fig5_service_gap.png',
+           'Service gap seen by a new connection every few ms')
+    return names
+
+
+# -- the paper's claims -------------------------------------------------------
+
+def _medians(agg, scheme, key):
+    return [(rate, m[key].median) for rate, m in agg.get(scheme, {}).items()
+            if key in m and m[key].median is not None]
+
+
+def _fmt_s(value):
+    if value is None:
+        return '-'
+    return f'{value * 1000:.0f} ms' if value < 1 else f'{value:.2f} s'
+
+
+def _range_text(values, fmt):
+    values = [v for v in values if v is not None]
+    if not values:
+        return 'no data'
+    lo, hi = min(values), max(values)
+    return fmt(lo) if lo == hi else f'{fmt(lo)} to {fmt(hi)}'
+
+
+def _spearman(pairs):
+    """Rank correlation of (x, y) pairs; None when undefined."""
+    if len(pairs) < 3:
+        return None
+
+    def ranks(values):
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        r = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and \
+                    values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2.0
+            i = j + 1
+        return r
+    xs, ys = ranks([p[0] for p in pairs]), ranks([p[1] for p in pairs])
+    if len(set(ys)) < 2:
+        return 0.0
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    vx = sum((x - mx) ** 2 for x in xs)
+    vy = sum((y - my) ** 2 for y in ys)
+    return cov / (vx * vy) ** 0.5
+
+
+def claims(agg, schemes):
+    """[(claim, verdict, evidence)]: verdict 'reproduced', 'not
+    reproduced' or 'not tested'."""
+    sdn = [s for s in schemes if is_sdn(s) and s in agg]
+    out = []
+
+    # 1. SDN answers in (at most) hundreds of ms, HAProxy takes seconds.
+    claim = ('SDN redirection responds in hundreds of milliseconds, while '
+             'HAProxy (3 s health checks) takes seconds (Fig. 2)')
+    if not sdn or PAPER_PROXY not in agg:
+        out.append((claim, 'not tested', f'needs an sdn-* scheme and '
+                    f'{PAPER_PROXY}'))
+    else:
+        sdn_vals = {s: [v for _, v in _medians(agg, s, 'backup_response_s')]
+                    for s in sdn}
+        px = [v for _, v in _medians(agg, PAPER_PROXY, 'backup_response_s')]
+        ok = bool(px) and all(v >= FAST for v in px) and all(
+            vals and all(v < FAST for v in vals)
+            for vals in sdn_vals.values())
+        evidence = '; '.join(
+            f'{s}: {_range_text(v, _fmt_s)}' for s, v in sdn_vals.items())
+        evidence += f'; {PAPER_PROXY}: {_range_text(px, _fmt_s)}'
+        if TUNED_PROXY in agg:
+            tuned = [v for _, v in _medians(agg, TUNED_PROXY,
+                                            'backup_response_s')]
+            evidence += f'; {TUNED_PROXY}: {_range_text(tuned, _fmt_s)}'
+        out.append((claim, 'reproduced' if ok else 'not reproduced',
+                    'median backup response time per rate: ' + evidence))
+
+    # 2. HAProxy's aborts grow with the rate, SDN's stay flat.
+    claim = ('HAProxy aborts connections in proportion to the arrival rate, '
+             'while SDN keeps them about constant (Fig. 3)')
+    key = 'aborted_after'
+    n_rates = len(agg.get(PAPER_PROXY, {}))
+    if not sdn or PAPER_PROXY not in agg or n_rates < 3:
+        out.append((claim, 'not tested', f'needs {PAPER_PROXY}, an sdn-* '
+                    'scheme and at least 3 rates'))
+    else:
+        px = _medians(agg, PAPER_PROXY, key)
+        rho = _spearman(px)
+        px_vals = [v for _, v in px]
+        px_rise = px_vals[-1] - px_vals[0] if px_vals else 0
+        grows = rho is not None and rho >= 0.8 and px_rise > 0
+        flat = {}
+        for s in sdn:
+            vals = [v for _, v in _medians(agg, s, key)]
+            spread = (max(vals) - min(vals)) if vals else None
+            flat[s] = spread is not None and spread <= max(
+                1.0, 0.25 * abs(px_rise))
+        ok = grows and all(flat.values())
+        evidence = (f'median aborted clients among those attempted after the '
+                    f'failure, by rate: {PAPER_PROXY} '
+                    + ', '.join(f'{r:g}/s: {v:g}' for r, v in px)
+                    + f' (rank correlation with rate {rho:.2f})'
+                    if rho is not None else '')
+        for s in sdn:
+            evidence += f'; {s} ' + ', '.join(
+                f'{r:g}/s: {v:g}' for r, v in _medians(agg, s, key))
+        evidence += (' (flat = range at most max(1, a quarter of '
+                     f'{PAPER_PROXY}\'s rise))')
+        out.append((claim, 'reproduced' if ok else 'not reproduced',
+                    evidence))
+
+    # 3. SDN's throughput beats the proxy's.
+    claim = ('SDN achieves higher average throughput per client than the '
+             'reverse proxy, without failure and with it (Fig. 4)')
+    proxies = [s for s in schemes if not is_sdn(s) and s in agg]
+    if not sdn or not proxies:
+        out.append((claim, 'not tested', 'needs sdn-* and haproxy-* schemes'))
+    else:
+        parts, verdicts = [], []
+        for key, what in (('baseline_throughput_mbps', 'no failure'),
+                          ('throughput_mbps', 'with failure')):
+            rates = sorted(set.intersection(*[
+                {r for r, _ in _medians(agg, s, key)}
+                for s in sdn + proxies]))
+            wins = [r for r in rates
+                    if min(dict(_medians(agg, s, key))[r] for s in sdn)
+                    > max(dict(_medians(agg, s, key))[r] for s in proxies)]
+            if not rates:
+                parts.append(f'{what}: no data')
+                continue
+            verdicts.append(len(wins) == len(rates))
+            best = {s: statistics.median(v for _, v in _medians(agg, s, key))
+                    for s in sdn + proxies}
+            parts.append(
+                f'{what}: every SDN scheme above every proxy at '
+                f'{len(wins)} of {len(rates)} rates (median over rates: '
+                + ', '.join(f'{s} {v:.0f}' for s, v in best.items())
+                + ' Mbit/s)')
+        ok = bool(verdicts) and all(verdicts)
+        out.append((claim, 'reproduced' if ok else 'not reproduced'
+                    if verdicts else 'not tested', '; '.join(parts)))
+    return out
+
+
+def gap_ratios(results, schemes):
+    """[(sdn scheme, rate or 'all', ratio, sdn gap, tuned gap)].
+
+    Ratio of median service gaps, SDN strategy over tuned HAProxy, from
+    runs of the same invocation."""
+    gaps = {}
+    for r in results:
+        if r.get('status') == 'ok' and \
+                r['metrics'].get('service_gap_s') is not None:
+            gaps.setdefault(r['scheme'], {}).setdefault(
+                float(r['rate']), []).append(r['metrics']['service_gap_s'])
+    tuned = gaps.get(TUNED_PROXY)
+    if not tuned:
+        return []
+    rows = []
+    for s in schemes:
+        if not is_sdn(s) or s not in gaps:
+            continue
+        for rate in sorted(gaps[s]):
+            if rate in tuned:
+                a = statistics.median(gaps[s][rate])
+                b = statistics.median(tuned[rate])
+                rows.append((s, f'{rate:g}', a / b if b else None, a, b))
+        a = statistics.median(v for vs in gaps[s].values() for v in vs)
+        b = statistics.median(v for vs in tuned.values() for v in vs)
+        rows.append((s, 'all', a / b if b else None, a, b))
+    return rows
+
+
+# -- report.md ----------------------------------------------------------------
+
+def _cell(spread, scale):
+    if spread is None or spread.median is None:
+        return '-'
+
+    def f(v):
+        v *= scale
+        return f'{v:.0f}' if abs(v) >= 100 else f'{v:.3g}'
+    if spread.low == spread.high:
+        return f(spread.median)
+    return f'{f(spread.median)} [{f(spread.low)}-{f(spread.high)}]'
+
+
+def main_table(agg, schemes):
+    head = ['scheme', 'rate/s', 'runs'] + [
+        f'{label} ({unit})' if unit else label
+        for _, label, _, unit in TABLE_METRICS]
+    lines = ['| ' + ' | '.join(head) + ' |',
+             '|' + '---|' * len(head)]
+    for scheme in schemes:
+        for rate, m in agg.get(scheme, {}).items():
+            n = max((s.n for s in m.values()), default=0)
+            cells = [scheme, f'{rate:g}', str(n)] + [
+                _cell(m.get(key), scale) for key, _, scale, _ in
+                TABLE_METRICS]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def _resolution(results, config):
+    ok = [r for r in results if r.get('status') == 'ok']
+    if not ok:
+        return ['No successful run.']
+    unc = max(r['clock']['sample_uncertainty_s'] for r in ok)
+    drift = max(abs(r['clock']['drift_s']) for r in ok)
+    cmd = [r['clock']['failure_command_s'] for r in ok]
+    drops = sum(v or 0 for r in ok for v in r['capture_drops'].values())
+    return [
+        '- One clock: CLOCK_MONOTONIC, shared by every network namespace. '
+        'Agents (prober, failure injection, client launches) stamp it '
+        'directly; capture timestamps (CLOCK_REALTIME, microsecond pcap) '
+        'are shifted by the offset sampled when the captures start: '
+        f'sampling uncertainty at most {unc * 1e6:.1f} us, drift between '
+        f'capture start and stop at most {drift * 1e6:.1f} us.',
+        '- Failure instant: CLOCK_MONOTONIC read by a helper inside the '
+        'primary just before the ioctl (SIOCSIFFLAGS, what `ip link set '
+        'down` does) that takes its interface down; the ioctl returned '
+        f'within {min(cmd) * 1e6:.0f}-{max(cmd) * 1e6:.0f} us.',
+        f'- Service gap: a new connection every {config.get("interval_ms")} '
+        'ms, so the gap is resolved to that interval; it ends when the '
+        'first probe answered by the backup completes (its connection '
+        'made and the backup\'s name read).',
+        '- Backup response time: the first backup SYN-ACK or data segment '
+        'captured on a client interface (microsecond timestamps); it is '
+        'bounded below by the probe interval, as the prober is one of the '
+        'clients. The backup is identified by matching TCP sequence numbers '
+        'against a capture on its own interface (SDN, where the switch '
+        'rewrites its address into the primary\'s) or by matching the '
+        'relayed payload within 1 s (HAProxy, which terminates TCP).',
+        f'- Packets dropped by the captures: {drops}.',
+    ]
+
+
+def write_report(out_dir, results, meta):
+    """Write figures and report.md into `out_dir`; returns the report path."""
+    schemes = _ordered_schemes(results)
+    agg = aggregate(results)
+    figures = write_figures(out_dir, agg, schemes) if agg else []
+    config = meta.get('config', {})
+    ok = sum(1 for r in results if r.get('status') == 'ok')
+    lines = ['# Traffic redirection for high availability: evaluation', '']
+    if meta.get('interrupted'):
+        lines += [f'**Partial report**: the sweep was interrupted '
+                  f'({meta["interrupted"]}) after {len(results)} runs.', '']
+    lines += [
+        f'{ok} of {len(results)} runs succeeded in '
+        f'{meta.get("elapsed_s", 0):.0f} s. Command: '
+        f'`{meta.get("command", "")}`.', '',
+        'Setup as in the paper\'s Section IV: clients arrive as a Poisson '
+        f'process (seed {config.get("seed")!r}); each runs one iperf3 '
+        f'transfer of {config.get("duration")} s; arrivals span '
+        f'{config.get("window")} s; the primary\'s interface goes down '
+        f'{config.get("fail_at")} s in. A prober opens a new connection '
+        f'every {config.get("interval_ms")} ms. '
+        + ('Each run first has a phase without failure (same arrival '
+           'process) for the baseline throughput. '
+           if config.get('baseline') else '')
+        + f'A client still running {config.get("grace")} s after its '
+        'planned end is stopped and counts as aborted.', '',
+        '## Results: median [min-max] over repetitions', '',
+        main_table(agg, schemes), '',
+        'Columns: *backup response* = failure to the first SYN-ACK or data '
+        'segment from the backup that a client received (Fig. 2); '
+        '*service gap* = failure to the first new connection answered by '
+        'the backup, and *failed probes* = probe connections that failed '
+        'after the failure; *failover RSTs* = RST segments on iperf3 '
+        'connections after the failure and before the connection began to '
+        'close (an iperf3 server always resets the last in-flight segments '
+        'after its FIN; those are not counted); *aborted* = iperf3 clients '
+        'that did not complete, split into those with a connection '
+        'established before the failure (no redirect can save them) and '
+        'those not yet established at the failure (Fig. 3); *throughput* = '
+        'mean over clients of what the server received per second, an '
+        'aborted client counting what it sent over its lifetime (Fig. 4).',
+        '',
+    ]
+    lines += ['## Figures', '']
+    lines += [f'![{name}]({name})' for name in figures] + ['']
+    lines += ['## The paper\'s claims', '']
+    for claim, verdict, evidence in claims(agg, schemes):
+        lines += [f'- **{verdict.upper()}**: {claim}. {evidence}.']
+    lines += ['']
+    ratios = gap_ratios(results, schemes)
+    lines += ['## Service gap: SDN strategy / tuned HAProxy (same '
+              'invocation)', '']
+    if ratios:
+        lines += ['| SDN scheme | rate/s | ratio | SDN gap | tuned HAProxy '
+                  'gap |', '|---|---|---|---|---|']
+        for s, rate, ratio, a, b in ratios:
+            r = '-' if ratio is None else f'{ratio:.3f}'
+            lines.append(f'| {s} | {rate} | {r} | {_fmt_s(a)} | '
+                         f'{_fmt_s(b)} |')
+    else:
+        lines.append(f'Not measured: needs {TUNED_PROXY} and an sdn-* '
+                     'scheme with service gaps.')
+    lines += ['', '## Environment', '', '| | |', '|---|---|']
+    lines += [f'| {k} | {v} |' for k, v in
+              meta.get('environment', {}).items()]
+    lines += ['', '## Measurement resolution', '']
+    lines += _resolution(results, config)
+    failed = [r for r in results if r.get('status') != 'ok']
+    if failed:
+        lines += ['', '## Failed runs', '']
+        lines += [f'- {r["scheme"]} rate {r["rate"]:g} repetition '
+                  f'{r["repetition"]}: {r.get("status")}: '
+                  f'{r.get("reason")}' for r in failed]
+    lines += ['', '## Files', '',
+              '`runs/*.json` raw per-run results (clients, clock offsets, '
+              'HAProxy health transitions), `runs.csv` one row per run, '
+              '`clients.csv` one row per iperf3 client, '
+              '`evaluation.json` the configuration and environment.', '']
+    path = os.path.join(out_dir, 'report.md')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    return path
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not os.path.isdir(argv[0]):
+        print('usage: python -m ha_redirect.lab.report RESULTS_DIR',
+              file=sys.stderr)
+        return 2
+    out_dir = argv[0]
+    meta = {}
+    meta_path = os.path.join(out_dir, 'evaluation.json')
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+    print(write_report(out_dir, load_results(out_dir), meta))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
