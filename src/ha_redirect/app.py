@@ -9,8 +9,10 @@ import logging
 import time
 
 from os_ken.base import app_manager
+from os_ken.controller import event
 from os_ken.controller import handler
 from os_ken.controller import ofp_event
+from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_4
 from os_ken.ofproto import ofproto_v1_5
@@ -24,6 +26,11 @@ LOG = logging.getLogger(__name__)
 MAIN = handler.MAIN_DISPATCHER
 # Enough recent messages to name the culprit of any error the switch returns.
 _SENT_MEMORY = 4096
+
+
+class EventTick(event.EventBase):
+    """Time passes: monitors may probe or time out (our own event, so the
+    policy is only ever called from the app's event thread)."""
 
 
 class RedirectApp(app_manager.OSKenApp):
@@ -40,8 +47,29 @@ class RedirectApp(app_manager.OSKenApp):
                 config.services, config.settings)
         self.policy = redirect_policy
         self.clock = time.monotonic
+        self._datapaths = {}
         self._port_desc_parts = {}
         self._sent = collections.OrderedDict()
+        self._tick_pending = False
+
+    def start(self):
+        thread = super().start()
+        interval = self.policy.tick_interval
+        if interval:
+            hub.spawn(self._tick_loop, interval)
+        return thread
+
+    def _tick_loop(self, interval):
+        while self.is_active:
+            hub.sleep(interval)
+            if not self._tick_pending:   # never pile ticks up in the queue
+                self._tick_pending = True
+                self.send_event(self.name, EventTick())
+
+    @handler.set_ev_cls(EventTick)
+    def on_tick(self, ev):
+        self._tick_pending = False
+        self._send_all(self.policy.on_tick(self.clock()))
 
     # Switch life cycle ----------------------------------------------------
 
@@ -62,6 +90,7 @@ class RedirectApp(app_manager.OSKenApp):
             return
         del self._port_desc_parts[datapath.id]
         port_states = openflow.port_states_from_desc(parts, datapath.ofproto)
+        self._datapaths[datapath.id] = datapath
         LOG.info('switch connected: dpid=%#x ports=%s', datapath.id,
                  sorted(port_states.items()))
         self._send(datapath, self.policy.on_switch_connected(
@@ -74,6 +103,8 @@ class RedirectApp(app_manager.OSKenApp):
             return
         LOG.info('switch disconnected: dpid=%#x', datapath.id)
         self._port_desc_parts.pop(datapath.id, None)
+        if self._datapaths.get(datapath.id) is datapath:
+            del self._datapaths[datapath.id]
         self._send(datapath, self.policy.on_switch_disconnected(
             datapath.id, self.clock()))
 
@@ -122,6 +153,13 @@ class RedirectApp(app_manager.OSKenApp):
                   openflow.describe_error(msg))
 
     # Sending --------------------------------------------------------------
+
+    def _send_all(self, messages):
+        """Send messages that may be for any connected switch."""
+        for message in messages:
+            datapath = self._datapaths.get(message.datapath_id)
+            if datapath is not None:
+                self._send(datapath, [message])
 
     def _send(self, datapath, messages):
         for message in messages:

@@ -73,9 +73,11 @@ class Service:
     primary: Endpoint
     backups: typing.Tuple[Endpoint, ...]
     client_ports: typing.Tuple[int, ...] = ()
+    monitors: typing.Tuple[str, ...] = ('port_status',)
 
     def __post_init__(self):
         object.__setattr__(self, 'tcp_ports', tuple(self.tcp_ports))
+        object.__setattr__(self, 'monitors', tuple(self.monitors))
         object.__setattr__(self, 'backups', tuple(self.backups))
         object.__setattr__(self, 'client_ports', tuple(self.client_ports))
         where = f'service {self.name!r}'
@@ -114,6 +116,12 @@ class Service:
                                    'also a server port')
         if len(set(self.client_ports)) != len(self.client_ports):
             raise ServiceError(f'{where}: client_ports: duplicate port')
+        if not self.monitors:
+            raise ServiceError(f'{where}: monitors: at least one monitor is '
+                               'required')
+        if len(set(self.monitors)) != len(self.monitors):
+            raise ServiceError(f'{where}: monitors: a monitor is listed '
+                               'twice')
 
     @property
     def servers(self) -> typing.Tuple[Endpoint, ...]:
@@ -251,12 +259,29 @@ class ArpReply:
 
 
 @dataclasses.dataclass(frozen=True)
+class TcpSegment:
+    """A TCP segment the controller originates (health probes and the RST
+    that closes them), sent out of `out_port`."""
+    datapath_id: int
+    out_port: int
+    eth_src: str
+    eth_dst: str
+    ipv4_src: str
+    ipv4_dst: str
+    tcp_src: int
+    tcp_dst: int
+    tcp_flags: int
+    tcp_seq: int = 0
+    tcp_ack: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Barrier:
     """Everything before this is applied before anything after it."""
     datapath_id: int
 
 
-Message = typing.Union[FlowMod, PacketOut, ArpReply, Barrier]
+Message = typing.Union[FlowMod, PacketOut, ArpReply, TcpSegment, Barrier]
 
 
 # What the switch saw, as the OpenFlow layer decodes it for the policy.
@@ -273,6 +298,8 @@ class TcpPacket:
     tcp_flags: int = 0
     buffer_id: typing.Optional[int] = None
     data: bytes = b''
+    tcp_seq: int = 0
+    tcp_ack: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,7 +312,9 @@ class ArpRequest:
 
 Packet = typing.Union[TcpPacket, ArpRequest]
 
+TCP_FIN = 0x01
 TCP_SYN = 0x02
+TCP_RST = 0x04
 TCP_ACK = 0x10
 
 
@@ -306,8 +335,33 @@ class PolicySettings:
     fin_idle_timeout: int = 2
     failback: bool = True
     forward_non_service_traffic: bool = True
+    # In-band TCP health probes (the `tcp_probe` monitor): the controller's
+    # own address on the servers' subnet, used by no client.
+    probe_ip: typing.Optional[str] = None
+    probe_mac: typing.Optional[str] = None
+    probe_interval: float = 0.1
+    probe_timeout: float = 0.3
+    probe_fall: int = 3
+    probe_rise: int = 2
+    probe_jitter: float = 0.1
 
     def __post_init__(self):
+        if self.probe_ip is not None:
+            object.__setattr__(self, 'probe_ip',
+                               normalize_ipv4(self.probe_ip, 'probe_ip'))
+        if self.probe_mac is not None:
+            object.__setattr__(self, 'probe_mac',
+                               normalize_mac(self.probe_mac, 'probe_mac'))
+        if not 0.001 <= self.probe_interval <= 3600:
+            raise ServiceError('probe_interval: must be between 0.001 and '
+                               '3600 seconds')
+        if not 0.001 <= self.probe_timeout <= 3600:
+            raise ServiceError('probe_timeout: must be between 0.001 and '
+                               '3600 seconds')
+        if self.probe_fall < 1 or self.probe_rise < 1:
+            raise ServiceError('probe_fall, probe_rise: must be at least 1')
+        if not 0 <= self.probe_jitter < 1:
+            raise ServiceError('probe_jitter: must be in [0, 1)')
         if not 0 < self.cookie <= 0xffffffff:
             raise ServiceError('cookie: must be a non-zero 32-bit value')
         if not 0 <= self.table < 254 or not 0 <= self.connection_table < 254:
@@ -330,6 +384,7 @@ PRIORITY_TABLE_MISS = 0           # absolute: the NORMAL fallback
 PRIORITY_SERVICE = 10             # a client's service traffic, to be decided
 PRIORITY_SERVER_BYPASS = 20       # servers' own traffic is never rewritten
 PRIORITY_ARP_RESPONDER = 30       # ARP for a failed primary, answered by us
+PRIORITY_PROBE_REPLY = 40         # servers' answers to our health probes
 PRIORITY_CONNECTION = 50          # one TCP connection pinned to one server
 
 # Cookie layout: [ settings.cookie : 32 | service index : 16 | role : 16 ].
@@ -338,6 +393,7 @@ COOKIE_SERVICE_MASK = 0xffffffffffff0000
 COOKIE_EXACT_MASK = 0xffffffffffffffff
 ROLE_SERVICE = 0x0000             # service-wide flows
 ROLE_ARP = 0x0001                 # ARP responder for the primary
+ROLE_PROBE = 0x0002               # health probe replies and probe ARP
 ROLE_CONNECTION_BASE = 0x0100     # + server index: flows pinned to a server
 GLOBAL_SERVICE_INDEX = 0xffff     # flows that belong to no single service
 

@@ -291,6 +291,22 @@ def arp_reply_frame(reply: model.ArpReply) -> bytes:
     return bytes(frame.data)
 
 
+def tcp_segment_frame(segment: model.TcpSegment) -> bytes:
+    """The Ethernet frame of a TCP segment the controller originates."""
+    frame = packet_lib.Packet()
+    frame.add_protocol(ethernet.ethernet(
+        dst=segment.eth_dst, src=segment.eth_src,
+        ethertype=ether_types.ETH_TYPE_IP))
+    frame.add_protocol(ipv4.ipv4(src=segment.ipv4_src, dst=segment.ipv4_dst,
+                                 proto=in_proto.IPPROTO_TCP, ttl=64))
+    frame.add_protocol(tcp.tcp(
+        src_port=segment.tcp_src, dst_port=segment.tcp_dst,
+        seq=segment.tcp_seq, ack=segment.tcp_ack, bits=segment.tcp_flags,
+        window_size=1024 if segment.tcp_flags & model.TCP_SYN else 0))
+    frame.serialize()
+    return bytes(frame.data)
+
+
 def to_ofp_messages(datapath, message: model.Message) -> list:
     """The os-ken messages that carry out one model message on `datapath`.
 
@@ -307,6 +323,11 @@ def to_ofp_messages(datapath, message: model.Message) -> list:
         return [_packet_out(datapath, model.SpecialPort.CONTROLLER,
                             (model.Output(message.out_port),),
                             arp_reply_frame(message), None,
+                            _Where(message))]
+    if isinstance(message, model.TcpSegment):
+        return [_packet_out(datapath, model.SpecialPort.CONTROLLER,
+                            (model.Output(message.out_port),),
+                            tcp_segment_frame(message), None,
                             _Where(message))]
     if isinstance(message, model.Barrier):
         return [datapath.ofproto_parser.OFPBarrierRequest(datapath)]
@@ -398,6 +419,11 @@ def describe(message: model.Message) -> str:
                 f'out_port={message.out_port} {message.sender_ip} is-at '
                 f'{message.sender_mac} to {message.target_ip} '
                 f'({message.target_mac})')
+    if isinstance(message, model.TcpSegment):
+        return (f'tcp_segment dpid={message.datapath_id:#x} '
+                f'out_port={message.out_port} {message.ipv4_src}:'
+                f'{message.tcp_src} > {message.ipv4_dst}:{message.tcp_dst} '
+                f'flags={message.tcp_flags:#x} seq={message.tcp_seq}')
     if isinstance(message, model.Barrier):
         return f'barrier dpid={message.datapath_id:#x}'
     return repr(message)
@@ -458,7 +484,8 @@ def decode_packet_in(msg) -> typing.Optional[model.Packet]:
         in_port=in_port, eth_src=eth.src, eth_dst=eth.dst,
         ipv4_src=ip.src, ipv4_dst=ip.dst, tcp_src=segment.src_port,
         tcp_dst=segment.dst_port, tcp_flags=segment.bits,
-        buffer_id=buffer_id, data=data)
+        buffer_id=buffer_id, data=data, tcp_seq=segment.seq,
+        tcp_ack=segment.ack)
 
 
 def match_from_ofp(ofp_match) -> model.Match:

@@ -97,6 +97,28 @@ _POLICY_OPTS = [
     cfg.ListOpt('services', default=[],
                 help='Names of the services to keep available; each name '
                      'needs a group [service:NAME].'),
+    cfg.IPOpt('probe_ip', version=4,
+              help='Source address of the tcp_probe monitor\'s health '
+                   'probes: an unused address in the servers\' subnet that '
+                   'no client uses. Required when a service uses tcp_probe.'),
+    cfg.StrOpt('probe_mac', regex=_MAC_REGEX,
+               help='MAC address of the health probes (answered by the '
+                    'controller when servers ARP for probe_ip).'),
+    cfg.FloatOpt('probe_interval', default=_DEFAULTS.probe_interval,
+                 min=0.001,
+                 help='Seconds between two probes of one server.'),
+    cfg.FloatOpt('probe_timeout', default=_DEFAULTS.probe_timeout,
+                 min=0.001,
+                 help='Seconds to wait for a probe\'s SYN-ACK before it '
+                      'counts as failed.'),
+    cfg.IntOpt('probe_fall', default=_DEFAULTS.probe_fall, min=1,
+               help='Failed probes in a row that mark a server down.'),
+    cfg.IntOpt('probe_rise', default=_DEFAULTS.probe_rise, min=1,
+               help='Good probes in a row that mark a server up again.'),
+    cfg.FloatOpt('probe_jitter', default=_DEFAULTS.probe_jitter, min=0,
+                 max=0.99,
+                 help='Random spread of the probe interval, as a fraction, '
+                      'so servers are not probed in lockstep.'),
 ]
 
 _SERVICE_OPTS = [
@@ -124,6 +146,14 @@ _SERVICE_OPTS = [
     cfg.ListOpt('client_ports', item_type=_switch_port(), default=[],
                 help='Switch ports clients arrive on; empty means any port '
                      'that is not a server\'s.'),
+    cfg.ListOpt('monitors', default=['port_status'],
+                help='Health monitors of the service, by name in the '
+                     '"ha_redirect.monitors" entry-point namespace; a server '
+                     'takes new connections while all of them say it is '
+                     'healthy. Built in: "port_status" (the switch port is '
+                     'up: the paper\'s trigger) and "tcp_probe" (in-band '
+                     'TCP SYN probes from the controller: catches a dead '
+                     'service on a live link).'),
 ]
 
 _OPTS_BY_GROUP = {
@@ -369,6 +399,18 @@ def _build_service(conf, files, name):
                               f'primary_{attr}')
         _check_distinct(group, option, backup[attr], attr)
     _check_distinct(group, 'client_ports', values['client_ports'], 'port')
+    _check_distinct(group, 'monitors', values['monitors'], 'monitor')
+    available = plugins.monitor_names()
+    for monitor in values['monitors']:
+        if monitor not in available:
+            raise ConfigError(
+                f'[{group}] monitors: {monitor!r} is not a known monitor '
+                f'(available: {", ".join(available) or "none"})')
+    if 'tcp_probe' in values['monitors']:
+        for option in ('probe_ip', 'probe_mac'):
+            if conf[GROUP][option] is None:
+                raise ConfigError(f'[{GROUP}] {option}: required by '
+                                  f'[{group}] monitors = tcp_probe')
     for port in values['client_ports']:
         if port == primary['port'] or port in backup['port']:
             raise ConfigError(f'[{group}] client_ports: port {port} is also '
@@ -383,7 +425,8 @@ def _build_service(conf, files, name):
             backups=tuple(model.Endpoint(ip, mac, port) for ip, mac, port
                           in zip(backup['ip'], backup['mac'],
                                  backup['port'])),
-            client_ports=tuple(values['client_ports']))
+            client_ports=tuple(values['client_ports']),
+            monitors=tuple(values['monitors']))
     except model.ServiceError as exc:
         message = str(exc)
         prefix = f'service {name!r}: '

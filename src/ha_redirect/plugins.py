@@ -4,6 +4,8 @@ Namespaces (declared in pyproject.toml; other packages may add names):
 
 - `ha_redirect.strategies`: how redirect flows are installed; classes that
   take no constructor arguments (`reactive`, `proactive`).
+- `ha_redirect.monitors`: health monitors, built per service with
+  `(service, settings, cookie)` (`port_status`, `tcp_probe`).
 - `os_ken.apps`: short names for os-ken apps, so launchers accept
   `ha_redirect` as well as the module path `ha_redirect.app`.
 """
@@ -13,6 +15,7 @@ import importlib.metadata
 from stevedore import driver
 
 STRATEGY_NAMESPACE = 'ha_redirect.strategies'
+MONITOR_NAMESPACE = 'ha_redirect.monitors'
 APP_NAMESPACE = 'os_ken.apps'
 
 
@@ -42,6 +45,28 @@ def load_strategy(name):
                                        invoke_on_load=True)
     except Exception as exc:
         raise PluginError(f'strategy {name!r} failed to load: '
+                          f'{type(exc).__name__}: {exc}') from exc
+    return manager.driver
+
+
+def monitor_names():
+    """Sorted names of the installed monitors (nothing is imported)."""
+    return sorted({ep.name for ep in _entry_points(MONITOR_NAMESPACE)})
+
+
+def monitor_class(name):
+    """The monitor class registered as `name`."""
+    available = monitor_names()
+    if name not in available:
+        raise PluginError(
+            f'unknown monitor {name!r} (available: '
+            f'{", ".join(available) or "none"}; namespace '
+            f'{MONITOR_NAMESPACE})')
+    try:
+        manager = driver.DriverManager(MONITOR_NAMESPACE, name,
+                                       invoke_on_load=False)
+    except Exception as exc:
+        raise PluginError(f'monitor {name!r} failed to load: '
                           f'{type(exc).__name__}: {exc}') from exc
     return manager.driver
 

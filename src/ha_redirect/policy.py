@@ -12,7 +12,6 @@ import logging
 import typing
 
 from ha_redirect import model
-from ha_redirect.monitors import port_status
 from ha_redirect.strategies import base
 
 LOG = logging.getLogger(__name__)
@@ -26,6 +25,7 @@ class _ServiceState:
     service: model.Service
     index: int
     healthy: typing.Tuple[bool, ...]
+    monitors: typing.List[typing.Any]
     active: typing.Optional[int] = None
     connections: typing.Dict[ConnectionKey, int] = dataclasses.field(
         default_factory=dict)
@@ -37,13 +37,17 @@ class RedirectPolicy:
     `services` are `model.Service` definitions; `settings` the deployment
     choices; `strategy` a `strategies.base.Strategy` instance, or None to
     load `settings.strategy` by name from the `ha_redirect.strategies`
-    stevedore namespace. Every `on_*` method returns the messages (flow
-    data) to send to the switch, in order.
+    stevedore namespace. Each service's `monitors` are looked up by name in
+    `monitor_classes`, or else in the `ha_redirect.monitors` namespace.
+    Every `on_*` method returns the messages (flow data) to send to the
+    switch, in order.
     """
 
     def __init__(self, services: typing.Iterable[model.Service],
                  settings: typing.Optional[model.PolicySettings] = None,
-                 strategy: typing.Optional[base.Strategy] = None):
+                 strategy: typing.Optional[base.Strategy] = None,
+                 monitor_classes: typing.Optional[
+                     typing.Mapping[str, type]] = None):
         self.settings = settings or model.PolicySettings()
         self.services = tuple(services)
         _check_services(self.services)
@@ -51,11 +55,24 @@ class RedirectPolicy:
             from ha_redirect import plugins  # stevedore only when needed
             strategy = plugins.load_strategy(self.settings.strategy)
         self.strategy = strategy
-        self._monitor = port_status.PortStatusMonitor()
-        self._states = [
-            _ServiceState(service, index,
-                          healthy=(False,) * len(service.servers))
-            for index, service in enumerate(self.services)]
+        self._states = []
+        for index, service in enumerate(self.services):
+            cookie = model.make_cookie(self.settings.cookie, index,
+                                       model.ROLE_PROBE)
+            monitors = [_monitor_class(name, monitor_classes)(
+                service, self.settings, cookie) for name in service.monitors]
+            self._states.append(_ServiceState(
+                service, index, healthy=(False,) * len(service.servers),
+                monitors=monitors))
+        self._connected: typing.Set[int] = set()
+
+    @property
+    def tick_interval(self) -> typing.Optional[float]:
+        """How often `on_tick` should be called, or None if never needed."""
+        if any(getattr(m, 'needs_ticks', False)
+               for state in self._states for m in state.monitors):
+            return min(0.01, self.settings.probe_interval / 4)
+        return None
 
     @property
     def datapath_ids(self) -> typing.Set[int]:
@@ -86,7 +103,7 @@ class RedirectPolicy:
         alone."""
         if datapath_id not in self.datapath_ids:
             return []
-        self._monitor.on_switch_connected(datapath_id, port_states)
+        self._connected.add(datapath_id)
         settings = self.settings
         messages: typing.List[model.Message] = [model.FlowMod(
             datapath_id, model.FlowCommand.DELETE, table=model.ALL_TABLES,
@@ -104,7 +121,10 @@ class RedirectPolicy:
                                                switch_cookie)
         for state in self._states_on(datapath_id):
             state.connections.clear()
-            state.healthy = self._health_of(state.service)
+            for monitor in state.monitors:
+                monitor.on_switch_connected(port_states, now)
+                messages += monitor.flows(datapath_id)
+            state.healthy = self._health_of(state)
             previous, state.active = state.active, self._choose_active(state)
             _log_transition(state, previous, now, 'switch connected')
             view = self._view(state)
@@ -118,25 +138,43 @@ class RedirectPolicy:
     def on_switch_disconnected(self, datapath_id: int, now: float
                                ) -> typing.List[model.Message]:
         # The resync on reconnect removes every pin we installed.
+        self._connected.discard(datapath_id)
         for state in self._states_on(datapath_id):
             state.connections.clear()
         return []
 
     def on_port_status(self, datapath_id: int, port_no: int, is_up: bool,
                        now: float) -> typing.List[model.Message]:
-        self._monitor.on_port_status(datapath_id, port_no, is_up)
         messages: typing.List[model.Message] = []
         for state in self._states_on(datapath_id):
-            if port_no in state.service.server_ports:
-                messages += self._reconcile(state, now,
-                                            f'port {port_no} '
-                                            f'{"up" if is_up else "down"}')
+            for monitor in state.monitors:
+                monitor.on_port_status(port_no, is_up, now)
+            messages += self._reconcile(
+                state, now, f'port {port_no} {"up" if is_up else "down"}')
+        return messages
+
+    def on_tick(self, now: float) -> typing.List[model.Message]:
+        """Let monitors probe and time out; call every `tick_interval`."""
+        messages: typing.List[model.Message] = []
+        for state in self._states:
+            if state.service.datapath_id not in self._connected:
+                continue
+            for monitor in state.monitors:
+                messages += monitor.on_tick(now)
+            messages += self._reconcile(state, now, 'health probes')
         return messages
 
     def on_packet(self, datapath_id: int, packet: model.Packet, now: float
                   ) -> typing.List[model.Message]:
         """A packet the switch sent us: a client's service packet, or an ARP
-        request we may answer for a failed primary. Anything else: []."""
+        request we may answer for a failed primary, or an answer to a
+        monitor's probe. Anything else: []."""
+        for state in self._states_on(datapath_id):
+            for monitor in state.monitors:
+                answer = monitor.on_packet(packet, now)
+                if answer is not None:
+                    return answer + self._reconcile(state, now,
+                                                    'health probes')
         if isinstance(packet, model.TcpPacket):
             return self._on_service_packet(datapath_id, packet)
         if isinstance(packet, model.ArpRequest):
@@ -164,7 +202,7 @@ class RedirectPolicy:
     def _reconcile(self, state: _ServiceState, now: float, why: str
                    ) -> typing.List[model.Message]:
         was_healthy = state.healthy
-        state.healthy = self._health_of(state.service)
+        state.healthy = self._health_of(state)
         if state.healthy == was_healthy:
             return []
         messages: typing.List[model.Message] = []
@@ -254,9 +292,10 @@ class RedirectPolicy:
             cookie_mask=model.COOKIE_EXACT_MASK
             if command != model.FlowCommand.ADD else 0)
 
-    def _health_of(self, service):
-        return tuple(self._monitor.is_healthy(service.datapath_id, s.port)
-                     for s in service.servers)
+    @staticmethod
+    def _health_of(state):
+        return tuple(all(m.is_healthy(server) for m in state.monitors)
+                     for server in range(len(state.service.servers)))
 
     def _view(self, state):
         return base.ServiceView(state.service, state.index, self.settings,
@@ -283,6 +322,16 @@ def _log_transition(state, previous, now, why):
         LOG.info('t=%.6f service %s: new connections to %s (was %s): %s',
                  now, state.service.name, label(state.active),
                  label(previous), why)
+
+
+def _monitor_class(name, monitor_classes):
+    if monitor_classes is not None and name in monitor_classes:
+        return monitor_classes[name]
+    if name == 'port_status':   # the paper's, always at hand
+        from ha_redirect.monitors import port_status
+        return port_status.PortStatusMonitor
+    from ha_redirect import plugins
+    return plugins.monitor_class(name)
 
 
 def _check_services(services):

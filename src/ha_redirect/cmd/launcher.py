@@ -31,8 +31,10 @@ from os_ken import cfg as osken_cfg
 from os_ken.controller import controller as osken_controller  # noqa: F401
 from os_ken import log as osken_log
 
+from ha_redirect import model
 from ha_redirect import opts
 from ha_redirect import plugins
+from ha_redirect import policy as policy_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -87,10 +89,14 @@ def prepare(conf, app_names, policy_required):
     except (opts.ConfigError, cfg.Error) as exc:
         raise LaunchError(_one_line(exc)) from None
     if policy is not None:
+        # Building the policy loads its strategy and monitors: what fails
+        # here would otherwise fail inside the app, after listening.
         try:
-            plugins.load_strategy(policy.settings.strategy)
+            policy_mod.RedirectPolicy(policy.services, policy.settings)
         except plugins.PluginError as exc:
             raise LaunchError(f'[{opts.GROUP}] strategy: {exc}') from None
+        except model.ServiceError as exc:
+            raise LaunchError(f'[{opts.GROUP}] {exc}') from None
     _check_listen_addresses(conf)
     return manager
 

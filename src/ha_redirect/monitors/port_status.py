@@ -2,29 +2,28 @@
 
 PortStatus messages arrive within milliseconds of a link change, which is
 what makes the SDN scheme fast; a crashed service on a live link is not seen
-here (that is the job of an in-band probe monitor).
+here (that is the job of the `tcp_probe` monitor).
 """
 
-import typing
+from ha_redirect.monitors import base
 
 
-class PortStatusMonitor:
+class PortStatusMonitor(base.Monitor):
     name = 'port_status'
 
-    def __init__(self):
-        self._port_up: typing.Dict[typing.Tuple[int, int], bool] = {}
+    def __init__(self, service, settings, cookie):
+        super().__init__(service, settings, cookie)
+        self._port_up = {}
 
-    def on_switch_connected(self, datapath_id: int,
-                            port_states: typing.Mapping[int, bool]) -> None:
-        for key in [k for k in self._port_up if k[0] == datapath_id]:
-            del self._port_up[key]
-        for port_no, is_up in port_states.items():
-            self._port_up[(datapath_id, port_no)] = bool(is_up)
+    def on_switch_connected(self, port_states, now):
+        self._port_up = {port: bool(up) for port, up in port_states.items()
+                         if port in self.service.server_ports}
 
-    def on_port_status(self, datapath_id: int, port_no: int,
-                       is_up: bool) -> None:
-        self._port_up[(datapath_id, port_no)] = bool(is_up)
+    def on_port_status(self, port_no, is_up, now):
+        if port_no in self.service.server_ports:
+            self._port_up[port_no] = bool(is_up)
 
-    def is_healthy(self, datapath_id: int, port_no: int) -> bool:
+    def is_healthy(self, server_index):
         # A port the switch has not reported is not there to carry traffic.
-        return self._port_up.get((datapath_id, port_no), False)
+        port = self.service.servers[server_index].port
+        return self._port_up.get(port, False)

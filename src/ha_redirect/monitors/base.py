@@ -1,0 +1,48 @@
+"""What a health monitor is: a pure object that watches one service.
+
+Monitors are plugins in the `ha_redirect.monitors` stevedore namespace. The
+policy feeds each of a service's monitors the switch events and the time;
+a server takes new connections only while every monitor says it is healthy.
+Monitors may ask for flows (to see their replies) and send packets, as
+flow data; they never touch os-ken.
+"""
+
+import abc
+import typing
+
+from ha_redirect import model
+
+
+class Monitor(abc.ABC):
+    """Health verdicts for the servers of one service, primary first."""
+
+    def __init__(self, service: model.Service,
+                 settings: model.PolicySettings, cookie: int):
+        self.service = service
+        self.settings = settings
+        self.cookie = cookie     # for the flows this monitor installs
+
+    @abc.abstractmethod
+    def is_healthy(self, server_index: int) -> bool:
+        """May the server take new connections, as far as we can tell?"""
+
+    def flows(self, datapath_id: int) -> typing.List[model.Message]:
+        """Flows to install whenever the switch (re)connects."""
+        return []
+
+    def on_switch_connected(self, port_states: typing.Mapping[int, bool],
+                            now: float) -> None:
+        pass
+
+    def on_port_status(self, port_no: int, is_up: bool, now: float) -> None:
+        pass
+
+    def on_packet(self, packet: model.Packet, now: float
+                  ) -> typing.Optional[typing.List[model.Message]]:
+        """Messages in answer to a packet meant for this monitor, or None
+        if the packet is not this monitor's business."""
+        return None
+
+    def on_tick(self, now: float) -> typing.List[model.Message]:
+        """Called periodically; returns packets to send (probes)."""
+        return []

@@ -1,0 +1,188 @@
+"""In-band TCP health probes: a dead service fails over even on a live link.
+
+The controller sends a SYN out of each server's switch port to the service
+port, from a probe address no client uses. A flow returns the server's
+answer: a SYN-ACK is a good probe (and the controller closes the half-open
+connection with a RST); a RST (port closed) or no answer within `timeout`
+is a bad one. As in HAProxy, `fall` bad probes in a row mark a server down
+and `rise` good ones mark it up again; each server's probes are spaced by
+`interval` with a little jitter, so servers are not probed in lockstep.
+Servers need nothing extra, and no management network is involved.
+"""
+
+import logging
+import random
+
+from ha_redirect import model
+from ha_redirect.monitors import base
+
+LOG = logging.getLogger(__name__)
+
+_FIRST_PROBE_PORT = 49152
+_PROBE_PORTS = 65536 - _FIRST_PROBE_PORT
+
+
+class TcpProbeMonitor(base.Monitor):
+    name = 'tcp_probe'
+    needs_ticks = True
+
+    def __init__(self, service, settings, cookie, rng=None):
+        super().__init__(service, settings, cookie)
+        if settings.probe_ip is None or settings.probe_mac is None:
+            raise model.ServiceError(
+                f'service {service.name!r}: monitors: tcp_probe needs '
+                'probe_ip and probe_mac')
+        for server in service.servers:
+            if settings.probe_ip == server.ip:
+                raise model.ServiceError(
+                    f'service {service.name!r}: probe_ip {server.ip} is a '
+                    'server\'s address')
+        self._rng = rng or random.Random()
+        count = len(service.servers)
+        self._up = [True] * count    # innocent until proven dead, as HAProxy
+        self._good_in_a_row = [0] * count
+        self._bad_in_a_row = [0] * count
+        self._next_probe = [None] * count
+        self._outstanding = {}       # probe's TCP port -> (server, sent_at)
+        self._next_port = self._rng.randrange(_PROBE_PORTS)
+        self.transitions = []        # (time, server index, up), for reports
+
+    @property
+    def probed_port(self):
+        return self.service.tcp_ports[0]
+
+    def is_healthy(self, server_index):
+        return self._up[server_index]
+
+    def flows(self, datapath_id):
+        settings = self.settings
+        flows = [model.FlowMod(
+            datapath_id, model.FlowCommand.ADD,
+            match=model.Match(eth_type=model.ETH_TYPE_ARP,
+                              arp_op=model.ARP_REQUEST,
+                              arp_tpa=settings.probe_ip),
+            actions=(model.Output(model.SpecialPort.CONTROLLER),),
+            table=settings.table,
+            priority=settings.base_priority + model.PRIORITY_PROBE_REPLY,
+            cookie=self.cookie)]
+        for server in self.service.servers:
+            flows.append(model.FlowMod(
+                datapath_id, model.FlowCommand.ADD,
+                match=model.Match(in_port=server.port,
+                                  eth_type=model.ETH_TYPE_IPV4,
+                                  ip_proto=model.IP_PROTO_TCP,
+                                  ipv4_src=server.ip,
+                                  ipv4_dst=settings.probe_ip,
+                                  tcp_src=self.probed_port),
+                actions=(model.Output(model.SpecialPort.CONTROLLER),),
+                table=settings.table,
+                priority=settings.base_priority + model.PRIORITY_PROBE_REPLY,
+                cookie=self.cookie))
+        return flows
+
+    def on_switch_connected(self, port_states, now):
+        # Replies to probes sent before the reconnect may never come.
+        self._outstanding.clear()
+
+    def on_tick(self, now):
+        settings = self.settings
+        for port, (server, sent_at) in list(self._outstanding.items()):
+            if now - sent_at >= settings.probe_timeout:
+                del self._outstanding[port]
+                self._record(server, False, now, 'no answer within '
+                             f'{settings.probe_timeout:g}s')
+        probes = []
+        for index, server in enumerate(self.service.servers):
+            due = self._next_probe[index]
+            if due is None:
+                # Spread the first probes over one interval.
+                self._next_probe[index] = now + self._rng.uniform(
+                    0, settings.probe_interval)
+                continue
+            if now < due:
+                continue
+            jitter = self._rng.uniform(-settings.probe_jitter,
+                                       settings.probe_jitter)
+            self._next_probe[index] = max(
+                now, due + settings.probe_interval * (1 + jitter))
+            probes.append(self._probe(index, server, now))
+        return probes
+
+    def on_packet(self, packet, now):
+        settings = self.settings
+        if isinstance(packet, model.ArpRequest):
+            if packet.target_ip != settings.probe_ip:
+                return None
+            return [model.ArpReply(
+                self.service.datapath_id, out_port=packet.in_port,
+                sender_mac=settings.probe_mac, sender_ip=settings.probe_ip,
+                target_mac=packet.sender_mac, target_ip=packet.sender_ip)]
+        if (not isinstance(packet, model.TcpPacket)
+                or packet.ipv4_dst != settings.probe_ip
+                or packet.tcp_src != self.probed_port):
+            return None
+        servers = self.service.servers
+        sender = next((i for i, s in enumerate(servers)
+                       if s.ip == packet.ipv4_src
+                       and s.port == packet.in_port), None)
+        if sender is None:
+            return None
+        answers = []
+        syn_ack = model.TCP_SYN | model.TCP_ACK
+        if packet.tcp_flags & syn_ack == syn_ack:
+            # Close the half-open connection the probe made.
+            server = servers[sender]
+            answers.append(model.TcpSegment(
+                self.service.datapath_id, server.port,
+                eth_src=settings.probe_mac, eth_dst=server.mac,
+                ipv4_src=settings.probe_ip, ipv4_dst=server.ip,
+                tcp_src=packet.tcp_dst, tcp_dst=packet.tcp_src,
+                tcp_flags=model.TCP_RST, tcp_seq=packet.tcp_ack))
+        outstanding = self._outstanding.get(packet.tcp_dst)
+        if outstanding is None or outstanding[0] != sender:
+            return answers      # late or stray: counted already, or not ours
+        del self._outstanding[packet.tcp_dst]
+        if packet.tcp_flags & syn_ack == syn_ack:
+            self._record(sender, True, now, 'SYN-ACK')
+        elif packet.tcp_flags & model.TCP_RST:
+            self._record(sender, False, now, 'refused (RST)')
+        return answers
+
+    def _probe(self, index, server, now):
+        port = self._allocate_port()
+        self._outstanding[port] = (index, now)
+        return model.TcpSegment(
+            self.service.datapath_id, server.port,
+            eth_src=self.settings.probe_mac, eth_dst=server.mac,
+            ipv4_src=self.settings.probe_ip, ipv4_dst=server.ip,
+            tcp_src=port, tcp_dst=self.probed_port,
+            tcp_flags=model.TCP_SYN, tcp_seq=self._rng.getrandbits(32))
+
+    def _allocate_port(self):
+        for _ in range(_PROBE_PORTS):
+            port = _FIRST_PROBE_PORT + self._next_port
+            self._next_port = (self._next_port + 1) % _PROBE_PORTS
+            if port not in self._outstanding:
+                return port
+        raise RuntimeError('every probe port is in use')
+
+    def _record(self, index, good, now, why):
+        settings = self.settings
+        if good:
+            self._good_in_a_row[index] += 1
+            self._bad_in_a_row[index] = 0
+            flips = (not self._up[index]
+                     and self._good_in_a_row[index] >= settings.probe_rise)
+        else:
+            self._bad_in_a_row[index] += 1
+            self._good_in_a_row[index] = 0
+            flips = (self._up[index]
+                     and self._bad_in_a_row[index] >= settings.probe_fall)
+        if flips:
+            self._up[index] = good
+            self.transitions.append((now, index, good))
+            server = self.service.servers[index]
+            LOG.info('t=%.6f service %s: tcp_probe marks %s %s %s (%s)',
+                     now, self.service.name,
+                     'primary' if index == 0 else f'backup {index}',
+                     server.ip, 'UP' if good else 'DOWN', why)
