@@ -379,7 +379,8 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
         drops = {name: cap.stop() for name, cap in captures.items()}
         offset1, offset_err1 = clock_offset()
         rows += _outcomes(clients, 'failure')
-        gap = traffic.service_gap(prober.records(), t_fail, BACKUP_ROLE)
+        probes = traffic.attempts(prober.records())
+        gap = traffic.service_gap(probes, t_fail, BACKUP_ROLE)
         transitions = (lab.haproxy.transitions() if lab.haproxy else [])
         client_ips = {h.name: h.IP() for h in lab.bed.clients}
     # -- metrics (the testbed is gone; only files remain)
@@ -436,6 +437,7 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
             t=seg.t, src=seg.src, sport=seg.sport, dst=seg.dst,
             dport=seg.dport, flags=seg.flags)),
         haproxy_transitions=transitions,
+        probe_timeline=_probe_timeline(probes, t_fail, gap.gap),
         metrics=dict(
             backup_response_s=response,
             backup_response_iperf_s=response_iperf,
@@ -460,6 +462,20 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
                 r['mbps'] for r in base_rows)),
         clients=rows)
     return result
+
+
+def _probe_timeline(probes, t_fail, gap, before=0.05, limit=150):
+    """The probe attempts around the failure, times relative to it."""
+    end = t_fail + (gap if gap is not None else 1.0) + 0.02
+    rows = []
+    for a in probes:
+        if t_fail - before <= a['t'] <= end:
+            def rel(v):
+                return None if v is None else round(v - t_fail, 6)
+            rows.append(dict(t=rel(a['t']), connected=rel(a['t_connected']),
+                             done=rel(a['t_done']), ok=a['ok'],
+                             who=a['who'], error=a['error']))
+    return rows[:limit]
 
 
 # -- the sweep ----------------------------------------------------------------
