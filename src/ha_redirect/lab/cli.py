@@ -1,6 +1,7 @@
 """ha-redirect-lab: the Mininet testbed from the command line.
 
     ha-redirect-lab demo [--schemes sdn-reactive,haproxy-tuned,...]
+    ha-redirect-lab evaluate [...]   (ha_redirect.lab.evaluation, when present)
 
 Needs root.  Errors are one line on stderr with a non-zero exit status.
 """
@@ -12,6 +13,13 @@ import sys
 from ha_redirect.lab import demo as demo_mod
 from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import testbed
+
+try:
+    from ha_redirect.lab import evaluation
+except ModuleNotFoundError as exc:
+    if exc.name != 'ha_redirect.lab.evaluation':
+        raise
+    evaluation = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,6 +71,10 @@ def build_parser():
                    'the paper); kill: its server process dies, link up')
     p.add_argument('--keep', action='store_true',
                    help='keep the run\'s working directory (logs, configs)')
+    if evaluation is not None:
+        p = sub.add_parser('evaluate', help='the paper\'s Figures 2-4: '
+                           'schemes x arrival rates, report and figures')
+        evaluation.add_arguments(p)
     return parser
 
 
@@ -86,7 +98,9 @@ def main(argv=None):
                         logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
     try:
-        return {'demo': demo}[args.command](args)
+        if args.command == 'evaluate':
+            return evaluation.run(args)
+        return demo(args)
     except scope_mod.LabError as exc:
         print(f'ha-redirect-lab: error: {exc}', file=sys.stderr)
         return 1
