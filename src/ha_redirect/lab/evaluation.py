@@ -31,6 +31,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,6 +55,9 @@ PROBE_PORT = 5001
 FIRST_CLIENT_PORT = 5201
 BACKUP_ROLE = 'backup1'
 SNAPLEN = 128
+PROBE_LEAD = 1.0      # seconds the prober runs before the failure
+PROBE_TAIL = 0.5      # ... and after the backup first answered it
+PROBE_TIMEOUT_MS = 3000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,15 +131,14 @@ class Capture:
         scope_mod.wait_until(started, timeout, what='dumpcap to capture')
 
     def stop(self):
+        """Stop; the number of packets dropped, None if not reported."""
         self.agent.stop()
-        # "Packets received/dropped on interface 'x': 10/0 (...)"
-        for line in self.agent.stderr().splitlines():
-            if 'received/dropped' in line:
-                try:
-                    return int(line.split(':')[-1].split()[0].split('/')[1])
-                except (IndexError, ValueError):
-                    return None
-        return None
+        found = _DROPS.search(self.agent.stderr())
+        return int(found.group(1)) if found else None
+
+
+# "Packets received/dropped on interface 'x': 10/0 (pcap:0/dumpcap:0/...)"
+_DROPS = re.compile(r"received/dropped on interface '[^']*': \d+/(\d+)")
 
 
 def capture_filter(lo, hi):
@@ -202,7 +205,7 @@ class LinkCutter:
 class _Lab:
     """The scheme's testbed with its servers, inside one RunScope."""
 
-    def __init__(self, scope, kind, variant, n_hosts, ports):
+    def __init__(self, scope, kind, variant, n_hosts, ports, backup_ports):
         self.kind = kind
         self.variant = variant
         self.controller = None
@@ -226,7 +229,10 @@ class _Lab:
         for role in ('primary', BACKUP_ROLE):
             traffic.start_identity_server(scope, self.bed.host(role), role,
                                           [PROBE_PORT], label=f'serve-{role}')
-            _start_iperf3_servers(scope, self.bed.host(role), role, ports)
+            # Only failure-phase clients can reach the backup.
+            _start_iperf3_servers(scope, self.bed.host(role), role,
+                                  ports if role == 'primary'
+                                  else backup_ports)
         if kind == 'haproxy':
             self.haproxy = haproxy_mod.HAProxy(scope, self.bed,
                                                variant).start()
@@ -248,23 +254,23 @@ def _start_iperf3_servers(scope, host, role, ports):
                          what=f'{len(ports)} iperf3 servers on {role}')
 
 
-def _drive(scope, lab, schedule, hosts, cfg, phase, fail=None):
-    """Launch a phase's clients on time; returns (clients, t0, t_fail...).
+def _drive(scope, lab, schedule, hosts, cfg, phase, events=None):
+    """Launch a phase's clients on time and reap them; returns the clients.
 
-    `fail` is None (baseline) or a callable that, called once at
-    `cfg.fail_at`, takes the primary down and returns (t_before, t_after);
-    then the phase also lasts until `done()` is true.
+    `events` (failure phase) is told the time at every turn of the loop
+    (`events.tick(t0, now)`) and the phase lasts until `events.done()` too.
+    A client still running `cfg.grace` seconds after its planned end is
+    stopped.
     """
     extra = ['-b', cfg.bandwidth] if cfg.bandwidth else []
     pending = list(schedule.arrivals)
     running = []
     clients = []
     t0 = time.monotonic()
-    fail_times = None
-    while pending or running or (fail and fail_times is None):
+    while pending or running or (events and not events.done()):
         now = time.monotonic()
-        if fail and fail_times is None and now - t0 >= cfg.fail_at:
-            fail_times = fail()
+        if events:
+            events.tick(t0, now)
         while pending and now - t0 >= pending[0].at:
             a = pending.pop(0)
             host = hosts[a.host_index % len(hosts)]
@@ -286,12 +292,67 @@ def _drive(scope, lab, schedule, hosts, cfg, phase, fail=None):
             running.remove(c)
             clients.append(c)
         next_at = [t0 + pending[0].at] if pending else []
-        if fail and fail_times is None:
-            next_at.append(t0 + cfg.fail_at)
+        if events and events.next_at(t0) is not None:
+            next_at.append(events.next_at(t0))
         wait = min([0.02] + [max(0.0, t - time.monotonic())
                              for t in next_at])
         time.sleep(wait)
-    return clients, t0, fail_times
+    return clients, t0
+
+
+class _FailureEvents:
+    """The failure phase's own timeline, driven by `_drive`.
+
+    The prober starts `PROBE_LEAD` seconds before the failure and stops
+    `PROBE_TAIL` seconds after the backup first answered it (or
+    `cfg.gap_wait` seconds after the failure): a new connection every 5 ms
+    is itself a load (for the reactive strategy, 200 packet-ins a second),
+    which should not weigh on the whole run.
+    """
+
+    def __init__(self, scope, lab, host, cfg, cutter):
+        self.cfg = cfg
+        self.cutter = cutter
+        self.fail_times = None
+        self.gap = None
+        self._checked = 0.0
+        self._stopping = False
+        delay = max(0.0, cfg.fail_at - PROBE_LEAD)
+        argv = traffic.AGENT + [
+            'probe', '--target', f'{lab.ip}:{PROBE_PORT}',
+            '--interval-ms', str(cfg.interval_ms),
+            '--timeout-ms', str(PROBE_TIMEOUT_MS), '--drain']
+        # sh sleeps, then becomes the prober (same PID): started now, it
+        # probes from `delay` on without holding up client launches.
+        self.prober = traffic.AgentProcess(
+            scope, host, 'prober',
+            ['sh', '-c', f'sleep {delay:.3f}; exec "$@"', 'sh'] + argv,
+            stop_timeout=PROBE_TIMEOUT_MS / 1000.0 + 5)
+
+    def tick(self, t0, now):
+        if self.fail_times is None:
+            if now - t0 >= self.cfg.fail_at:
+                self.fail_times = self.cutter.fire()
+            return
+        if self._stopping or now - self._checked < 0.2:
+            return
+        self._checked = now
+        t_fail = self.fail_times[0]
+        if self.gap is None:
+            self.gap = traffic.service_gap(self.prober.records(), t_fail,
+                                           BACKUP_ROLE).gap
+        if (self.gap is not None and now >= t_fail + self.gap + PROBE_TAIL
+                or now >= t_fail + self.cfg.gap_wait):
+            self._stopping = True
+            with contextlib.suppress(ProcessLookupError):
+                self.prober.popen.terminate()   # it drains, then exits
+
+    def next_at(self, t0):
+        """When the next event is due (the failure), or None."""
+        return t0 + self.cfg.fail_at if self.fail_times is None else None
+
+    def done(self):
+        return self._stopping and self.prober.popen.poll() is not None
 
 
 def _outcomes(clients, phase):
@@ -330,24 +391,20 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
                              FIRST_CLIENT_PORT + n_base + max(n_fail, 1)))
     result = dict(scheme=scheme, kind=kind, variant=variant, rate=rate,
                   repetition=repetition, seed=cfg.seed)
-    pcap_dir = os.path.join(run_dir, 'pcaps')
+    pcap_dir = run_dir
     with scope_mod.RunScope() as scope:
         lab = _Lab(scope, kind, variant, cfg.client_hosts + 1,
-                   base_ports + fail_ports)
+                   base_ports + fail_ports, fail_ports)
         result['datapath'] = lab.bed.datapath
         prober_host, hosts = lab.bed.clients[0], lab.bed.clients[1:]
         traffic.wait_served_by(prober_host, lab.ip, PROBE_PORT, 'primary',
                                timeout=15)
-        # The prober runs through both phases, so the baseline carries the
-        # same load as the failure phase.
-        prober = traffic.start_prober(scope, prober_host, lab.ip,
-                                      PROBE_PORT, interval_ms=cfg.interval_ms)
         rows = []
         if n_base:
             sched = workload.poisson_schedule(
                 rate, cfg.window, cfg.seed, repetition, 'baseline',
                 len(hosts), base_ports)
-            clients, _, _ = _drive(scope, lab, sched, hosts, cfg, 'baseline')
+            clients, _ = _drive(scope, lab, sched, hosts, cfg, 'baseline')
             rows += _outcomes(clients, 'baseline')
         # -- the failure phase
         os.makedirs(pcap_dir, exist_ok=True)
@@ -363,23 +420,16 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
         sched = workload.poisson_schedule(
             rate, cfg.window, cfg.seed, repetition, 'failure', len(hosts),
             fail_ports)
-        cutter = LinkCutter(scope, lab.bed.primary)
-        clients, t0, (t_fail, t_fail_done) = _drive(
-            scope, lab, sched, hosts, cfg, 'failure', cutter.fire)
-        gap_deadline = t_fail + cfg.gap_wait
-
-        def backup_answered():
-            report = traffic.service_gap(prober.records(), t_fail,
-                                         BACKUP_ROLE)
-            return report.gap is not None or time.monotonic() > gap_deadline
-        scope_mod.wait_until(backup_answered, cfg.gap_wait + 5, interval=0.2,
-                             what='the prober')
+        events = _FailureEvents(scope, lab, prober_host, cfg,
+                                LinkCutter(scope, lab.bed.primary))
+        clients, t0 = _drive(scope, lab, sched, hosts, cfg, 'failure',
+                             events)
+        t_fail, t_fail_done = events.fail_times
         time.sleep(0.2)   # let the last answers reach the captures
-        prober.stop()
         drops = {name: cap.stop() for name, cap in captures.items()}
         offset1, offset_err1 = clock_offset()
         rows += _outcomes(clients, 'failure')
-        probes = traffic.attempts(prober.records())
+        probes = traffic.attempts(events.prober.records())
         gap = traffic.service_gap(probes, t_fail, BACKUP_ROLE)
         transitions = (lab.haproxy.transitions() if lab.haproxy else [])
         client_ips = {h.name: h.IP() for h in lab.bed.clients}
@@ -418,12 +468,6 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
     iperf_conns = [c for c in conns if c.server_port != PROBE_PORT]
     fail_rows = [r for r in rows if r['phase'] == 'failure']
     base_rows = [r for r in rows if r['phase'] == 'baseline']
-    if not cfg.keep_pcaps:
-        for name in captures:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(pcap_dir, f'{name}.pcap'))
-        with contextlib.suppress(OSError):
-            os.rmdir(pcap_dir)
     result.update(
         status='ok',
         clock=dict(offset_start=offset0, offset_end=offset1,
@@ -484,6 +528,17 @@ def _run_id(scheme, rate, repetition):
     return f'{scheme}_rate{rate:g}_rep{repetition}'
 
 
+def _remove_pcaps(run_dir):
+    if not os.path.isdir(run_dir):
+        return
+    for name in os.listdir(run_dir):
+        if name.endswith('.pcap'):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(run_dir, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(run_dir)
+
+
 def plan_runs(cfg):
     """(scheme, rate, repetition), repetitions outermost so a partial sweep
     still covers every scheme and rate."""
@@ -541,7 +596,11 @@ def sweep(cfg, out_dir, progress=True):
             run_dir = os.path.join(out_dir, 'runs',
                                    _run_id(scheme, rate, rep))
             try:
-                result = run_once(cfg, scheme, rate, rep, run_dir)
+                try:
+                    result = run_once(cfg, scheme, rate, rep, run_dir)
+                finally:
+                    if not cfg.keep_pcaps:
+                        _remove_pcaps(run_dir)
             except (KeyboardInterrupt, scope_mod.Terminated) as exc:
                 interrupted = type(exc).__name__
                 result = dict(scheme=scheme, rate=rate, repetition=rep,
