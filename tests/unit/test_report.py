@@ -75,6 +75,17 @@ def test_slow_sdn_does_not_reproduce_the_response_claim():
     results = [dict(r, metrics=dict(r['metrics'], backup_response_s=1.5))
                if r['scheme'] == 'sdn-proactive' else r
                for r in paper_like()]
+    assert verdicts(results)[0] == 'partly reproduced (sdn-reactive only)'
+    results = [dict(r, metrics=dict(r['metrics'], backup_response_s=1.5))
+               if r['scheme'].startswith('sdn') else r
+               for r in paper_like()]
+    assert verdicts(results)[0] == 'not reproduced'
+
+
+def test_fast_paper_proxy_does_not_reproduce_the_response_claim():
+    results = [dict(r, metrics=dict(r['metrics'], backup_response_s=0.2))
+               if r['scheme'] == 'haproxy-paper' else r
+               for r in paper_like()]
     assert verdicts(results)[0] == 'not reproduced'
 
 
@@ -83,7 +94,11 @@ def test_sdn_aborts_growing_with_the_rate_are_not_flat():
                                     aborted_after=3 * r['rate']))
                if r['scheme'] == 'sdn-reactive' else r
                for r in paper_like()]
-    assert verdicts(results)[1] == 'not reproduced'
+    assert verdicts(results)[1] == 'partly reproduced (sdn-proactive only)'
+    flat_proxy = [dict(r, metrics=dict(r['metrics'], aborted_after=5))
+                  if r['scheme'] == 'haproxy-paper' else r
+                  for r in paper_like()]
+    assert verdicts(flat_proxy)[1] == 'not reproduced'
 
 
 def test_proxy_faster_than_sdn_does_not_reproduce_the_throughput_claim():
