@@ -149,7 +149,7 @@ def test_write_report_makes_figures_and_every_section(tmp_path):
                     '## Measurement resolution', '## Failed runs'):
         assert heading in text
     assert 'Partial report' in text
-    assert text.count('**REPRODUCED**') == 3
+    assert text.count('**Reproduced**') == 3
     assert '| haproxy-paper | 8 | 2 | 17500 [17000-18000] |' in text
     assert 'LabError: boom' in text
     for name in ('fig2_backup_response.png', 'fig3_rsts_aborts.png',

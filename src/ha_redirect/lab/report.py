@@ -446,7 +446,7 @@ def write_report(out_dir, results, meta):
     lines += [f'![{name}]({name})' for name in figures] + ['']
     lines += ['## The paper\'s claims', '']
     for claim, verdict, evidence in claims(agg, schemes):
-        lines += [f'- **{verdict.upper()}**: {claim}. {evidence}.']
+        lines += [f'- **{verdict.capitalize()}**: {claim}. {evidence}.']
     lines += ['', 'A claim is reproduced when it holds for every SDN '
               'strategy measured; "partly" names the strategies it holds '
               'for.']
