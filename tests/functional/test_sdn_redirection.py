@@ -201,3 +201,27 @@ def test_failover_for_clients_behind_a_gateway(strategy, record_gap):
         assert report.gap is not None, report.describe()
         assert_settled(records, t_fail + SETTLE, BACKUP,
                        sdn.plan.primary.address)
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_tcp_probe_notices_a_killed_service_on_a_live_link(strategy,
+                                                           record_gap):
+    """Beyond the paper: the port stays up, in-band probes see the death."""
+    with scope_mod.RunScope() as scope:
+        sdn = scenarios.SdnScenario(
+            scope, strategy=strategy,
+            monitors=('port_status', 'tcp_probe')).start()
+        client = sdn.bed.clients[0]
+        traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
+        prober = traffic.start_prober(scope, client, *sdn.address,
+                                      interval_ms=5)
+        time.sleep(0.5)
+        t_fail = failures.kill_service(sdn.servers['primary'])
+        time.sleep(SETTLE + 1.0)
+        prober.stop()
+        records = prober.records()
+        report = traffic.service_gap(records, t_fail, BACKUP)
+        record_gap('sdn service killed', f'{strategy}+tcp_probe', report)
+        assert report.gap is not None, report.describe()
+        assert_settled(records, t_fail + SETTLE, BACKUP,
+                       sdn.plan.primary.address)

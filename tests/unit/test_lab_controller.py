@@ -38,6 +38,19 @@ def test_rendered_config_loads_back_as_the_topology_service(
     assert loaded.settings == settings
 
 
+def test_monitors_and_probe_settings_survive_the_round_trip(tmp_path):
+    scope = scope_mod.RunScope(token='ab12', workdir=str(tmp_path))
+    plan = topology.sdn_plan(scope)
+    service = plan.service(monitors=('port_status', 'tcp_probe'))
+    settings = dataclasses.replace(
+        model.PolicySettings(), probe_ip=topology.PROBE_IP,
+        probe_mac=topology.PROBE_MAC, probe_interval=0.05, probe_fall=2)
+    loaded = load(controller.render_controller_config([service], settings),
+                  tmp_path)
+    assert loaded.services == (service,)
+    assert loaded.settings == settings
+
+
 def test_server_ports_and_addresses_follow_the_paper(tmp_path):
     scope = scope_mod.RunScope(token='ab12', workdir=str(tmp_path))
     plan = topology.sdn_plan(scope, n_clients=2, gateway=True)

@@ -43,6 +43,17 @@ def render_controller_config(services, settings=None):
         f'{bool_text[settings.forward_non_service_traffic]}',
         'services = ' + ','.join(s.name for s in services),
     ]
+    if settings.probe_ip is not None:
+        lines.append(f'probe_ip = {settings.probe_ip}')
+    if settings.probe_mac is not None:
+        lines.append(f'probe_mac = {settings.probe_mac}')
+    lines += [
+        f'probe_interval = {settings.probe_interval!r}',
+        f'probe_timeout = {settings.probe_timeout!r}',
+        f'probe_fall = {settings.probe_fall}',
+        f'probe_rise = {settings.probe_rise}',
+        f'probe_jitter = {settings.probe_jitter!r}',
+    ]
     for s in services:
         lines += [
             '',
@@ -56,6 +67,7 @@ def render_controller_config(services, settings=None):
             'backup_macs = ' + ','.join(b.mac for b in s.backups),
             'backup_ports = ' + ','.join(str(b.port) for b in s.backups),
             'client_ports = ' + ','.join(str(p) for p in s.client_ports),
+            'monitors = ' + ','.join(s.monitors),
         ]
     return '\n'.join(lines) + '\n'
 

@@ -10,11 +10,14 @@ Each server runs an identity server (it answers with its role, e.g.
 'primary', 'backup1') on the service ports.
 """
 
+import dataclasses
+
 from ha_redirect.lab import controller as controller_mod
 from ha_redirect.lab import haproxy as haproxy_mod
 from ha_redirect.lab import testbed as testbed_mod
 from ha_redirect.lab import topology
 from ha_redirect.lab import traffic
+from ha_redirect import model
 
 
 def _start_identity_servers(scope, bed):
@@ -30,14 +33,20 @@ class SdnScenario:
     """Figure 1(b) with `ha-redirect-controller` and identity servers."""
 
     def __init__(self, scope, strategy='reactive', n_clients=2, n_backups=1,
-                 gateway=False, settings=None, datapath=None):
+                 gateway=False, settings=None, datapath=None,
+                 monitors=('port_status',)):
         self.scope = scope
         self.plan = topology.sdn_plan(scope, n_clients=n_clients,
                                       n_backups=n_backups, gateway=gateway)
         self.bed = testbed_mod.SdnTestbed(scope, self.plan, datapath)
+        settings = settings or model.PolicySettings()
+        if 'tcp_probe' in monitors and settings.probe_ip is None:
+            settings = dataclasses.replace(
+                settings, probe_ip=topology.PROBE_IP,
+                probe_mac=topology.PROBE_MAC)
         self.controller = controller_mod.ControllerProcess(
-            scope, [self.plan.service()], strategy=strategy,
-            settings=settings)
+            scope, [self.plan.service(monitors=monitors)],
+            strategy=strategy, settings=settings)
         self.servers = {}
 
     @property

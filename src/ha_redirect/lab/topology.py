@@ -36,6 +36,10 @@ from ha_redirect import model
 
 SERVICE_NAME = 'web'
 DEFAULT_TCP_PORT = 5001
+# Source of the controller's in-band health probes (the tcp_probe
+# monitor): in the servers' subnet, used by no host.
+PROBE_IP = '10.0.0.250'
+PROBE_MAC = '00:00:00:00:00:fa'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,14 +78,15 @@ class SdnPlan:
     def servers(self):
         return (self.primary,) + self.backups
 
-    def service(self, name=SERVICE_NAME):
+    def service(self, name=SERVICE_NAME, monitors=('port_status',)):
         """The service the controller protects, as the core models it."""
         def endpoint(h):
             return model.Endpoint(ip=h.address, mac=h.mac, port=h.switch_port)
         return model.Service(
             name=name, datapath_id=self.datapath_id,
             tcp_ports=self.tcp_ports, primary=endpoint(self.primary),
-            backups=tuple(endpoint(b) for b in self.backups))
+            backups=tuple(endpoint(b) for b in self.backups),
+            monitors=tuple(monitors))
 
 
 def sdn_plan(scope, n_clients=2, n_backups=1, tcp_ports=(DEFAULT_TCP_PORT,),
