@@ -396,6 +396,8 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
         lab = _Lab(scope, kind, variant, cfg.client_hosts + 1,
                    base_ports + fail_ports, fail_ports)
         result['datapath'] = lab.bed.datapath
+        result['bridges'] = list(lab.bed.bridges)
+        result['token'] = scope.token
         prober_host, hosts = lab.bed.clients[0], lab.bed.clients[1:]
         traffic.wait_served_by(prober_host, lab.ip, PROBE_PORT, 'primary',
                                timeout=15)
