@@ -812,6 +812,8 @@ def _command_line():
     program = os.path.basename(sys.argv[0])
     if program in ('evaluation.py', '__main__.py', '-c'):
         program = 'python -m ha_redirect.lab.evaluation'
+    elif program == 'cli.py':
+        program = 'ha-redirect-lab'
     return ' '.join([program] + sys.argv[1:])
 
 

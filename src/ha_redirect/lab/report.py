@@ -295,8 +295,10 @@ def claims(agg, schemes):
                 for s in sdn}
         for s in sdn:
             beats[s] = beats.get(s, True) and wins[s] == len(rates)
+        sub = _verdict(True, {s: wins[s] == len(rates) for s in sdn})
         parts.append(
-            f'{what}: rates (of {len(rates)}) where the SDN scheme is above '
+            f'{what} -- {sub}: rates (of {len(rates)}) where the SDN scheme '
+            'is above '
             'every proxy: ' + ', '.join(f'{s} {w}' for s, w in wins.items())
             + '; median over rates: ' + ', '.join(
                 f'{s} {statistics.median(med[s].values()):.0f}'
