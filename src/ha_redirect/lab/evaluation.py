@@ -739,7 +739,8 @@ def add_arguments(parser):
                         help=f'arrival seed (default {d.seed})')
     parser.add_argument('--paper', action='store_true',
                         help='the full sweep: rates 1-10, 5 repetitions, '
-                        '10 s transfers (about 2 hours)')
+                        '10 s transfers, 15 s of arrivals (about 2.5 hours on '
+                        '2 cores)')
     parser.add_argument('--output', default=None,
                         help='results folder (default results/<timestamp>)')
     parser.add_argument('--keep-pcaps', action='store_true',
