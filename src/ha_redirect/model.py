@@ -205,7 +205,42 @@ class Learn:
     output_from: typing.Optional[str] = None
 
 
-Action = typing.Union[Output, SetField, GotoTable, Learn]
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Hand the packet to a group (ours are fast-failover groups)."""
+    group_id: int
+
+
+Action = typing.Union[Output, SetField, GotoTable, Learn, Group]
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """One way out of a fast-failover group, live while `watch_port` is."""
+    actions: typing.Tuple[Action, ...]
+    watch_port: int
+
+    def __post_init__(self):
+        object.__setattr__(self, 'actions', tuple(self.actions))
+
+
+class GroupCommand(enum.Enum):
+    ADD = 'add'
+    MODIFY = 'modify'
+    DELETE = 'delete'
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupMod:
+    """A fast-failover group: the switch uses the first live bucket, on
+    its own, the moment a watched port goes down."""
+    datapath_id: int
+    command: GroupCommand
+    group_id: int
+    buckets: typing.Tuple[Bucket, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, 'buckets', tuple(self.buckets))
 
 
 class FlowCommand(enum.Enum):
@@ -281,7 +316,8 @@ class Barrier:
     datapath_id: int
 
 
-Message = typing.Union[FlowMod, PacketOut, ArpReply, TcpSegment, Barrier]
+Message = typing.Union[
+    FlowMod, GroupMod, PacketOut, ArpReply, TcpSegment, Barrier]
 
 
 # What the switch saw, as the OpenFlow layer decodes it for the policy.
@@ -334,7 +370,12 @@ class PolicySettings:
     connection_idle_timeout: int = 30
     fin_idle_timeout: int = 2
     failback: bool = True
+    # Seconds a recovered server must stay healthy before it takes new
+    # connections again (a link is up before its service is ready).
+    failback_hold_down: float = 0.0
     forward_non_service_traffic: bool = True
+    # Fast-failover groups get ids first_group_id + service index.
+    first_group_id: int = 0x48520000
     # In-band TCP health probes (the `tcp_probe` monitor): the controller's
     # own address on the servers' subnet, used by no client.
     probe_ip: typing.Optional[str] = None
@@ -346,6 +387,12 @@ class PolicySettings:
     probe_jitter: float = 0.1
 
     def __post_init__(self):
+        if not 0 <= self.failback_hold_down <= 86400:
+            raise ServiceError('failback_hold_down: must be between 0 and '
+                               '86400 seconds')
+        if not 0 <= self.first_group_id <= 0xffffff00 - 0xffff:
+            raise ServiceError('first_group_id: must leave room for a group '
+                               'per service below 0xffffff00')
         if self.probe_ip is not None:
             object.__setattr__(self, 'probe_ip',
                                normalize_ipv4(self.probe_ip, 'probe_ip'))
@@ -378,6 +425,7 @@ class PolicySettings:
 
 # Flow priorities, as offsets above PolicySettings.base_priority, so an
 # embedding controller can place our flows relative to its own.
+ALL_GROUPS = 0xfffffffc            # OFPG_ALL: a group delete that spans all
 ALL_TABLES = 0xff                 # OFPTT_ALL: a delete that spans every table
 
 PRIORITY_TABLE_MISS = 0           # absolute: the NORMAL fallback

@@ -205,6 +205,8 @@ def _actions(actions, ofproto, parser, match_fields, where: str):
                 parser.OFPActionSetField(**{action.field: action.value}))
         elif isinstance(action, model.Learn):
             apply_actions.extend(_learn_actions(action, parser, where))
+        elif isinstance(action, model.Group):
+            apply_actions.append(parser.OFPActionGroup(action.group_id))
         elif isinstance(action, model.GotoTable):
             if goto is not None:
                 raise UnsupportedFlow(f'{where}: more than one goto_table')
@@ -252,6 +254,38 @@ def _flow_mod(datapath, flow: model.FlowMod):
         flags=ofproto.OFPFF_SEND_FLOW_REM if flow.notify_removed else 0,
         match=parser.OFPMatch(**fields),
         instructions=[] if deleting else instructions)
+
+
+_GROUP_COMMANDS = {
+    model.GroupCommand.ADD: 'OFPGC_ADD',
+    model.GroupCommand.MODIFY: 'OFPGC_MODIFY',
+    model.GroupCommand.DELETE: 'OFPGC_DELETE',
+}
+
+
+def _group_mod(datapath, group: model.GroupMod):
+    ofproto, parser = datapath.ofproto, datapath.ofproto_parser
+    where = _Where(group)
+    if ofproto.OFP_VERSION >= 0x06:
+        # OpenFlow 1.5 moved watch ports into bucket properties.
+        raise UnsupportedFlow(f'{where}: fast-failover groups are rendered '
+                              'for OpenFlow 1.3 and 1.4 only')
+    buckets = []
+    for bucket in group.buckets:
+        # A bucket's set-fields have no match to check against: the flows
+        # that use the group match IPv4 TCP.
+        actions, goto = _actions(bucket.actions, ofproto, parser, None,
+                                 where)
+        if goto is not None:
+            raise UnsupportedFlow(f'{where}: a bucket cannot goto_table')
+        buckets.append(parser.OFPBucket(
+            watch_port=_port_number(bucket.watch_port, ofproto),
+            watch_group=ofproto.OFPG_ANY, actions=actions))
+    return parser.OFPGroupMod(
+        datapath, command=getattr(ofproto, _GROUP_COMMANDS[group.command]),
+        type_=ofproto.OFPGT_FF, group_id=group.group_id,
+        buckets=[] if group.command is model.GroupCommand.DELETE
+        else buckets)
 
 
 def _packet_out(datapath, in_port: model.PortRef, actions, data: bytes,
@@ -324,6 +358,8 @@ def to_ofp_messages(datapath, message: model.Message) -> list:
                             (model.Output(message.out_port),),
                             arp_reply_frame(message), None,
                             _Where(message))]
+    if isinstance(message, model.GroupMod):
+        return [_group_mod(datapath, message)]
     if isinstance(message, model.TcpSegment):
         return [_packet_out(datapath, model.SpecialPort.CONTROLLER,
                             (model.Output(message.out_port),),
@@ -369,6 +405,8 @@ def _describe_action(action) -> str:
         return f'set_field:{action.field}={_describe_value(action.value)}'
     if isinstance(action, model.GotoTable):
         return f'goto_table:{action.table}'
+    if isinstance(action, model.Group):
+        return f'group:{action.group_id:#x}'
     if isinstance(action, model.Learn):
         parts = [f'table={action.table}', f'priority={action.priority}',
                  f'cookie={action.cookie:#x}',
@@ -419,6 +457,14 @@ def describe(message: model.Message) -> str:
                 f'out_port={message.out_port} {message.sender_ip} is-at '
                 f'{message.sender_mac} to {message.target_ip} '
                 f'({message.target_mac})')
+    if isinstance(message, model.GroupMod):
+        buckets = '; '.join(
+            f'watch_port={b.watch_port} '
+            + ','.join(_describe_action(a) for a in b.actions)
+            for b in message.buckets)
+        return (f'group_{message.command.value} '
+                f'dpid={message.datapath_id:#x} group_id='
+                f'{message.group_id:#x} type=ff buckets=[{buckets}]')
     if isinstance(message, model.TcpSegment):
         return (f'tcp_segment dpid={message.datapath_id:#x} '
                 f'out_port={message.out_port} {message.ipv4_src}:'

@@ -9,6 +9,7 @@ what it returns. Time comes in as `now`, so tests control the clock.
 
 import dataclasses
 import logging
+import math
 import typing
 
 from ha_redirect import model
@@ -27,6 +28,12 @@ class _ServiceState:
     healthy: typing.Tuple[bool, ...]
     monitors: typing.List[typing.Any]
     active: typing.Optional[int] = None
+    # Which servers may take new connections: healthy, past the hold-down,
+    # and not drained by the operator.
+    eligible: typing.Tuple[bool, ...] = ()
+    healthy_since: typing.Dict[int, float] = dataclasses.field(
+        default_factory=dict)
+    drained: typing.Set[int] = dataclasses.field(default_factory=set)
     connections: typing.Dict[ConnectionKey, int] = dataclasses.field(
         default_factory=dict)
 
@@ -72,6 +79,8 @@ class RedirectPolicy:
         if any(getattr(m, 'needs_ticks', False)
                for state in self._states for m in state.monitors):
             return min(0.01, self.settings.probe_interval / 4)
+        if self.settings.failback_hold_down > 0:
+            return 0.01
         return None
 
     @property
@@ -125,6 +134,11 @@ class RedirectPolicy:
                 monitor.on_switch_connected(port_states, now)
                 messages += monitor.flows(datapath_id)
             state.healthy = self._health_of(state)
+            # What is healthy when we meet the switch takes connections at
+            # once: there is no failure to recover from.
+            state.healthy_since = {i: -math.inf for i, ok
+                                   in enumerate(state.healthy) if ok}
+            state.eligible = self._eligible(state, now)
             previous, state.active = state.active, self._choose_active(state)
             _log_transition(state, previous, now, 'switch connected')
             view = self._view(state)
@@ -201,16 +215,22 @@ class RedirectPolicy:
 
     def _reconcile(self, state: _ServiceState, now: float, why: str
                    ) -> typing.List[model.Message]:
-        was_healthy = state.healthy
+        was_healthy, was_eligible = state.healthy, state.eligible
         state.healthy = self._health_of(state)
-        if state.healthy == was_healthy:
+        for server, ok in enumerate(state.healthy):
+            if not ok:
+                state.healthy_since.pop(server, None)
+            elif server not in state.healthy_since:
+                state.healthy_since[server] = now
+        state.eligible = self._eligible(state, now)
+        if state.healthy == was_healthy and state.eligible == was_eligible:
             return []
         messages: typing.List[model.Message] = []
         previous, state.active = state.active, self._choose_active(state)
         view = self._view(state)
         if previous != state.active:
             _log_transition(state, previous, now, why)
-            messages += self.strategy.on_active_changed(view, previous)
+        messages += self.strategy.on_servers_changed(view, previous)
         for server, (before, after) in enumerate(zip(was_healthy,
                                                      state.healthy)):
             if before and not after:
@@ -227,14 +247,21 @@ class RedirectPolicy:
         messages.append(model.Barrier(state.service.datapath_id))
         return messages
 
+    def _eligible(self, state, now):
+        hold_down = self.settings.failback_hold_down
+        return tuple(
+            healthy and server not in state.drained
+            and now - state.healthy_since.get(server, now) >= hold_down
+            for server, healthy in enumerate(state.healthy))
+
     def _choose_active(self, state: _ServiceState) -> typing.Optional[int]:
-        """The first healthy server in order; without failback, a healthy
-        backup keeps the service until it fails itself."""
+        """The first eligible server in order; without failback, a backup
+        keeps the service until it fails or is drained itself."""
         if (not self.settings.failback and state.active is not None
-                and state.healthy[state.active]):
+                and state.eligible[state.active]):
             return state.active
-        for server, healthy in enumerate(state.healthy):
-            if healthy:
+        for server, eligible in enumerate(state.eligible):
+            if eligible:
                 return server
         return None
 
@@ -299,7 +326,7 @@ class RedirectPolicy:
 
     def _view(self, state):
         return base.ServiceView(state.service, state.index, self.settings,
-                                state.healthy, state.active)
+                                state.healthy, state.active, state.eligible)
 
     def _states_on(self, datapath_id):
         return [s for s in self._states

@@ -34,10 +34,13 @@ class SimulatedSwitch:
         self.now = 0.0
 
     def connect(self, port_states):
+        for port_no, is_up in port_states.items():
+            self.table.set_port_live(self.datapath_id, port_no, is_up)
         self.apply(self.policy.on_switch_connected(
             self.datapath_id, port_states, self.now))
 
     def port(self, port_no, is_up):
+        self.table.set_port_live(self.datapath_id, port_no, is_up)
         self.apply(self.policy.on_port_status(
             self.datapath_id, port_no, is_up, self.now))
 
@@ -58,6 +61,10 @@ class SimulatedSwitch:
                 continue
             deliveries += self._controller(delivery.packet)
         return deliveries
+
+    def tick(self, seconds):
+        self.now += seconds
+        self.apply(self.policy.on_tick(self.now))
 
     def out_ports(self, packet):
         return [d.port for d in self.send(packet)]

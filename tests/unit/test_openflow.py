@@ -571,3 +571,42 @@ def test_open_vswitch_reads_the_of15_packet_out_in_port():
                           check=True, capture_output=True, text=True).stdout
     assert 'OFPT_PACKET_OUT (OF1.5)' in text
     assert 'in_port=3 actions=output:2' in text
+
+
+FF_GROUP = model.GroupMod(DPID, model.GroupCommand.ADD, 0x48520000, (
+    model.Bucket((model.Output(1),), watch_port=1),
+    model.Bucket((model.SetField('eth_dst', '00:00:00:00:00:02'),
+                  model.SetField('ipv4_dst', '10.0.0.2'),
+                  model.Output(2)), watch_port=2)))
+
+
+@pytest.mark.skipif(OFCTL is None, reason='ovs-ofctl (Open vSwitch) is not '
+                    'installed: cannot check how OVS decodes our bytes')
+@pytest.mark.parametrize('version', ['1.3', '1.4'])
+def test_open_vswitch_reads_the_fast_failover_group(version):
+    dp = datapath(version)
+    msg = render_one(dp, FF_GROUP)
+    msg.set_xid(1)
+    msg.serialize()
+    text = subprocess.run([OFCTL, 'ofp-print', bytes(msg.buf).hex()],
+                          check=True, capture_output=True, text=True).stdout
+    assert 'ADD group_id=1213333504,type=ff' in text
+    assert 'bucket=watch_port:1,actions=output:1' in text
+    assert ('bucket=watch_port:2,actions=set_field:00:00:00:00:00:02->eth_dst,'
+            'set_field:10.0.0.2->ip_dst,output:2') in text
+
+
+def test_group_action_and_delete_render():
+    dp = datapath('1.3')
+    flow = render_one(dp, model.FlowMod(
+        DPID, model.FlowCommand.ADD, match=model.Match(in_port=3),
+        actions=(model.Group(0x48520000),)))
+    assert flow.instructions[0].actions[0].group_id == 0x48520000
+    delete = render_one(dp, model.GroupMod(DPID, model.GroupCommand.DELETE,
+                                           0x48520000))
+    assert (delete.command, delete.buckets) == (dp.ofproto.OFPGC_DELETE, [])
+
+
+def test_fast_failover_groups_are_refused_on_openflow_15():
+    with pytest.raises(openflow.UnsupportedFlow, match='1.3 and 1.4'):
+        render_one(datapath('1.5'), FF_GROUP)

@@ -6,6 +6,7 @@ import pytest
 
 from ha_redirect import model
 from ha_redirect.policy import RedirectPolicy
+from ha_redirect.strategies.fast_failover import FastFailoverStrategy
 from ha_redirect.strategies.proactive import ProactiveStrategy
 from ha_redirect.strategies.reactive import ReactiveStrategy
 from ha_redirect import testing
@@ -21,7 +22,8 @@ CLIENT = ('10.0.0.3', '00:00:00:00:00:03', 3)
 OTHER = ('10.0.0.4', '00:00:00:00:00:04', 4)
 SERVICE_PORT = 5001
 ALL_UP = {1: True, 2: True, 3: True, 4: True, 5: True}
-STRATEGIES = {'reactive': ReactiveStrategy, 'proactive': ProactiveStrategy}
+STRATEGIES = {'reactive': ReactiveStrategy, 'proactive': ProactiveStrategy,
+              'fast_failover': FastFailoverStrategy}
 
 
 def make_service(**changes):
@@ -59,9 +61,13 @@ def lands_on(switch, packet, server):
 
 
 def returns_as_primary(switch, packet, host=CLIENT):
+    """The reply reaches the client as if the primary sent it: by its port,
+    or by NORMAL for a strategy that does not know the client's port."""
     deliveries = switch.send(packet)
+    port = host[2] if switch.policy.strategy.pins_connections else (
+        testing.NORMAL)
     return [(d.port, d.packet['ipv4_src'], d.packet['eth_src'])
-            for d in deliveries] == [(host[2], PRIMARY.ip, PRIMARY.mac)]
+            for d in deliveries] == [(port, PRIMARY.ip, PRIMARY.mac)]
 
 
 @pytest.fixture(params=sorted(STRATEGIES))
@@ -111,8 +117,13 @@ def test_failback_sends_new_connections_home_and_keeps_old_ones(strategy):
     assert lands_on(switch, syn(40003), BACKUP)
     switch.port(PRIMARY.port, True)
     assert lands_on(switch, syn(40004), PRIMARY)
-    assert lands_on(switch, syn(40003, flags=model.TCP_ACK), BACKUP)
-    assert returns_as_primary(switch, reply(BACKUP, 40003))
+    if switch.policy.strategy.pins_connections:
+        assert lands_on(switch, syn(40003, flags=model.TCP_ACK), BACKUP)
+        assert returns_as_primary(switch, reply(BACKUP, 40003))
+    else:
+        # Stateless: the connection follows the service home (and the
+        # primary resets it). This is what `stateful` exists to avoid.
+        assert lands_on(switch, syn(40003, flags=model.TCP_ACK), PRIMARY)
 
 
 def test_without_failback_the_backup_keeps_the_service(strategy):
@@ -211,6 +222,7 @@ def test_reconnect_during_failover_keeps_redirecting(strategy):
     assert returns_as_primary(restarted, reply(BACKUP, 40016))
 
 
+@pytest.mark.parametrize('strategy', ['reactive', 'proactive'])
 def test_connection_flows_expire_when_idle(strategy):
     switch = make_switch(strategy, connection_idle_timeout=7)
     assert lands_on(switch, syn(40017), PRIMARY)
@@ -266,3 +278,53 @@ def test_two_services_cannot_claim_the_same_address_and_port():
     with pytest.raises(model.ServiceError, match="'other'"):
         RedirectPolicy([make_service(), other],
                        strategy=ReactiveStrategy())
+
+
+def test_fast_failover_needs_no_controller_to_fail_over():
+    switch = make_switch('fast_failover')
+    # The switch sees the link go; the controller has not heard yet.
+    switch.table.set_port_live(1, PRIMARY.port, False)
+    assert switch.table.process(1, syn(40021))[0].port == BACKUP.port
+    assert lands_on(switch, syn(40022), BACKUP)
+    assert returns_as_primary(switch, reply(BACKUP, 40022))
+
+
+def test_hold_down_keeps_a_recovered_primary_out_until_it_expires(strategy):
+    switch = make_switch(strategy, failback_hold_down=1.0)
+    switch.port(PRIMARY.port, False)
+    switch.tick(0.1)
+    switch.port(PRIMARY.port, True)    # the link is back; the service?
+    switch.tick(0.5)
+    assert lands_on(switch, syn(40023), BACKUP)
+    switch.tick(0.6)
+    assert switch.policy.active_server('web') == PRIMARY
+    assert lands_on(switch, syn(40024), PRIMARY)
+    if switch.policy.strategy.pins_connections:
+        assert lands_on(switch, syn(40023, flags=model.TCP_ACK), BACKUP)
+
+
+def test_hold_down_does_not_delay_the_first_connect(strategy):
+    switch = make_switch(strategy, failback_hold_down=30.0)
+    assert lands_on(switch, syn(40025), PRIMARY)
+
+
+def test_fast_failover_group_lists_eligible_servers_in_order():
+    switch = make_switch('fast_failover',
+                         make_service(backups=(BACKUP, BACKUP2)))
+    [group] = switch.table.groups[1].values()
+    assert [b.watch_port for b in group.buckets] == [1, 2, 5]
+    switch.port(BACKUP.port, False)
+    [group] = switch.table.groups[1].values()
+    assert [b.watch_port for b in group.buckets] == [1, 5]
+
+
+def test_fast_failover_reverse_pins_leave_the_backups_own_traffic_alone():
+    switch = make_switch('fast_failover')
+    switch.port(PRIMARY.port, False)
+    lands_on(switch, syn(40026), BACKUP)
+    # The backup talks to the same client from another port of its own.
+    own = tcp(BACKUP.port, BACKUP.ip, CLIENT[0], 22, 40026, BACKUP.mac,
+              CLIENT[1], model.TCP_ACK)
+    [delivery] = switch.send(own)
+    assert delivery.port == testing.NORMAL
+    assert delivery.packet['ipv4_src'] == BACKUP.ip

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from ha_redirect import model
 from ha_redirect.policy import RedirectPolicy
+from ha_redirect.strategies.fast_failover import FastFailoverStrategy
 from ha_redirect.strategies.proactive import ProactiveStrategy
 from ha_redirect.strategies.reactive import ReactiveStrategy
 
@@ -38,12 +39,14 @@ class FailoverMachine(stateful.RuleBasedStateMachine):
         self.next_client_port = 30000
         self.switch = None
 
-    @stateful.initialize(strategy=st.sampled_from(['reactive', 'proactive']),
+    @stateful.initialize(strategy=st.sampled_from(['reactive', 'proactive',
+                                                   'fast_failover']),
                          failback=st.booleans())
     def start(self, strategy, failback):
         self.failback = failback
         self.make_strategy = {'reactive': ReactiveStrategy,
-                              'proactive': ProactiveStrategy}[strategy]
+                              'proactive': ProactiveStrategy,
+                              'fast_failover': FastFailoverStrategy}[strategy]
         self._new_controller()
         self.switch.apply([FOREIGN])
         self.active = 0
@@ -100,6 +103,12 @@ class FailoverMachine(stateful.RuleBasedStateMachine):
     def established_traffic(self, data):
         if not self.connections:
             return
+        if not self.switch.policy.strategy.pins_connections:
+            # Stateless: every connection follows the active server.
+            self.connections = {c: self.active for c in self.connections
+                                if self.active is not None}
+            if not self.connections:
+                return
         client_port = data.draw(st.sampled_from(sorted(self.connections)))
         server = SERVERS[self.connections[client_port]]
         delivered = self.switch.send(self._to_service(client_port,
@@ -108,8 +117,10 @@ class FailoverMachine(stateful.RuleBasedStateMachine):
         back = self.switch.send(tcp(
             server.port, server.ip, CLIENT_IP, 80, client_port, server.mac,
             CLIENT_MAC, model.TCP_ACK))
+        port = (CLIENT_PORT if self.switch.policy.strategy.pins_connections
+                else 'normal')
         assert [(d.port, d.packet['ipv4_src'], d.packet['eth_src'])
-                for d in back] == [(CLIENT_PORT, PRIMARY.ip, PRIMARY.mac)]
+                for d in back] == [(port, PRIMARY.ip, PRIMARY.mac)]
 
     @stateful.invariant()
     def policy_agrees_on_the_active_server(self):

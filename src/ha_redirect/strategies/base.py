@@ -23,6 +23,7 @@ class ServiceView:
     settings: model.PolicySettings
     healthy: typing.Tuple[bool, ...]      # per server, primary first
     active: typing.Optional[int]          # server index new connections use
+    eligible: typing.Tuple[bool, ...] = ()  # may take new connections
 
     @property
     def datapath_id(self) -> int:
@@ -46,6 +47,9 @@ class Strategy(abc.ABC):
 
     #: whether the policy sees each new connection as a PacketIn
     sees_new_connections = True
+    #: whether a connection stays on its server until it ends (lossless
+    #: failback), or follows the active server
+    pins_connections = True
 
     def switch_flows(self, settings: model.PolicySettings, datapath_id: int,
                      cookie: int) -> typing.List[model.Message]:
@@ -57,10 +61,11 @@ class Strategy(abc.ABC):
         """Service-wide flows for a freshly (re)connected switch."""
 
     @abc.abstractmethod
-    def on_active_changed(self, view: ServiceView,
-                          previous: typing.Optional[int]
-                          ) -> typing.List[model.Message]:
-        """New connections now go to `view.active` instead of `previous`."""
+    def on_servers_changed(self, view: ServiceView,
+                           previous: typing.Optional[int]
+                           ) -> typing.List[model.Message]:
+        """Servers' health or eligibility changed; new connections now go
+        to `view.active` (before: `previous`, perhaps the same)."""
 
     def connection_flows(self, view: ServiceView, packet: model.TcpPacket,
                          server_index: int) -> typing.List[model.Message]:

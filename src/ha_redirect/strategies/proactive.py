@@ -52,9 +52,11 @@ class ProactiveStrategy(base.Strategy):
             table=settings.connection_table,
             priority=model.PRIORITY_TABLE_MISS, cookie=cookie)]
 
-    def on_active_changed(self, view, previous):
+    def on_servers_changed(self, view, previous):
         # One FlowMod per service port replaces the default atomically; the
         # policy closes the change with a barrier.
+        if view.active == previous:
+            return []
         return self._default_flows(view)
 
     def _default_flows(self, view):
@@ -63,21 +65,27 @@ class ProactiveStrategy(base.Strategy):
         dropped by a flow that does nothing."""
         flows = []
         for tcp_port in view.service.tcp_ports:
-            match = Match(eth_dst=view.service.primary.mac,
-                          eth_type=model.ETH_TYPE_IPV4,
-                          ip_proto=model.IP_PROTO_TCP,
-                          ipv4_dst=view.service.primary.ip, tcp_dst=tcp_port)
             actions = ()
             if view.active is not None:
-                actions = self._pin_and_forward(view, tcp_port)
-            flows.append(self._flow(view, view.settings.connection_table,
-                                    match, actions, model.PRIORITY_SERVICE))
+                actions = self._pin_and_forward(view, view.active, tcp_port)
+            flows.append(self._flow(
+                view, view.settings.connection_table,
+                self._new_connection_match(view, tcp_port), actions,
+                model.PRIORITY_SERVICE))
         return flows
 
-    def _pin_and_forward(self, view, tcp_port):
+    @staticmethod
+    def _new_connection_match(view, tcp_port):
+        return Match(eth_dst=view.service.primary.mac,
+                     eth_type=model.ETH_TYPE_IPV4,
+                     ip_proto=model.IP_PROTO_TCP,
+                     ipv4_dst=view.service.primary.ip, tcp_dst=tcp_port)
+
+    def _pin_and_forward(self, view, server_index, tcp_port):
+        """Forward to a server and learn the connection's two pins."""
         service = view.service
-        server = view.server(view.active)
-        cookie = view.connection_cookie(view.active)
+        server = view.server(server_index)
+        cookie = view.connection_cookie(server_index)
         common = dict(table=view.settings.connection_table,
                       priority=view.priority(model.PRIORITY_CONNECTION),
                       cookie=cookie,
@@ -85,6 +93,7 @@ class ProactiveStrategy(base.Strategy):
                       fin_idle_timeout=view.settings.fin_idle_timeout)
         towards = base.rewrite_towards(service, server)
         back = base.rewrite_back(service, server)
+        # Learn sees the packet as it is now: before any rewrite below.
         learn_forward = Learn(
             match_values=_TCP_FIXED + (('eth_dst', service.primary.mac),
                                        ('ipv4_dst', service.primary.ip),

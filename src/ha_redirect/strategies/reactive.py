@@ -27,7 +27,7 @@ class ReactiveStrategy(base.Strategy):
                     cookie=view.cookie(model.ROLE_SERVICE)))
         return flows
 
-    def on_active_changed(self, view, previous):
+    def on_servers_changed(self, view, previous):
         # New connections simply arrive as PacketIns and are pinned to the
         # new active server; the policy has already removed the flows of a
         # server that failed (Algorithm 1, SwitchPortChanged).

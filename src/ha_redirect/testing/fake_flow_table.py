@@ -27,9 +27,16 @@ What it models, per datapath id:
   the idle timeout, as OVS's fin_timeout action does);
 - FlowRemoved notifications for flows with notify_removed, on timeout and
   on delete (OpenFlow 1.3 sends them for deletes too), in `removed`;
-- PacketOut and ArpReply messages are recorded in `sent`, not processed.
+- fast-failover groups (GroupMod ADD/MODIFY/DELETE, with OVS's errors for
+  adding an existing group or changing a missing one): a Group action runs
+  the first bucket whose watch port is live, on a copy of the packet;
+  deleting a group deletes the flows that use it, as OVS does. Ports are
+  live unless `set_port_live(dpid, port, False)` says otherwise;
+- PacketOut, ArpReply and TcpSegment messages are recorded in `sent`, not
+  processed.
 
-What it does not model: counters, packet buffers, groups, meters, queues,
+What it does not model: counters, packet buffers, other group types,
+meters, queues,
 VLANs, table-miss flows other than drop, OFPP_TABLE, output to a port that
 does not exist (every port exists and is up), and NORMAL: a packet output
 to NORMAL is reported with port 'normal' and followed no further, as is one
@@ -145,8 +152,17 @@ class FakeFlowTable:
 
     def __init__(self):
         self.tables: typing.Dict[int, typing.List[FlowEntry]] = {}
+        self.groups: typing.Dict[int, typing.Dict[int, model.GroupMod]] = {}
+        self.dead_ports: typing.Set[typing.Tuple[int, int]] = set()
         self.sent: typing.List[model.Message] = []
         self.removed: typing.List[FlowRemoved] = []
+
+    def set_port_live(self, datapath_id: int, port: int, live: bool) -> None:
+        """A port's link state, as fast-failover groups watch it."""
+        if live:
+            self.dead_ports.discard((datapath_id, port))
+        else:
+            self.dead_ports.add((datapath_id, port))
 
     # Applying messages.
 
@@ -156,7 +172,10 @@ class FakeFlowTable:
         for message in messages:
             if isinstance(message, model.FlowMod):
                 self._apply_flow_mod(message, now)
-            elif isinstance(message, (model.PacketOut, model.ArpReply)):
+            elif isinstance(message, model.GroupMod):
+                self._apply_group_mod(message)
+            elif isinstance(message, (model.PacketOut, model.ArpReply,
+                                      model.TcpSegment)):
                 self.sent.append(message)
             elif not isinstance(message, model.Barrier):
                 raise FakeFlowTableError(f'unknown message {message!r}')
@@ -200,6 +219,54 @@ class FakeFlowTable:
         for entry in doomed:
             if _cookie_selects(entry, flow.cookie, mask):
                 self._remove(flow.datapath_id, entry, 'delete')
+
+    def _apply_group_mod(self, group: model.GroupMod) -> None:
+        groups = self.groups.setdefault(group.datapath_id, {})
+        where = f'dpid {group.datapath_id:#x} group {group.group_id:#x}'
+        if group.command is model.GroupCommand.ADD:
+            if group.group_id in groups:
+                raise FakeFlowTableError(f'{where}: exists (GROUP_EXISTS)')
+            groups[group.group_id] = group
+        elif group.command is model.GroupCommand.MODIFY:
+            if group.group_id not in groups:
+                raise FakeFlowTableError(f'{where}: unknown (UNKNOWN_GROUP)')
+            groups[group.group_id] = group
+        else:
+            doomed = (set(groups) if group.group_id == model.ALL_GROUPS
+                      else {group.group_id} & set(groups))
+            for group_id in doomed:
+                del groups[group_id]
+            for entry in list(self.tables.get(group.datapath_id, ())):
+                if any(isinstance(a, model.Group) and a.group_id in doomed
+                       for a in entry.actions):
+                    self._remove(group.datapath_id, entry, 'group_delete')
+
+    def _run_group(self, datapath_id, group_id, packet, now, dry_run):
+        group = self.groups.get(datapath_id, {}).get(group_id)
+        if group is None:
+            raise FakeFlowTableError(f'dpid {datapath_id:#x}: no group '
+                                     f'{group_id:#x}')
+        for bucket in group.buckets:
+            if (datapath_id, bucket.watch_port) in self.dead_ports:
+                continue
+            copy = dict(packet)
+            deliveries = []
+            for action in bucket.actions:
+                if isinstance(action, model.Output):
+                    deliveries.append(
+                        Delivery(self._out_port(action.port, copy),
+                                 dict(copy)))
+                elif isinstance(action, model.SetField):
+                    copy[action.field] = _normalize(action.field,
+                                                    action.value)
+                elif isinstance(action, model.Learn):
+                    if not dry_run:
+                        self._learn(datapath_id, action, copy, now)
+                else:
+                    raise FakeFlowTableError(f'group {group_id:#x}: '
+                                             f'unsupported {action!r}')
+            return deliveries
+        return []   # no live bucket: dropped
 
     def _check_actions(self, actions, match, table, where) -> None:
         gotos = [a for a in actions if isinstance(a, model.GotoTable)]
@@ -308,6 +375,9 @@ class FakeFlowTable:
                         self._learn(datapath_id, action, packet, now)
                 elif isinstance(action, model.GotoTable):
                     next_table = action.table
+                elif isinstance(action, model.Group):
+                    deliveries += self._run_group(
+                        datapath_id, action.group_id, packet, now, dry_run)
             if next_table is None:
                 return deliveries
             table = next_table
