@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from ha_redirect.lab import evaluation
+from ha_redirect.lab import evaluation_run
 
 
 @pytest.mark.parametrize('args, culprit', [
@@ -58,7 +59,7 @@ def test_paper_sweep_and_defaults():
 def test_capture_filter_compiles():
     """dumpcap/tcpdump accept it (checked with tcpdump -d when present)."""
     import shutil
-    bpf = evaluation.capture_filter(5001, 5300)
+    bpf = evaluation_run.capture_filter(5001, 5300)
     if shutil.which('tcpdump') is None and shutil.which('dumpcap') is None:
         pytest.skip('neither tcpdump nor dumpcap is installed')
     tool = shutil.which('tcpdump')
