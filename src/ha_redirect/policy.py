@@ -272,13 +272,17 @@ class RedirectPolicy:
         key = (packet.in_port, packet.ipv4_src, packet.tcp_src,
                packet.tcp_dst)
         server = state.connections.get(key)
-        if server is None or not state.healthy[server]:
-            server = state.active
+        view = self._view(state)
+        if server is not None and state.healthy[server]:
+            # Packets that raced the connection's flows to the switch: its
+            # flows are on their way, these only need forwarding. Under load
+            # this keeps a burst from costing a flow install per packet.
+            return [self.strategy.release(view, packet, server)]
+        server = state.active
         if server is None:
             return []
         state.connections[key] = server
-        return self.strategy.connection_flows(self._view(state), packet,
-                                              server)
+        return self.strategy.connection_flows(view, packet, server)
 
     def _on_arp_request(self, datapath_id, request):
         for state in self._states_on(datapath_id):

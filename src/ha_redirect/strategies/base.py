@@ -76,8 +76,6 @@ class Strategy(abc.ABC):
         cookie = view.connection_cookie(server_index)
         priority = view.priority(model.PRIORITY_CONNECTION)
         timeout = view.settings.connection_idle_timeout
-        forward_actions = rewrite_towards(service, server) + (
-            Output(server.port),)
         forward = model.FlowMod(
             view.datapath_id, model.FlowCommand.ADD,
             match=Match(in_port=packet.in_port, eth_src=packet.eth_src,
@@ -87,7 +85,8 @@ class Strategy(abc.ABC):
                         ipv4_src=packet.ipv4_src,
                         ipv4_dst=service.primary.ip,
                         tcp_src=packet.tcp_src, tcp_dst=packet.tcp_dst),
-            actions=forward_actions, table=view.settings.table,
+            actions=rewrite_towards(service, server) + (Output(server.port),),
+            table=view.settings.table,
             priority=priority, cookie=cookie, idle_timeout=timeout,
             notify_removed=True)
         reverse = model.FlowMod(
@@ -102,11 +101,19 @@ class Strategy(abc.ABC):
             table=view.settings.table, priority=priority, cookie=cookie,
             idle_timeout=timeout)
         # The first packet follows its flows, never overtakes them.
-        release = model.PacketOut(
-            view.datapath_id, forward_actions, in_port=packet.in_port,
+        return [forward, reverse, model.Barrier(view.datapath_id),
+                self.release(view, packet, server_index)]
+
+    def release(self, view: ServiceView, packet: model.TcpPacket,
+                server_index: int) -> model.PacketOut:
+        """Send a packet of a pinned connection on to its server."""
+        server = view.server(server_index)
+        return model.PacketOut(
+            view.datapath_id,
+            rewrite_towards(view.service, server) + (Output(server.port),),
+            in_port=packet.in_port,
             data=b'' if packet.buffer_id is not None else packet.data,
             buffer_id=packet.buffer_id)
-        return [forward, reverse, model.Barrier(view.datapath_id), release]
 
 
 def rewrite_towards(service: model.Service, server: model.Endpoint
