@@ -6,6 +6,7 @@ through `ha_redirect.openflow`. Nothing here decides anything.
 
 import collections
 import logging
+import queue
 import time
 
 from os_ken.base import app_manager
@@ -17,6 +18,7 @@ from os_ken.ofproto import ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_4
 from os_ken.ofproto import ofproto_v1_5
 
+from ha_redirect import control
 from ha_redirect import openflow
 from ha_redirect import opts
 from ha_redirect import policy as policy_mod
@@ -33,19 +35,39 @@ class EventTick(event.EventBase):
     policy is only ever called from the app's event thread)."""
 
 
+class EventControl(event.EventBase):
+    """An operator's request from the control socket, and where to answer."""
+
+    def __init__(self, request):
+        super().__init__()
+        self.request = request
+        self.answers = queue.Queue(maxsize=1)
+
+    def answer(self, response):
+        self.answers.put_nowait(response)
+
+
+# How long a control request may wait for the switch's flow statistics.
+CONTROL_TIMEOUT = 5.0
+
+
 class RedirectApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION, ofproto_v1_4.OFP_VERSION,
                     ofproto_v1_5.OFP_VERSION]
 
     def __init__(self, *args, **kwargs):
         redirect_policy = kwargs.pop('redirect_policy', None)
+        self.control_socket = kwargs.pop('control_socket', None)
         super().__init__(*args, **kwargs)
         if redirect_policy is None:
             opts.register_opts(self.CONF)
             config = opts.load_policy_config(self.CONF)
             redirect_policy = policy_mod.RedirectPolicy(
                 config.services, config.settings)
+            self.control_socket = self.CONF[opts.GROUP].control_socket
         self.policy = redirect_policy
+        self._control = None
+        self._stats_waiting = {}     # (dpid, xid) -> (event, flows so far)
         self.clock = time.monotonic
         self._datapaths = {}
         self._port_desc_parts = {}
@@ -57,7 +79,32 @@ class RedirectApp(app_manager.OSKenApp):
         interval = self.policy.tick_interval
         if interval:
             hub.spawn(self._tick_loop, interval)
+        if self.control_socket:
+            server = control.ControlServer(self.control_socket,
+                                           self._ask_app_thread)
+            try:
+                server.start(hub.spawn)
+                self._control = server
+            except (OSError, control.ControlError) as exc:
+                # Redirecting matters more than the operator's socket.
+                LOG.error('no control socket: %s', exc)
         return thread
+
+    def close(self):
+        if self._control is not None:
+            self._control.close()
+        super().close()
+
+    def _ask_app_thread(self, request):
+        """Runs in the control socket's thread: the policy is only touched
+        by the app's own event thread, so hand the request over."""
+        ev = EventControl(request)
+        self.send_event(self.name, ev)
+        try:
+            return ev.answers.get(timeout=CONTROL_TIMEOUT + 1)
+        except queue.Empty:
+            return {'ok': False, 'error': 'the controller did not answer in '
+                    'time'}
 
     def _tick_loop(self, interval):
         while self.is_active:
@@ -151,6 +198,74 @@ class RedirectApp(app_manager.OSKenApp):
         LOG.error('dpid=%#x rejected %s: %s', msg.datapath.id,
                   openflow.describe(culprit) if culprit else f'xid {msg.xid}',
                   openflow.describe_error(msg))
+
+    # Operator requests -------------------------------------------------
+
+    @handler.set_ev_cls(EventControl)
+    def on_control(self, ev):
+        request = ev.request
+        command = request['command']
+        if command in ('drain', 'undrain'):
+            try:
+                index = self.policy.server_index(request['service'],
+                                                 request['server'])
+                change = (self.policy.drain if command == 'drain'
+                          else self.policy.undrain)
+                self._send_all(change(request['service'], index,
+                                      self.clock()))
+            except (KeyError, ValueError) as exc:
+                # KeyError's str() adds quotes: take its message itself.
+                ev.answer({'ok': False, 'error': str(exc.args[0])})
+                return
+            LOG.info('operator: %s %s %s', command, request['service'],
+                     request['server'])
+        queries = self.policy.pin_queries()
+        sent = []
+        for query in queries:
+            datapath = self._datapaths.get(query.datapath_id)
+            if datapath is None:
+                continue
+            for ofp_msg in openflow.to_ofp_messages(datapath, query):
+                datapath.set_xid(ofp_msg)
+                datapath.send_msg(ofp_msg)
+                sent.append((datapath.id, ofp_msg.xid))
+        if not sent:
+            ev.answer(self._status(None))
+            return
+        pending = {'event': ev, 'flows': [], 'waiting': set(sent)}
+        for key in sent:
+            self._stats_waiting[key] = pending
+        hub.spawn_after(CONTROL_TIMEOUT, self._stats_timed_out, pending)
+
+    @handler.set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN)
+    def on_flow_stats(self, ev):
+        msg = ev.msg
+        key = (msg.datapath.id, msg.xid)
+        pending = self._stats_waiting.get(key)
+        if pending is None:
+            return
+        pending['flows'] += openflow.decode_flow_stats(msg.body)
+        if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            return
+        self._stats_waiting.pop(key, None)
+        pending['waiting'].discard(key)
+        if not pending['waiting'] and not pending['event'].answers.full():
+            pending['event'].answer(self._status(
+                self.policy.count_pins(pending['flows'])))
+
+    def _stats_timed_out(self, pending):
+        # A timer thread: only answer (a queue is thread-safe); a late reply
+        # finds its event answered and is dropped.
+        if not pending['event'].answers.full():
+            pending['event'].answer(self._status(None))
+
+    def _status(self, counts):
+        services = self.policy.status()
+        for service in services:
+            for index, server in enumerate(service['servers']):
+                server['open_connections'] = None if counts is None else (
+                    counts.get(service['service'], {}).get(index, 0))
+        return {'ok': True, 'services': services}
 
     # Sending --------------------------------------------------------------
 

@@ -144,7 +144,23 @@ PortRef = typing.Union[int, SpecialPort]
 # Match field names follow OXM (and os-ken's OFPMatch keywords).
 MATCH_FIELDS = ('in_port', 'eth_src', 'eth_dst', 'eth_type', 'ip_proto',
                 'ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'arp_op',
-                'arp_spa', 'arp_tpa')
+                'arp_spa', 'arp_tpa', 'ct_state', 'ct_zone', 'ct_mark')
+
+# Connection tracking state bits (Open vSwitch's ct_state field).
+CT_NEW = 0x01    # the first packet(s) of a connection not yet answered
+CT_EST = 0x02    # a connection that has seen traffic both ways
+CT_REL = 0x04    # related to a tracked connection (e.g. ICMP errors)
+CT_RPL = 0x08    # in the reply direction
+CT_INV = 0x10    # the tracker could not make sense of the packet
+CT_TRK = 0x20    # the packet has been through the tracker
+
+
+def ct_state(on: int, off: int = 0) -> typing.Tuple[int, int]:
+    """A `Match.ct_state` (value, mask): bits `on` set, bits `off` clear;
+    `ct_state(CT_TRK | CT_RPL, CT_INV)` is OVS's `+trk+rpl-inv`."""
+    if on & off:
+        raise ServiceError(f'ct_state: {on & off:#x} both set and clear')
+    return (on, on | off)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +178,11 @@ class Match:
     arp_op: typing.Optional[int] = None
     arp_spa: typing.Optional[str] = None
     arp_tpa: typing.Optional[str] = None
+    # Conntrack fields, valid after a Conntrack action with a `table`:
+    # ct_state is (value, mask) -- see `ct_state()`.
+    ct_state: typing.Optional[typing.Tuple[int, int]] = None
+    ct_zone: typing.Optional[int] = None
+    ct_mark: typing.Optional[int] = None
 
     def fields(self) -> typing.Dict[str, typing.Any]:
         """The fields that are set, in a stable order."""
@@ -211,7 +232,66 @@ class Group:
     group_id: int
 
 
-Action = typing.Union[Output, SetField, GotoTable, Learn, Group]
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """Copy `n_bits` of packet field `src` (from bit `src_ofs`) into `dst`
+    (from bit `dst_ofs`): OVS `move`. Inside a Conntrack's actions it writes
+    the connection's `ct_mark` or `ct_label`."""
+    src: str
+    dst: str
+    n_bits: int
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputFrom:
+    """Output to the port number held in bits [ofs, ofs + n_bits) of a
+    packet field (OVS `output:NXM_NX_CT_LABEL[0..15]`)."""
+    field: str
+    n_bits: int = 16
+    ofs: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Conntrack:
+    """OVS `ct`: send the packet through the connection tracker.
+
+    `zone` separates connection tables (one per service). With `table`, a
+    copy of the packet continues in that table carrying ct_state, ct_zone,
+    ct_mark and ct_label (and translated addresses, with `nat`); without it
+    the packet only passes through the tracker. `commit` remembers a new
+    connection; `nat_dst` (needs `commit`) gives it a destination NAT, and
+    `nat` applies the connection's existing translation (forward packets
+    are readdressed, replies un-translated). `actions` (need `commit`) set
+    the connection's ct_mark/ct_label: SetField or Move into them.
+    """
+    zone: int
+    table: typing.Optional[int] = None
+    commit: bool = False
+    nat: bool = False
+    nat_dst: typing.Optional[str] = None
+    actions: typing.Tuple[typing.Union[SetField, Move], ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, 'actions', tuple(self.actions))
+        if not 0 <= self.zone <= 0xffff:
+            raise ServiceError(f'conntrack zone {self.zone!r}: not 16 bits')
+        if self.nat_dst is not None:
+            object.__setattr__(self, 'nat_dst',
+                               normalize_ipv4(self.nat_dst, 'nat_dst'))
+        if (self.nat_dst is not None or self.actions) and not self.commit:
+            raise ServiceError('conntrack: nat_dst and actions need commit')
+        for action in self.actions:
+            target = action.field if isinstance(action, SetField) else (
+                action.dst if isinstance(action, Move) else None)
+            if target not in ('ct_mark', 'ct_label'):
+                raise ServiceError(f'conntrack: {action!r} must set ct_mark '
+                                   'or ct_label')
+
+
+Action = typing.Union[Output, SetField, GotoTable, Learn, Group, Move,
+                      OutputFrom, Conntrack]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,13 +391,22 @@ class TcpSegment:
 
 
 @dataclasses.dataclass(frozen=True)
+class FlowStatsRequest:
+    """Ask the switch for its flows with this cookie (under the mask)."""
+    datapath_id: int
+    cookie: int
+    cookie_mask: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Barrier:
     """Everything before this is applied before anything after it."""
     datapath_id: int
 
 
 Message = typing.Union[
-    FlowMod, GroupMod, PacketOut, ArpReply, TcpSegment, Barrier]
+    FlowMod, GroupMod, PacketOut, ArpReply, TcpSegment, FlowStatsRequest,
+    Barrier]
 
 
 # What the switch saw, as the OpenFlow layer decodes it for the policy.
@@ -376,6 +465,11 @@ class PolicySettings:
     forward_non_service_traffic: bool = True
     # Fast-failover groups get ids first_group_id + service index.
     first_group_id: int = 0x48520000
+    # The `stateful` strategy tracks each service's connections in conntrack
+    # zone first_ct_zone + service index, and sends them to their server
+    # from `route_table` (None: connection_table + 1).
+    first_ct_zone: int = 0x4852
+    route_table: typing.Optional[int] = None
     # In-band TCP health probes (the `tcp_probe` monitor): the controller's
     # own address on the servers' subnet, used by no client.
     probe_ip: typing.Optional[str] = None
@@ -415,12 +509,28 @@ class PolicySettings:
             raise ServiceError('table: must be between 0 and 253')
         if self.table == self.connection_table:
             raise ServiceError('connection_table: must differ from table')
+        if not 1 <= self.first_ct_zone <= 0xffff:
+            raise ServiceError('first_ct_zone: must be between 1 and 65535')
+        if self.route_table is not None or self.strategy == 'stateful':
+            route = self.stateful_route_table
+            if not self.connection_table < route <= 254 or route == self.table:
+                raise ServiceError(
+                    f'route_table: {route} must be after connection_table '
+                    f'({self.connection_table}), at most 254, and differ '
+                    'from table')
         if not 0 <= self.base_priority <= 0xffff - 100:
             raise ServiceError('base_priority: must be between 0 and 65435')
         if self.connection_idle_timeout < 1:
             raise ServiceError('connection_idle_timeout: must be at least 1')
         if self.fin_idle_timeout < 0:
             raise ServiceError('fin_idle_timeout: must not be negative')
+
+    @property
+    def stateful_route_table(self) -> int:
+        """The table the `stateful` strategy routes connections from."""
+        if self.route_table is not None:
+            return self.route_table
+        return self.connection_table + 1
 
 
 # Flow priorities, as offsets above PolicySettings.base_priority, so an

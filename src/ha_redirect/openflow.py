@@ -26,6 +26,7 @@ from os_ken.lib.packet import in_proto
 from os_ken.lib.packet import ipv4
 from os_ken.lib.packet import packet as packet_lib
 from os_ken.lib.packet import tcp
+from os_ken.ofproto import nicira_ext
 
 from ha_redirect import model
 
@@ -190,6 +191,46 @@ def _learn_actions(learn: model.Learn, parser, where: str) -> list:
     return actions
 
 
+# Fields a Move or OutputFrom may name beyond NXM_FIELDS: (os-ken, bits).
+_REGISTER_FIELDS = {'ct_mark': ('ct_mark', 32), 'ct_label': ('ct_label', 128),
+                    'ct_zone': ('ct_zone', 16)}
+_NX_CT_F_COMMIT = 1
+_NX_NAT_F_DST = 1 << 1           # OVS's nx-match.h; os-ken lacks the name
+_NX_CT_RECIRC_NONE = 0xff
+
+
+def _bit_field(field: str, ofs: int, n_bits: int, where: str) -> str:
+    """The os-ken name of a field whose bits [ofs, ofs + n_bits) an action
+    reads or writes; raises UnsupportedFlow if they do not fit."""
+    name, width = _REGISTER_FIELDS.get(field) or NXM_FIELDS.get(
+        field, (None, 0))
+    if name is None:
+        raise UnsupportedFlow(f'{where}: cannot use field {field!r} in a '
+                              'move or output')
+    if n_bits < 1 or ofs < 0 or ofs + n_bits > width:
+        raise UnsupportedFlow(f'{where}: bits {ofs}..{ofs + n_bits - 1} do '
+                              f'not fit {field} ({width} bits)')
+    return name
+
+
+def _conntrack_action(ct: model.Conntrack, ofproto, parser, where):
+    nested = []
+    if ct.nat_dst is not None:
+        nested.append(parser.NXActionNAT(
+            flags=_NX_NAT_F_DST, range_ipv4_min=ct.nat_dst,
+            range_ipv4_max=ct.nat_dst))
+    elif ct.nat:
+        nested.append(parser.NXActionNAT(flags=0))
+    exec_actions, goto = _actions(ct.actions, ofproto, parser, None, where)
+    if goto is not None:
+        raise UnsupportedFlow(f'{where}: goto_table inside ct')
+    return parser.NXActionCT(
+        flags=_NX_CT_F_COMMIT if ct.commit else 0, zone_src='',
+        zone_ofs_nbits=ct.zone,
+        recirc_table=_NX_CT_RECIRC_NONE if ct.table is None else ct.table,
+        alg=0, actions=nested + exec_actions)
+
+
 def _actions(actions, ofproto, parser, match_fields, where: str):
     """(apply-actions list, goto table or None) for model actions."""
     apply_actions = []
@@ -207,6 +248,24 @@ def _actions(actions, ofproto, parser, match_fields, where: str):
             apply_actions.extend(_learn_actions(action, parser, where))
         elif isinstance(action, model.Group):
             apply_actions.append(parser.OFPActionGroup(action.group_id))
+        elif isinstance(action, model.Conntrack):
+            apply_actions.append(
+                _conntrack_action(action, ofproto, parser, where))
+        elif isinstance(action, model.Move):
+            apply_actions.append(parser.NXActionRegMove(
+                src_field=_bit_field(action.src, action.src_ofs,
+                                     action.n_bits, where),
+                dst_field=_bit_field(action.dst, action.dst_ofs,
+                                     action.n_bits, where),
+                n_bits=action.n_bits, src_ofs=action.src_ofs,
+                dst_ofs=action.dst_ofs))
+        elif isinstance(action, model.OutputFrom):
+            apply_actions.append(parser.NXActionOutputReg(
+                ofs_nbits=nicira_ext.ofs_nbits(
+                    action.ofs, action.ofs + action.n_bits - 1),
+                src=_bit_field(action.field, action.ofs, action.n_bits,
+                               where),
+                max_len=0))
         elif isinstance(action, model.GotoTable):
             if goto is not None:
                 raise UnsupportedFlow(f'{where}: more than one goto_table')
@@ -365,6 +424,12 @@ def to_ofp_messages(datapath, message: model.Message) -> list:
                             (model.Output(message.out_port),),
                             tcp_segment_frame(message), None,
                             _Where(message))]
+    if isinstance(message, model.FlowStatsRequest):
+        ofproto, parser = datapath.ofproto, datapath.ofproto_parser
+        return [parser.OFPFlowStatsRequest(
+            datapath, 0, ofproto.OFPTT_ALL, ofproto.OFPP_ANY,
+            ofproto.OFPG_ANY, message.cookie, message.cookie_mask,
+            parser.OFPMatch())]
     if isinstance(message, model.Barrier):
         return [datapath.ofproto_parser.OFPBarrierRequest(datapath)]
     raise UnsupportedFlow(f'cannot render {message!r}')
@@ -395,7 +460,10 @@ def _describe_value(value) -> str:
 
 
 def _describe_fields(pairs) -> str:
-    return ','.join(f'{k}={_describe_value(v)}' for k, v in pairs)
+    return ','.join(
+        f'{k}={_describe_value(v[0])}/{_describe_value(v[1])}'
+        if isinstance(v, tuple) else f'{k}={_describe_value(v)}'
+        for k, v in pairs)
 
 
 def _describe_action(action) -> str:
@@ -407,6 +475,26 @@ def _describe_action(action) -> str:
         return f'goto_table:{action.table}'
     if isinstance(action, model.Group):
         return f'group:{action.group_id:#x}'
+    if isinstance(action, model.Move):
+        return (f'move:{action.src}[{action.src_ofs}..'
+                f'{action.src_ofs + action.n_bits - 1}]->{action.dst}'
+                f'[{action.dst_ofs}..{action.dst_ofs + action.n_bits - 1}]')
+    if isinstance(action, model.OutputFrom):
+        return (f'output:{action.field}[{action.ofs}..'
+                f'{action.ofs + action.n_bits - 1}]')
+    if isinstance(action, model.Conntrack):
+        parts = ['commit'] if action.commit else []
+        if action.table is not None:
+            parts.append(f'table={action.table}')
+        parts.append(f'zone={action.zone}')
+        if action.nat_dst is not None:
+            parts.append(f'nat(dst={action.nat_dst})')
+        elif action.nat:
+            parts.append('nat')
+        if action.actions:
+            parts.append('exec(' + ','.join(
+                _describe_action(a) for a in action.actions) + ')')
+        return f'ct({",".join(parts)})'
     if isinstance(action, model.Learn):
         parts = [f'table={action.table}', f'priority={action.priority}',
                  f'cookie={action.cookie:#x}',
@@ -470,6 +558,9 @@ def describe(message: model.Message) -> str:
                 f'out_port={message.out_port} {message.ipv4_src}:'
                 f'{message.tcp_src} > {message.ipv4_dst}:{message.tcp_dst} '
                 f'flags={message.tcp_flags:#x} seq={message.tcp_seq}')
+    if isinstance(message, model.FlowStatsRequest):
+        return (f'flow_stats_request dpid={message.datapath_id:#x} '
+                f'cookie={message.cookie:#x}/{message.cookie_mask:#x}')
     if isinstance(message, model.Barrier):
         return f'barrier dpid={message.datapath_id:#x}'
     return repr(message)
@@ -542,7 +633,16 @@ def match_from_ofp(ofp_match) -> model.Match:
     fields = {}
     for name in model.MATCH_FIELDS:
         value = ofp_match.get(name)
-        if isinstance(value, tuple):
+        if name == 'ct_state':
+            if value is not None:
+                fields[name] = (value if isinstance(value, tuple)
+                                else (value, 0xffffffff))
+            continue
+        if name in ('ct_zone', 'ct_mark') and isinstance(value, tuple):
+            value, mask = value
+            if mask != (1 << _REGISTER_FIELDS[name][1]) - 1:
+                continue
+        elif isinstance(value, tuple):
             value, mask = value
             bits = 32 if name == 'in_port' else NXM_FIELDS[name][1]
             if _immediate(name, mask) != (1 << bits) - 1:
@@ -550,6 +650,11 @@ def match_from_ofp(ofp_match) -> model.Match:
         if value is not None:
             fields[name] = value
     return model.Match(**fields)
+
+
+def decode_flow_stats(body) -> typing.List[typing.Tuple[int, model.Match]]:
+    """(cookie, match) of each flow in a FlowStats reply body."""
+    return [(stats.cookie, match_from_ofp(stats.match)) for stats in body]
 
 
 def decode_flow_removed(msg) -> typing.Tuple[int, model.Match]:

@@ -89,6 +89,16 @@ _POLICY_OPTS = [
                      'it (established ones keep their server). Without '
                      'failback a healthy backup keeps the service until it '
                      'fails itself.'),
+    cfg.FloatOpt('failback_hold_down',
+                 default=_DEFAULTS.failback_hold_down, min=0, max=86400,
+                 help='Seconds a recovered server must stay healthy before '
+                      'it takes new connections again: a link comes up '
+                      'before its service is ready. 0: at once.'),
+    cfg.IntOpt('first_group_id', default=_DEFAULTS.first_group_id, min=0,
+               max=0xffffff00 - 0xffff,
+               help='OpenFlow group id of the first service\'s '
+                    'fast-failover group (fast_failover, stateful); the '
+                    'next services use the following ids.'),
     cfg.BoolOpt('forward_non_service_traffic',
                 default=_DEFAULTS.forward_non_service_traffic,
                 help='Forward traffic that belongs to no service with the '
@@ -97,6 +107,10 @@ _POLICY_OPTS = [
     cfg.ListOpt('services', default=[],
                 help='Names of the services to keep available; each name '
                      'needs a group [service:NAME].'),
+    cfg.StrOpt('control_socket', default='/run/ha_redirect/control.sock',
+               help='Unix socket for operator requests (ha-redirect-ctl: '
+                    'status, drain, undrain); mode 0600, so only the '
+                    'controller\'s user can use it. Empty: no socket.'),
     cfg.IPOpt('probe_ip', version=4,
               help='Source address of the tcp_probe monitor\'s health '
                    'probes: an unused address in the servers\' subnet that '
@@ -346,7 +360,8 @@ def _get(conf, files, group, name):
 def _build_settings(conf, files):
     group = conf[GROUP]
     values = {opt.dest: _get(conf, files, GROUP, opt.dest)
-              for opt in _POLICY_OPTS if opt.dest != 'services'}
+              for opt in _POLICY_OPTS
+              if opt.dest not in ('services', 'control_socket')}
     try:
         values['cookie'] = int(str(values['cookie']).strip(), 0)
     except ValueError:

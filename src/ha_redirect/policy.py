@@ -102,6 +102,93 @@ class RedirectPolicy:
         return {key: state.service.servers[server]
                 for key, server in state.connections.items()}
 
+    def server_index(self, service_name: str, server: str) -> int:
+        """Resolve 'primary', 'backupN' or a server's IP to its index."""
+        service = self._state_named(service_name).service
+        if server == 'primary':
+            return 0
+        if server.startswith('backup') and server[6:].isdigit():
+            index = int(server[6:])
+            if 1 <= index <= len(service.backups):
+                return index
+        for index, endpoint in enumerate(service.servers):
+            if endpoint.ip == server:
+                return index
+        raise KeyError(f'service {service_name!r} has no server {server!r}')
+
+    def status(self) -> typing.List[typing.Dict[str, typing.Any]]:
+        """Each service's servers, their health and who takes connections."""
+        report = []
+        for state in self._states:
+            servers = []
+            for index, endpoint in enumerate(state.service.servers):
+                servers.append({
+                    'name': 'primary' if index == 0 else f'backup{index}',
+                    'ip': endpoint.ip, 'port': endpoint.port,
+                    'healthy': bool(state.healthy[index]),
+                    'eligible': bool(state.eligible[index])
+                    if state.eligible else False,
+                    'drained': index in state.drained,
+                    'active': index == state.active})
+            report.append({'service': state.service.name,
+                           'datapath_id': state.service.datapath_id,
+                           'connected': state.service.datapath_id
+                           in self._connected,
+                           'servers': servers})
+        return report
+
+    def drain(self, service_name: str, server_index: int, now: float
+              ) -> typing.List[model.Message]:
+        """New connections avoid the server; its connections continue.
+
+        Only strategies that pin connections can keep them: with a
+        stateless one, draining would move them and reset them.
+        """
+        if not self.strategy.pins_connections:
+            raise ValueError(
+                f'strategy {self.settings.strategy!r} does not pin '
+                'connections: a drain would reset them')
+        state = self._state_named(service_name)
+        state.drained.add(server_index)
+        return self._reconcile(state, now, f'server {server_index} drained')
+
+    def undrain(self, service_name: str, server_index: int, now: float
+                ) -> typing.List[model.Message]:
+        state = self._state_named(service_name)
+        state.drained.discard(server_index)
+        return self._reconcile(state, now,
+                               f'server {server_index} back in service')
+
+    def pin_queries(self) -> typing.List[model.FlowStatsRequest]:
+        """Requests for the flows that pin connections, when the strategy
+        keeps its pins in flows (else none): see `count_pins`."""
+        if not getattr(self.strategy, 'pins_in_flows', False):
+            return []
+        return [model.FlowStatsRequest(
+            state.service.datapath_id,
+            cookie=model.make_cookie(self.settings.cookie, state.index, 0),
+            cookie_mask=model.COOKIE_SERVICE_MASK)
+            for state in self._states
+            if state.service.datapath_id in self._connected]
+
+    def count_pins(self, flows: typing.Iterable[
+            typing.Tuple[int, model.Match]]
+    ) -> typing.Dict[str, typing.Dict[int, int]]:
+        """Open connections per service and server, from the switch's
+        flows (cookie, match): one forward pin per connection."""
+        counts: typing.Dict[str, typing.Dict[int, int]] = {}
+        for cookie, match in flows:
+            index = (cookie >> 16) & 0xffff
+            server = model.server_index_of_cookie(cookie)
+            if (cookie >> 32 != self.settings.cookie or server is None
+                    or index >= len(self._states)):
+                continue
+            service = self._states[index].service
+            if match.ipv4_dst == service.primary.ip:
+                per_server = counts.setdefault(service.name, {})
+                per_server[server] = per_server.get(server, 0) + 1
+        return counts
+
     # Events -------------------------------------------------------------
 
     def on_switch_connected(self, datapath_id: int,

@@ -163,3 +163,35 @@ def test_flow_removed_lets_the_policy_forget(redirect_app):
         byte_count=60, match=forward.match)
     redirect_app.on_flow_removed(ofp_event.EventOFPFlowRemoved(removed))
     assert redirect_app.policy.pinned_connections('web') == {}
+
+
+def test_status_counts_open_connections_from_the_switch(redirect_app):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes()))
+    forward = datapath.flow_mods(ofp.OFPFC_ADD)[-2]
+    datapath.sent.clear()
+    ev = app_mod.EventControl({'command': 'drain', 'service': 'web',
+                               'server': 'primary'})
+    redirect_app.on_control(ev)
+    [query] = [m for m in datapath.sent
+               if isinstance(m, parser.OFPFlowStatsRequest)]
+    assert query.cookie_mask == model.COOKIE_SERVICE_MASK
+    assert ev.answers.empty()      # waits for the switch's answer
+    reply = parser.OFPFlowStatsReply(datapath)
+    reply.xid, reply.flags = query.xid, 0
+    reply.body = [parser.OFPFlowStats(
+        table_id=0, duration_sec=1, duration_nsec=0, priority=1050,
+        idle_timeout=30, hard_timeout=0, flags=0, cookie=forward.cookie,
+        packet_count=1, byte_count=60, match=forward.match,
+        instructions=[])]
+    redirect_app.on_flow_stats(ofp_event.EventOFPFlowStatsReply(reply))
+    answer = ev.answers.get_nowait()
+    primary, backup = answer['services'][0]['servers']
+    assert primary['drained'] and primary['open_connections'] == 1
+    assert backup['active'] and backup['open_connections'] == 0
+    # New connections now avoid the drained primary.
+    datapath.sent.clear()
+    redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes(40001)))
+    new_forward = datapath.flow_mods(ofp.OFPFC_ADD)[0]
+    assert new_forward.instructions[0].actions[-1].port == BACKUP.port

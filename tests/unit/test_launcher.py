@@ -80,7 +80,13 @@ class Launched:
                  extra_path=None):
         self.port = port or free_port()
         self.config = tmp_path / 'ha_redirect.conf'
+        self.control_socket = tmp_path / 'control.sock'
         if config_text is not None:
+            if 'control_socket' not in config_text:
+                # Each test its own socket, never the system's.
+                config_text = config_text.replace(
+                    '[ha_redirect]\n', '[ha_redirect]\ncontrol_socket = '
+                    f'{self.control_socket}\n', 1)
             self.config.write_text(config_text)
         self.stderr_path = tmp_path / 'stderr.log'
         env = dict(os.environ)

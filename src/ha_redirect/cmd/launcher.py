@@ -98,6 +98,8 @@ def prepare(conf, app_names, policy_required):
         except model.ServiceError as exc:
             raise LaunchError(f'[{opts.GROUP}] {exc}') from None
     _check_listen_addresses(conf)
+    if policy is not None:
+        _check_control_socket(conf[opts.GROUP].control_socket)
     return manager
 
 
@@ -134,6 +136,21 @@ def _check_listen_addresses(conf):
                               f'{host}:{port}: {exc.strerror}') from None
         finally:
             sock.close()
+
+
+def _check_control_socket(path):
+    """Fail now if another controller answers on our control socket."""
+    if not path or not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return      # a stale socket from a dead controller: ours to replace
+    finally:
+        probe.close()
+    raise LaunchError(f'[{opts.GROUP}] control_socket: {path} is in use by '
+                      'another controller')
 
 
 def setup_logging(conf):

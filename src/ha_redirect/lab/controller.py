@@ -22,8 +22,9 @@ LISTEN_HOST = '127.0.0.1'
 CONNECTED_LINE = 'switch connected: dpid='
 
 
-def render_controller_config(services, settings=None):
-    """The controller's INI file for `services` (model.Service objects)."""
+def render_controller_config(services, settings=None, control_socket=''):
+    """The controller's INI file for `services` (model.Service objects);
+    `control_socket` '' means none."""
     settings = settings or model.PolicySettings()
     bool_text = {True: 'true', False: 'false'}
     lines = [
@@ -39,6 +40,8 @@ def render_controller_config(services, settings=None):
         f'connection_idle_timeout = {settings.connection_idle_timeout}',
         f'fin_idle_timeout = {settings.fin_idle_timeout}',
         f'failback = {bool_text[settings.failback]}',
+        f'failback_hold_down = {settings.failback_hold_down!r}',
+        f'control_socket = {control_socket}',
         'forward_non_service_traffic = '
         f'{bool_text[settings.forward_non_service_traffic]}',
         'services = ' + ','.join(s.name for s in services),
@@ -142,8 +145,11 @@ class ControllerProcess:
         self.verbose = verbose
         self.config_path = scope.path(f'{label}.conf')
         self.log_path = scope.path(f'{label}.log')
+        # The run's own socket: runs side by side never share one.
+        self.control_socket = scope.path(f'{label}.sock')
         with open(self.config_path, 'w') as f:
-            f.write(render_controller_config(self.services, settings))
+            f.write(render_controller_config(self.services, settings,
+                                             self.control_socket))
         self.popen = None
         self._log_offset = 0
         self.starts = 0

@@ -50,6 +50,9 @@ class Strategy(abc.ABC):
     #: whether a connection stays on its server until it ends (lossless
     #: failback), or follows the active server
     pins_connections = True
+    #: whether those pins are flows (one forward pin per connection, with
+    #: the server's connection cookie), so the switch can count them
+    pins_in_flows = True
 
     def switch_flows(self, settings: model.PolicySettings, datapath_id: int,
                      cookie: int) -> typing.List[model.Message]:

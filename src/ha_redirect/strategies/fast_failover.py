@@ -57,6 +57,7 @@ def replace_group(view, bucket_actions):
 class FastFailoverStrategy(base.Strategy):
     sees_new_connections = False
     pins_connections = False
+    pins_in_flows = False
 
     def service_flows(self, view):
         flows = replace_group(view, self._bucket_actions)

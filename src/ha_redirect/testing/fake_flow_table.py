@@ -175,7 +175,8 @@ class FakeFlowTable:
             elif isinstance(message, model.GroupMod):
                 self._apply_group_mod(message)
             elif isinstance(message, (model.PacketOut, model.ArpReply,
-                                      model.TcpSegment)):
+                                      model.TcpSegment,
+                                      model.FlowStatsRequest)):
                 self.sent.append(message)
             elif not isinstance(message, model.Barrier):
                 raise FakeFlowTableError(f'unknown message {message!r}')

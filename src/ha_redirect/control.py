@@ -1,0 +1,164 @@
+"""The control socket: operator actions on a running controller.
+
+A Unix stream socket, created with mode 0600 so only the controller's own
+user (root, in practice) can connect; the server also checks each peer's
+uid with SO_PEERCRED. There is no network listener to secure. One JSON
+object per line each way:
+
+    {"command": "status"}
+    {"command": "drain", "service": "web", "server": "primary"}
+    {"command": "undrain", "service": "web", "server": "10.0.0.1"}
+
+Answers are `{"ok": true, ...}` or `{"ok": false, "error": "one line"}`.
+`ha-redirect-ctl` is the client. This module knows nothing of os-ken or the
+policy: the app hands it a function that answers a request.
+"""
+
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+import threading
+
+LOG = logging.getLogger(__name__)
+
+COMMANDS = ('status', 'drain', 'undrain')
+MAX_REQUEST = 64 * 1024
+
+
+class ControlError(ValueError):
+    """A request that cannot be answered; the message is one line."""
+
+
+def parse_request(line: bytes) -> dict:
+    """A request as a dict, checked; raises ControlError."""
+    try:
+        request = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise ControlError('request is not a JSON object') from None
+    if not isinstance(request, dict):
+        raise ControlError('request is not a JSON object')
+    command = request.get('command')
+    if command not in COMMANDS:
+        raise ControlError(f'unknown command {command!r} (known: '
+                           f'{", ".join(COMMANDS)})')
+    if command in ('drain', 'undrain'):
+        for key in ('service', 'server'):
+            if not isinstance(request.get(key), str) or not request[key]:
+                raise ControlError(f'{command} needs "{key}"')
+    return request
+
+
+def encode(message: dict) -> bytes:
+    return json.dumps(message, sort_keys=True).encode() + b'\n'
+
+
+class ControlServer:
+    """Accepts connections on `path`; `answer(request) -> dict` is called
+    from the server's thread for each valid request."""
+
+    def __init__(self, path, answer):
+        self.path = path
+        self.answer = answer
+        self._sock = None
+        self._closed = threading.Event()
+
+    def start(self, spawn):
+        """Listen, then serve in a thread made by `spawn(func)`."""
+        directory = os.path.dirname(self.path) or '.'
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if os.path.exists(self.path):
+            if not stat.S_ISSOCK(os.stat(self.path).st_mode):
+                raise ControlError(f'{self.path} exists and is not a socket')
+            if _in_use(self.path):
+                raise ControlError(f'{self.path} is in use by another '
+                                   'controller')
+            os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)     # the socket is born 0600
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        sock.listen(8)
+        self._sock = sock
+        spawn(self._serve)
+        LOG.info('control socket: %s', self.path)
+
+    def close(self):
+        self._closed.set()
+        if self._sock is not None:
+            self._sock.close()
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def _serve(self):
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return      # closed
+            with conn:
+                conn.settimeout(10)
+                try:
+                    self._handle(conn)
+                except OSError as exc:
+                    LOG.warning('control socket: %s', exc)
+
+    def _handle(self, conn):
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                struct.calcsize('3i'))
+        _, uid, _ = struct.unpack('3i', creds)
+        if uid not in (0, os.getuid()):
+            conn.sendall(encode({'ok': False, 'error': 'permission denied'}))
+            return
+        line = _read_line(conn)
+        try:
+            response = self.answer(parse_request(line))
+        except ControlError as exc:
+            response = {'ok': False, 'error': str(exc)}
+        except Exception as exc:    # never let a request kill the server
+            LOG.exception('control request failed')
+            response = {'ok': False, 'error': f'{type(exc).__name__}: {exc}'}
+        conn.sendall(encode(response))
+
+
+def request(path, message, timeout=10.0) -> dict:
+    """Send one request to the controller at `path`; its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(encode(message))
+        line = _read_line(sock)
+    answer = json.loads(line)
+    if not isinstance(answer, dict):
+        raise ControlError('the controller sent something that is not an '
+                           'answer')
+    return answer
+
+
+def _read_line(sock):
+    chunks = []
+    size = 0
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if b'\n' in chunk or size > MAX_REQUEST:
+            break
+    return b''.join(chunks).split(b'\n', 1)[0]
+
+
+def _in_use(path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
