@@ -50,19 +50,45 @@ PROFILES = {
 }
 
 
-def render_haproxy_config(service, frontend_ip, profile):
+LOG_FORMATS = ('raw', 'iso')
+
+
+def with_check_interval(profile, seconds):
+    """`profile` (a name or an HAProxyProfile) checking every `seconds`.
+
+    Replaces its `inter` and `fastinter`; HAProxy takes milliseconds.
+    """
+    if isinstance(profile, str):
+        profile = _profile(profile)
+    ms = max(1, round(seconds * 1000))
+    options = tuple(
+        f'{o.split()[0]} {ms}ms' if o.split()[0] in ('inter', 'fastinter')
+        else o for o in profile.server_options)
+    return dataclasses.replace(profile, server_options=options)
+
+
+def _profile(name):
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f'unknown HAProxy profile {name!r}; choose '
+                         f'from {", ".join(sorted(PROFILES))}') from None
+
+
+def render_haproxy_config(service, frontend_ip, profile, log_format='raw'):
     """The haproxy.cfg text that fronts `service` on `frontend_ip`.
 
     `service` is a `ha_redirect.model.Service` whose servers' addresses are
     the ones the proxy reaches; `profile` is a name in PROFILES or an
     HAProxyProfile.  Layer 4 (mode tcp); backups are marked `backup`.
+    `log_format` 'iso' stamps each log line with the time (CLOCK_REALTIME,
+    microseconds), for timing health transitions.
     """
     if isinstance(profile, str):
-        try:
-            profile = PROFILES[profile]
-        except KeyError:
-            raise ValueError(f'unknown HAProxy profile {profile!r}; choose '
-                             f'from {", ".join(sorted(PROFILES))}') from None
+        profile = _profile(profile)
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f'unknown log format {log_format!r}; choose from '
+                         f'{", ".join(LOG_FORMATS)}')
     ports = service.tcp_ports
     single = len(ports) == 1
     binds = ','.join(f'{frontend_ip}:{port}' for port in ports)
@@ -71,7 +97,7 @@ def render_haproxy_config(service, frontend_ip, profile):
         f'{profile.name!r}',
         'global',
         f'    maxconn {MAXCONN}',
-        '    log stdout format raw local0 info',
+        f'    log stdout format {log_format} local0 info',
         '',
         'defaults',
         '    mode tcp',
@@ -123,14 +149,15 @@ def parse_transitions(text):
 class HAProxy:
     """`haproxy -db -f <config>` in the proxy host, owned by the scope."""
 
-    def __init__(self, scope, testbed, profile, label=None):
+    def __init__(self, scope, testbed, profile, label=None,
+                 log_format='raw'):
         self.scope = scope
         self.testbed = testbed
         self.profile = profile if isinstance(profile, str) else profile.name
         self.label = label or f'haproxy-{self.profile}'
         self.config_path = scope.path(f'{self.label}.cfg')
         self.config = render_haproxy_config(
-            testbed.service, testbed.plan.frontend_ip, profile)
+            testbed.service, testbed.plan.frontend_ip, profile, log_format)
         self.agent = None
 
     def start(self, timeout=10.0):
@@ -168,6 +195,10 @@ class HAProxy:
     def _read(path):
         with open(path, errors='replace') as f:
             return f.read()
+
+    def log_stdout(self):
+        """HAProxy's log alone (stdout), without its warnings (stderr)."""
+        return self._read(self.agent.out_path)
 
     def transitions(self):
         """Health transitions seen so far: [(server, state)], deduplicated.
