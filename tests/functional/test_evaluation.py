@@ -107,3 +107,69 @@ def test_the_host_is_left_clean(results):
     left = [name for name in os.listdir('/sys/class/net')
             if any(name.endswith(t) or f'_{t}-' in name for t in tokens)]
     assert not left
+
+
+# -- service killed, link up: tcp_probe against tuned HAProxy -----------------
+
+KILL_SCHEMES = ('sdn-proactive', 'haproxy-tuned')
+
+
+@pytest.fixture(scope='module')
+def kill_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp('evaluation-kill')
+    status = evaluation.main([
+        '--failure', 'kill', '--schemes', ','.join(KILL_SCHEMES),
+        '--rates', '3', '--repeat', '1', '--duration', '1', '--window', '6',
+        '--no-baseline', '--output', str(out), '--no-progress'])
+    runs = {}
+    for name in os.listdir(out / 'runs'):
+        if name.endswith('.json'):
+            with open(out / 'runs' / name) as f:
+                run = json.load(f)
+            runs[run['scheme']] = run
+    return dict(out=out, status=status, runs=runs)
+
+
+def test_kill_mode_detects_the_dead_service_on_a_live_link(kill_results):
+    assert kill_results['status'] == 0
+    assert sorted(kill_results['runs']) == sorted(KILL_SCHEMES)
+    for scheme, run in kill_results['runs'].items():
+        assert run['status'] == 'ok', run.get('reason')
+        assert run['failure'] == 'kill'
+        m = run['metrics']
+        print(f'\n[{scheme} kill] gap {m["service_gap_s"]}, monitor DOWN '
+              f'{m["monitor_detection_s"]}, failed {m["probe_failed_after"]}'
+              f', false failovers {m["false_failovers"]}')
+        assert 0 < m['service_gap_s'] < 2.0
+        assert 0 <= m['monitor_detection_s'] < 2.0
+        assert m['probe_answered_by'].get('backup1', 0) > 0
+        # Each false failover is listed with its time and reason.
+        listed = [x for x in run['health_transitions'] if x['counted']
+                  and x['state'] == 'DOWN'
+                  and (x['server'] != 'primary' or x['t'] < 0)]
+        assert m['false_failovers'] == len(listed)
+    sdn = kill_results['runs']['sdn-proactive']
+    assert sdn['health_monitoring']['monitors'] == ['port_status',
+                                                    'tcp_probe']
+    m = sdn['metrics']
+    # fall (3) probes, 100 ms apart: the controller marks it DOWN in
+    # 200-300 ms after the kill, plus scheduling delays.
+    assert 0.15 < m['monitor_detection_s'] < 1.0
+    assert m['redirect_s'] == pytest.approx(m['monitor_detection_s'])
+    assert m['probe_failed_after'] > 0
+    down = [x for x in sdn['health_transitions']
+            if x['server'] == 'primary' and x['state'] == 'DOWN'
+            and x['t'] >= 0]
+    assert down[0]['monitor'] == 'tcp_probe'
+    assert down[0]['reason'] == 'refused (RST)'
+
+
+def test_kill_mode_report_has_the_side_by_side_table(kill_results):
+    text = open(kill_results['out'] / 'report.md').read()
+    assert '## Service killed, link up: tcp_probe against tuned HAProxy' \
+        in text
+    assert '| haproxy-tuned | 3 | 1 |' in text
+    assert '| sdn-proactive | 3 | 1 |' in text
+    assert '-- its default settings' in text
+    assert '### False failovers under load' in text
+    assert '--failure kill' in text

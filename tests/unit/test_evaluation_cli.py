@@ -70,3 +70,40 @@ def test_capture_filter_compiles():
         proc = subprocess.run(['dumpcap', '-i', 'lo', '-d', '-f', bpf],
                               capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_kill_mode_has_its_own_short_preset():
+    from ha_redirect import plugins
+    parser = evaluation.add_arguments(evaluation._Parser())
+    cfg = evaluation.config_from_args(parser.parse_args(
+        ['--failure', 'kill']))
+    assert cfg.failure == 'kill'
+    assert cfg.schemes == ('haproxy-tuned',) + tuple(
+        f'sdn-{n}' for n in plugins.strategy_names())
+    assert cfg.rates == evaluation.KILL['rates']
+    assert cfg.repeat == evaluation.KILL['repeat']
+    assert (cfg.probe_interval, cfg.probe_timeout) == (None, None)
+    cfg = evaluation.config_from_args(parser.parse_args(
+        ['--failure', 'kill', '--rates', '4', '--schemes', 'sdn-reactive',
+         '--probe-timeout', '0.5']))
+    assert (cfg.rates, cfg.schemes, cfg.probe_timeout) == (
+        (4.0,), ('sdn-reactive',), 0.5)
+    # The default invocation is untouched.
+    assert evaluation.config_from_args(parser.parse_args([])).failure == \
+        'link'
+
+
+@pytest.mark.parametrize('args, culprit', [
+    (['--failure', 'cable'], "'cable'"),
+    (['--probe-timeout', '0.5'], '--probe-timeout'),
+    (['--failure', 'kill', '--probe-fall', '0'], "'0'"),
+    (['--failure', 'kill', '--probe-interval', '9999'], 'probe_interval'),
+])
+def test_bad_kill_mode_arguments_give_one_line_and_status_2(args, culprit):
+    proc = subprocess.run(
+        [sys.executable, '-m', 'ha_redirect.lab.evaluation'] + args,
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert culprit in lines[0]

@@ -1,6 +1,12 @@
 """The paper's evaluation (Section IV): schemes x arrival rates x repetitions.
 
     python -m ha_redirect.lab.evaluation [--rates 1,2,4,8] [--repeat 2] ...
+    python -m ha_redirect.lab.evaluation --failure kill    # beyond the paper
+
+`--failure link` (the default) takes the primary's interface down, as the
+paper does; `--failure kill` kills its service processes and leaves the
+link up, comparing the `tcp_probe` monitor (SDN) with tuned HAProxy's
+health checks: detection time, failed connections and false failovers.
 
 For each scheme, rate and repetition, `evaluation_run.run_once` builds a
 testbed, runs a baseline phase and a failure phase and measures; this
@@ -23,12 +29,14 @@ import signal
 import sys
 import time
 import traceback
+import typing
 
 from ha_redirect.lab import evaluation_run as run_mod
 from ha_redirect.lab import haproxy as haproxy_mod
 from ha_redirect.lab import report as report_mod
 from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import testbed as testbed_mod
+from ha_redirect import model
 from ha_redirect import plugins
 
 LOG = logging.getLogger(__name__)
@@ -52,10 +60,28 @@ class EvalConfig:
     bandwidth: str = ''         # iperf3 -b per client; '' = unlimited
     seed: str = '1'
     keep_pcaps: bool = False
+    failure: str = 'link'       # 'link' (the paper's) or 'kill'
+    # tcp_probe settings in kill mode; None = the model's defaults.
+    probe_interval: typing.Optional[float] = None
+    probe_timeout: typing.Optional[float] = None
+    probe_fall: typing.Optional[int] = None
+    probe_rise: typing.Optional[int] = None
 
 
 PAPER = dict(rates=(1.0, 2.0, 4.0, 6.0, 8.0, 10.0), repeat=5, duration=10.0,
              window=15.0, grace=5.0)
+
+FAILURES = ('link', 'kill')
+
+# `--failure kill`: tcp_probe (every SDN strategy) against tuned HAProxy
+# at a light and a heavy load, three repetitions.
+KILL = dict(rates=(2.0, 8.0), repeat=3)
+
+
+def kill_schemes():
+    """Tuned HAProxy and every installed strategy (with tcp_probe)."""
+    return ('haproxy-tuned',) + tuple(
+        f'sdn-{n}' for n in plugins.strategy_names())
 
 
 def available_schemes():
@@ -287,6 +313,26 @@ def add_arguments(parser):
                         f'{d.client_hosts})')
     parser.add_argument('--seed', default=None,
                         help=f'arrival seed (default {d.seed})')
+    parser.add_argument('--failure', choices=FAILURES, default='link',
+                        help='link: the primary\'s interface goes down (the '
+                        'paper\'s failure, the default); kill: its service '
+                        'processes are killed and the link stays up -- '
+                        'SDN schemes then run the tcp_probe monitor beside '
+                        'port_status, at its default settings, against '
+                        'haproxy-tuned checking at the same interval '
+                        '(default schemes haproxy-tuned and every SDN '
+                        'strategy, rates '
+                        f'{",".join(f"{r:g}" for r in KILL["rates"])}, '
+                        f'{KILL["repeat"]} repetitions)')
+    for name, kind, what in (
+            ('interval', _positive(float), 'seconds between probes'),
+            ('timeout', _positive(float), 'seconds to wait for an answer'),
+            ('fall', _positive(int), 'failed probes that mark a server '
+             'down'),
+            ('rise', _positive(int), 'good probes that mark it up')):
+        parser.add_argument(f'--probe-{name}', type=kind, default=None,
+                            help=f'with --failure kill: tcp_probe\'s {what} '
+                            '(default: the controller\'s default)')
     parser.add_argument('--paper', action='store_true',
                         help='the full sweep: rates 1-10, 5 repetitions, '
                         '10 s transfers, 15 s of arrivals (about 2.5 hours on '
@@ -301,15 +347,30 @@ def add_arguments(parser):
 
 
 def config_from_args(args):
+    failure = getattr(args, 'failure', 'link')
     values = dict(PAPER) if args.paper else {}
+    if failure == 'kill':
+        values.update(KILL, schemes=kill_schemes())
+    values['failure'] = failure
     for name in ('schemes', 'rates', 'repeat', 'duration', 'window',
                  'fail_at', 'baseline', 'bandwidth', 'client_hosts',
-                 'seed'):
-        value = getattr(args, name)
+                 'seed', 'probe_interval', 'probe_timeout', 'probe_fall',
+                 'probe_rise'):
+        value = getattr(args, name, None)
         if value is not None:
             values[name] = value
     values['keep_pcaps'] = args.keep_pcaps
+    probe = [n for n in ('probe_interval', 'probe_timeout', 'probe_fall',
+                         'probe_rise') if values.get(n) is not None]
+    if probe and failure != 'kill':
+        raise ValueError(f'--{probe[0].replace("_", "-")} needs --failure '
+                         'kill')
     cfg = EvalConfig(**values)
+    if probe:
+        try:
+            model.PolicySettings(**{n: values[n] for n in probe})
+        except model.ServiceError as exc:
+            raise ValueError(str(exc)) from None
     if cfg.fail_at >= cfg.window:
         raise ValueError(f'--fail-at ({cfg.fail_at:g}) must be inside the '
                          f'arrival window ({cfg.window:g})')

@@ -9,23 +9,30 @@
    its own port);
 2. a baseline phase without failure (throughput under normal conditions);
 3. the failure phase: captures on every client interface and on the
-   backup's, Poisson iperf3 clients, the primary's link down `fail_at`
-   seconds in, a prober opening a connection every 5 ms around the
-   failure; it ends when every client has ended (a client still running
-   `grace` seconds after its planned end is stopped and counts as aborted)
-   and the prober has reached the backup (or `gap_wait` seconds passed);
+   backup's, Poisson iperf3 clients, the primary failing `fail_at`
+   seconds in -- its link down (`LinkCutter`, the paper's failure) or its
+   service processes killed with the link up (`ServiceKiller`; SDN then
+   runs the `tcp_probe` monitor too) -- a prober opening a connection
+   every 5 ms around the failure; it ends when every client has ended
+   (a client still running `grace` seconds after its planned end is
+   stopped and counts as aborted) and the prober has reached the backup
+   (or `gap_wait` seconds passed);
 4. metrics (see `metrics`) from the files left once the scope has torn
-   everything down.
+   everything down, and from the health transitions the controller or
+   HAProxy logged (detection time, false failovers).
 """
 
 import contextlib
+import dataclasses
 import os
 import re
 import subprocess
 import sys
 import time
+import typing
 
 from ha_redirect.lab import controller as controller_mod
+from ha_redirect.lab import failures
 from ha_redirect.lab import haproxy as haproxy_mod
 from ha_redirect.lab import metrics
 from ha_redirect.lab import scope as scope_mod
@@ -33,6 +40,7 @@ from ha_redirect.lab import testbed as testbed_mod
 from ha_redirect.lab import topology
 from ha_redirect.lab import traffic
 from ha_redirect.lab import workload
+from ha_redirect import model
 
 PROBE_PORT = 5001
 FIRST_CLIENT_PORT = 5201
@@ -146,47 +154,127 @@ class LinkCutter:
         return float(line[0]), float(line[1])
 
 
-class _Lab:
-    """The scheme's testbed with its servers, inside one RunScope."""
+class ServiceKiller:
+    """The failure beyond the paper: the primary's service processes die
+    (SIGKILL) while its link stays up."""
 
-    def __init__(self, scope, kind, variant, n_hosts, ports, backup_ports):
+    def __init__(self, agents):
+        self.agents = list(agents)
+
+    def fire(self):
+        """Kill now; (monotonic just before the first, after the last)."""
+        return failures.kill_services(self.agents)
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemeSetup:
+    """How one scheme is configured for a failure mode.
+
+    SDN: the controller's monitors and settings (`tcp_probe` joins
+    `port_status` when the service is killed, at the model's default
+    settings unless the evaluation overrides some); HAProxy: the profile,
+    with the tuned profile checking at the probe interval when the
+    service is killed.
+    """
+    monitors: tuple = ('port_status',)
+    settings: typing.Optional[model.PolicySettings] = None
+    profile: typing.Any = None
+
+    def describe(self):
+        """The health monitoring, for the report."""
+        if self.settings is not None:
+            s = self.settings
+            if 'tcp_probe' not in self.monitors:
+                return dict(monitors=list(self.monitors))
+            return dict(monitors=list(self.monitors),
+                        probe_interval=s.probe_interval,
+                        probe_timeout=s.probe_timeout,
+                        probe_fall=s.probe_fall, probe_rise=s.probe_rise,
+                        probe_jitter=s.probe_jitter)
+        profile = self.profile
+        if isinstance(profile, str):
+            profile = haproxy_mod.PROFILES[profile]
+        return dict(monitors=['haproxy'], haproxy_profile=profile.name,
+                    haproxy_server_options=list(profile.server_options),
+                    haproxy_timeout_connect=profile.timeout_connect)
+
+
+PROBE_OVERRIDES = ('probe_interval', 'probe_timeout', 'probe_fall',
+                   'probe_rise')
+
+
+def scheme_setup(cfg, kind, variant):
+    """The `SchemeSetup` of scheme `kind`-`variant` under `cfg`."""
+    kill = getattr(cfg, 'failure', 'link') == 'kill'
+    probe = model.PolicySettings(
+        probe_ip=topology.PROBE_IP, probe_mac=topology.PROBE_MAC,
+        **{k: getattr(cfg, k) for k in PROBE_OVERRIDES
+           if getattr(cfg, k, None) is not None})
+    if kind == 'sdn':
+        if kill:
+            return SchemeSetup(monitors=('port_status', 'tcp_probe'),
+                               settings=probe)
+        return SchemeSetup(settings=model.PolicySettings())
+    profile = variant
+    if kill and variant == 'tuned':
+        profile = haproxy_mod.with_check_interval(variant,
+                                                  probe.probe_interval)
+    return SchemeSetup(profile=profile)
+
+
+class _Lab:
+    """The scheme's testbed with its servers, inside one RunScope.
+
+    The servers listen before the switch meets the controller, so health
+    probes find them serving from the first one.
+    """
+
+    def __init__(self, scope, kind, variant, n_hosts, ports, backup_ports,
+                 setup=None):
+        setup = setup or SchemeSetup()
         self.kind = kind
         self.variant = variant
         self.controller = None
         self.haproxy = None
+        self.service_agents = {}
         tcp_ports = (PROBE_PORT,) + tuple(ports)
         if kind == 'sdn':
             plan = topology.sdn_plan(scope, n_clients=n_hosts,
                                      tcp_ports=tcp_ports)
             self.bed = testbed_mod.SdnTestbed(scope, plan)
             self.controller = controller_mod.ControllerProcess(
-                scope, [plan.service()], strategy=variant)
+                scope, [plan.service(monitors=setup.monitors)],
+                strategy=variant, settings=setup.settings)
             self.controller.start()
             self.bed.start()
-            self.bed.connect_controller(self.controller.port)
-            self.controller.wait_switch_connected(plan.datapath_id)
         else:
             plan = topology.proxy_plan(scope, n_clients=n_hosts,
                                        tcp_ports=tcp_ports)
             self.bed = testbed_mod.ProxyTestbed(scope, plan)
             self.bed.start()
         for role in ('primary', BACKUP_ROLE):
-            traffic.start_identity_server(scope, self.bed.host(role), role,
-                                          [PROBE_PORT], label=f'serve-{role}')
+            agents = [traffic.start_identity_server(
+                scope, self.bed.host(role), role, [PROBE_PORT],
+                label=f'serve-{role}')]
             # Only failure-phase clients can reach the backup.
-            _start_iperf3_servers(scope, self.bed.host(role), role,
-                                  ports if role == 'primary'
-                                  else backup_ports)
-        if kind == 'haproxy':
-            self.haproxy = haproxy_mod.HAProxy(scope, self.bed,
-                                               variant).start()
+            agents += _start_iperf3_servers(
+                scope, self.bed.host(role), role,
+                ports if role == 'primary' else backup_ports)
+            self.service_agents[role] = agents
+        if kind == 'sdn':
+            self.bed.connect_controller(self.controller.port)
+            self.controller.wait_switch_connected(plan.datapath_id)
+        else:
+            self.haproxy = haproxy_mod.HAProxy(
+                scope, self.bed, setup.profile or variant,
+                label=f'haproxy-{variant}', log_format='iso').start()
         self.ip = self.bed.service_address[0]
 
 
 def _start_iperf3_servers(scope, host, role, ports):
-    for port in ports:
-        traffic.AgentProcess(scope, host, f'iperf3-s-{role}-{port}',
-                             ['iperf3', '-s', '-p', str(port)])
+    agents = [traffic.AgentProcess(scope, host, f'iperf3-s-{role}-{port}',
+                                   ['iperf3', '-s', '-p', str(port)])
+              for port in ports]
     want = set(ports)
 
     def listening():
@@ -196,6 +284,7 @@ def _start_iperf3_servers(scope, host, role, ports):
         return want <= have
     scope_mod.wait_until(listening, 15, interval=0.1,
                          what=f'{len(ports)} iperf3 servers on {role}')
+    return agents
 
 
 def _drive(scope, lab, schedule, hosts, cfg, phase, events=None):
@@ -337,12 +426,15 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
     base_ports = tuple(range(FIRST_CLIENT_PORT, FIRST_CLIENT_PORT + n_base))
     fail_ports = tuple(range(FIRST_CLIENT_PORT + n_base,
                              FIRST_CLIENT_PORT + n_base + max(n_fail, 1)))
+    failure = getattr(cfg, 'failure', 'link')
+    setup = scheme_setup(cfg, kind, variant)
     result = dict(scheme=scheme, kind=kind, variant=variant, rate=rate,
-                  repetition=repetition, seed=cfg.seed)
+                  repetition=repetition, seed=cfg.seed, failure=failure,
+                  health_monitoring=setup.describe())
     pcap_dir = run_dir
     with scope_mod.RunScope() as scope:
         lab = _Lab(scope, kind, variant, cfg.client_hosts + 1,
-                   base_ports + fail_ports, fail_ports)
+                   base_ports + fail_ports, fail_ports, setup)
         result['datapath'] = lab.bed.datapath
         result['bridges'] = list(lab.bed.bridges)
         result['token'] = scope.token
@@ -350,6 +442,7 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
         traffic.wait_served_by(prober_host, lab.ip, PROBE_PORT, 'primary',
                                timeout=15)
         rows = []
+        t_load = time.monotonic()
         if n_base:
             sched = workload.poisson_schedule(
                 rate, cfg.window, cfg.seed, repetition, 'baseline',
@@ -370,10 +463,14 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
         sched = workload.poisson_schedule(
             rate, cfg.window, cfg.seed, repetition, 'failure', len(hosts),
             fail_ports)
-        events = _FailureEvents(scope, lab, prober_host, cfg,
-                                LinkCutter(scope, lab.bed.primary))
+        if failure == 'kill':
+            cutter = ServiceKiller(lab.service_agents['primary'])
+        else:
+            cutter = LinkCutter(scope, lab.bed.primary)
+        events = _FailureEvents(scope, lab, prober_host, cfg, cutter)
         clients, t0 = _drive(scope, lab, sched, hosts, cfg, 'failure',
                              events)
+        t_end = time.monotonic()
         t_fail, t_fail_done = events.fail_times
         time.sleep(0.2)   # let the last answers reach the captures
         drops = {name: cap.stop() for name, cap in captures.items()}
@@ -382,6 +479,14 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
         probes = traffic.attempts(events.prober.records())
         gap = traffic.service_gap(probes, t_fail, BACKUP_ROLE)
         transitions = (lab.haproxy.transitions() if lab.haproxy else [])
+        if lab.haproxy:
+            health = metrics.haproxy_transitions(lab.haproxy.log_stdout(),
+                                                 offset0)
+            redirects = []
+        else:
+            log_text = lab.controller.log()
+            health = metrics.controller_transitions(log_text)
+            redirects = metrics.controller_redirects(log_text)
         client_ips = {h.name: h.IP() for h in lab.bed.clients}
     # -- metrics (the testbed is gone; only files remain)
     client_segs = []
@@ -415,6 +520,7 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
         counts[cls] += 1
         aborted[cls] += 0 if row['ok'] else 1
     probe_conns = [c for c in conns if c.server_port == PROBE_PORT]
+    false = metrics.false_failovers(health, 'primary', t_fail, t_load, t_end)
     iperf_conns = [c for c in conns if c.server_port != PROBE_PORT]
     fail_rows = [r for r in rows if r['phase'] == 'failure']
     base_rows = [r for r in rows if r['phase'] == 'baseline']
@@ -431,11 +537,27 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
             t=seg.t, src=seg.src, sport=seg.sport, dst=seg.dst,
             dport=seg.dport, flags=seg.flags)),
         haproxy_transitions=transitions,
+        t_load_start=t_load, t_end=t_end,
+        health_transitions=[
+            dict(t=round(x.t - t_fail, 6), monitor=x.monitor,
+                 server=x.server, state='UP' if x.up else 'DOWN',
+                 reason=x.reason, counted=t_load <= x.t <= t_end)
+            for x in health],
+        redirects=[dict(t=round(t - t_fail, 6), to=to, was=was, why=why)
+                   for t, to, was, why in redirects],
         probe_timeline=_probe_timeline(probes, t_fail, gap.gap),
         metrics=dict(
             backup_response_s=response,
             backup_response_iperf_s=response_iperf,
             service_gap_s=gap.gap,
+            monitor_detection_s=metrics.detection_time(health, 'primary',
+                                                       t_fail),
+            redirect_s=_first_redirect(redirects, t_fail),
+            false_failovers=len(false),
+            false_failovers_primary=sum(
+                1 for x in false if x.server == 'primary'),
+            false_failovers_backup=sum(
+                1 for x in false if x.server != 'primary'),
             probe_attempts_after=gap.attempts_after,
             probe_failed_after=gap.failed_after,
             probe_answered_by=gap.answered_by,
@@ -456,6 +578,14 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
                 r['mbps'] for r in base_rows)),
         clients=rows)
     return result
+
+
+def _first_redirect(redirects, t_fail):
+    """Seconds from the failure to the policy's first redirect away from
+    the primary (SDN); None without one."""
+    times = [t for t, to, was, _ in redirects
+             if t >= t_fail and was == 'primary' and to != 'primary']
+    return min(times) - t_fail if times else None
 
 
 def _probe_timeline(probes, t_fail, gap, before=0.05, limit=150):

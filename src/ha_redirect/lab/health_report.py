@@ -1,0 +1,234 @@
+"""The "service killed, link up" comparison in report.md.
+
+Pure: from the run dicts of `evaluate --failure kill`, the Markdown
+section that sets the `tcp_probe` monitor (every SDN strategy) beside
+tuned HAProxy's health checks, measured in the same invocation:
+
+* detection time -- the kill to the first new connection the backup
+  answered (the 5 ms prober), and the kill to the monitor's own DOWN
+  mark (the controller's log; HAProxy's log);
+* failed connection attempts -- the prober's connections that failed
+  after the kill;
+* false failovers -- DOWN marks of a server that was serving: the
+  primary before the kill, the backup at any time, while the clients'
+  iperf3 load ran.  Each one is listed with its time and reason.
+"""
+
+import dataclasses
+import typing
+
+from ha_redirect.lab import metrics
+from ha_redirect import model
+
+TITLE = 'Service killed, link up: tcp_probe against tuned HAProxy'
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the side-by-side table."""
+    scheme: str
+    rate: typing.Optional[float]      # None: every rate together
+    runs: int
+    gap: metrics.Spread
+    detection: metrics.Spread
+    failed: metrics.Spread
+    false_primary: int
+    false_backup: int
+    runs_with_false: int
+
+
+def kill_runs(results):
+    """The successful runs of the kill mode."""
+    return [r for r in results
+            if r.get('status') == 'ok' and r.get('failure') == 'kill']
+
+
+def _ordered(runs):
+    seen = []
+    for r in runs:
+        if r['scheme'] not in seen:
+            seen.append(r['scheme'])
+    # HAProxy first: the reference the SDN strategies are read against.
+    return sorted(seen, key=lambda s: not s.startswith('haproxy-'))
+
+
+def _row(scheme, rate, runs):
+    def spread(key):
+        return metrics.Spread.of(r['metrics'].get(key) for r in runs)
+    return Row(
+        scheme=scheme, rate=rate, runs=len(runs),
+        gap=spread('service_gap_s'),
+        detection=spread('monitor_detection_s'),
+        failed=spread('probe_failed_after'),
+        false_primary=sum(r['metrics'].get('false_failovers_primary') or 0
+                          for r in runs),
+        false_backup=sum(r['metrics'].get('false_failovers_backup') or 0
+                         for r in runs),
+        runs_with_false=sum(1 for r in runs
+                            if r['metrics'].get('false_failovers')))
+
+
+def rows(results):
+    """Per scheme: one Row per rate, then one over every rate."""
+    runs = kill_runs(results)
+    out = []
+    for scheme in _ordered(runs):
+        mine = [r for r in runs if r['scheme'] == scheme]
+        rates = sorted({float(r['rate']) for r in mine})
+        for rate in rates:
+            out.append(_row(scheme, rate, [r for r in mine
+                                           if float(r['rate']) == rate]))
+        if len(rates) > 1:
+            out.append(_row(scheme, None, mine))
+    return out
+
+
+def false_failover_events(results):
+    """[(scheme, rate, repetition, transition dict)] of every counted
+    false failover, in run order."""
+    events = []
+    for r in kill_runs(results):
+        for x in r.get('health_transitions', []):
+            if (x.get('counted') and x['state'] == 'DOWN'
+                    and (x['server'] != 'primary' or x['t'] < 0)):
+                events.append((r['scheme'], float(r['rate']),
+                               r['repetition'], x))
+    return events
+
+
+def monitoring_text(run):
+    """How a run watched its servers, in words."""
+    h = run.get('health_monitoring') or {}
+    if 'probe_interval' in h:
+        d = model.PolicySettings()
+        settings = (h['probe_interval'], h['probe_timeout'], h['probe_fall'],
+                    h['probe_rise'], h['probe_jitter'])
+        defaults = (d.probe_interval, d.probe_timeout, d.probe_fall,
+                    d.probe_rise, d.probe_jitter)
+        return (f'tcp_probe every {h["probe_interval"] * 1000:g} ms '
+                f'(jitter {h["probe_jitter"] * 100:g}%), timeout '
+                f'{h["probe_timeout"] * 1000:g} ms, fall {h["probe_fall"]}, '
+                f'rise {h["probe_rise"]}, beside '
+                + ', '.join(m for m in h.get('monitors', [])
+                            if m != 'tcp_probe')
+                + (' -- its default settings' if settings == defaults
+                   else ' -- NOT its default settings'))
+    if 'haproxy_server_options' in h:
+        options = [o for o in h['haproxy_server_options'] if o != 'check']
+        return (f'HAProxy profile {h["haproxy_profile"]}: check '
+                + ', '.join(options)
+                + f', timeout connect {h["haproxy_timeout_connect"]}')
+    return ', '.join(h.get('monitors', [])) or 'unknown'
+
+
+def _ms(spread):
+    if spread.median is None:
+        return '-'
+
+    def f(v):
+        return f'{v * 1000:.0f}'
+    if spread.low == spread.high:
+        return f(spread.median)
+    return f'{f(spread.median)} [{f(spread.low)}-{f(spread.high)}]'
+
+
+def _count(spread):
+    if spread.median is None:
+        return '-'
+    if spread.low == spread.high:
+        return f'{spread.median:g}'
+    return f'{spread.median:g} [{spread.low:g}-{spread.high:g}]'
+
+
+def table(table_rows):
+    lines = [
+        '| scheme | rate/s | runs | detection: kill to first answer from '
+        'the backup (ms) | detection: kill to monitor DOWN logged (ms) | '
+        'failed connection attempts | false failovers: primary before '
+        'kill / backup | runs with a false failover |',
+        '|---|---|---|---|---|---|---|---|']
+    for row in table_rows:
+        rate = 'all' if row.rate is None else f'{row.rate:g}'
+        lines.append(
+            f'| {row.scheme} | {rate} | {row.runs} | {_ms(row.gap)} | '
+            f'{_ms(row.detection)} | {_count(row.failed)} | '
+            f'{row.false_primary} / {row.false_backup} | '
+            f'{row.runs_with_false} of {row.runs} |')
+    return '\n'.join(lines)
+
+
+def _runs(n):
+    return f'{n} run' + ('' if n == 1 else 's')
+
+
+def _verdicts(results, table_rows, config):
+    lines = []
+    events = false_failover_events(results)
+    duration = config.get('duration') or 0
+    for row in table_rows:
+        if row.rate is not None and any(
+                r.scheme == row.scheme and r.rate is None
+                for r in table_rows):
+            continue
+        mine = [e for e in events if e[0] == row.scheme]
+        rates = sorted({float(r['rate']) for r in kill_runs(results)
+                        if r['scheme'] == row.scheme})
+        load = ', '.join(f'{r:g}' for r in rates)
+        if not mine:
+            lines.append(f'- **{row.scheme}**: no false failover in '
+                         f'{_runs(row.runs)} (arrival rates {load}/s).')
+            continue
+        by_rate = {}
+        for _, rate, _, _ in mine:
+            by_rate[rate] = by_rate.get(rate, 0) + 1
+        where = ', '.join(
+            f'{n} at {rate:g}/s (about {rate * duration:g} concurrent '
+            'iperf3 transfers)' for rate, n in sorted(by_rate.items()))
+        lines.append(f'- **{row.scheme}**: {len(mine)} false '
+                     f'failover{"s" if len(mine) > 1 else ""} in '
+                     f'{row.runs_with_false} of {_runs(row.runs)}: {where}.')
+    if events:
+        lines += ['', 'Every false failover (time relative to the kill; '
+                  'the monitor\'s reason):', '']
+        for scheme, rate, rep, x in events:
+            lines.append(f'- {scheme}, rate {rate:g}/s, repetition {rep}: '
+                         f'{x["monitor"]} marked {x["server"]} DOWN at '
+                         f'{x["t"] * 1000:+.0f} ms ({x["reason"]})')
+    return lines
+
+
+def section(results, meta):
+    """The report.md lines of the comparison ([] without kill runs)."""
+    runs = kill_runs(results)
+    if not runs:
+        return []
+    config = meta.get('config', {})
+    table_rows = rows(results)
+    monitoring = {}
+    for r in runs:
+        monitoring.setdefault(r['scheme'], monitoring_text(r))
+    lines = [f'## {TITLE}', '',
+             'The primary\'s service processes (its identity server and '
+             'its iperf3 servers) are killed with SIGKILL '
+             f'{config.get("fail_at")} s into the failure phase; its link '
+             'stays up, so only a health check can notice. All schemes ran '
+             'in this one invocation, under the same Poisson iperf3 load.',
+             '']
+    lines += [f'- {scheme}: {text}' for scheme, text in monitoring.items()]
+    lines += ['', 'Median [min-max] over repetitions.', '',
+              table(table_rows), '',
+              'Columns: *kill to first answer from the backup* = the '
+              f'service gap a new connection every '
+              f'{config.get("interval_ms")} ms sees; *kill to monitor DOWN '
+              'logged* = the controller\'s `tcp_probe marks primary ... '
+              'DOWN` line (CLOCK_MONOTONIC) or HAProxy\'s `Server .../primary '
+              'is DOWN` line (its microsecond timestamp moved to the same '
+              'clock); *failed connection attempts* = the prober\'s '
+              'connections that failed after the kill; *false failovers* = '
+              'DOWN marks of a server that was serving: the primary before '
+              'the kill, the backup at any time, from the first client on '
+              'to the end of the run.', '',
+              '### False failovers under load', '']
+    lines += _verdicts(results, table_rows, config)
+    lines += ['']
+    return lines
