@@ -1,0 +1,146 @@
+"""Beyond the paper, on real OVS: health probes, ordered backups, drain.
+
+Each case runs for every strategy that supports it, on a fresh testbed.
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ha_redirect.lab import failures
+from ha_redirect.lab import scenarios
+from ha_redirect.lab import scope as scope_mod
+from ha_redirect.lab import topology
+from ha_redirect.lab import traffic
+from ha_redirect import model
+from ha_redirect import plugins
+
+STRATEGIES = [name for name in ('reactive', 'proactive', 'fast_failover',
+                                'stateful')
+              if name in plugins.strategy_names()]
+SETTINGS = model.PolicySettings()
+# Detection takes `fall` probes; allow one interval of jitter, the last
+# probe's timeout and the time to reprogram the switch.
+DETECTION_BOUND = (SETTINGS.probe_fall * SETTINGS.probe_interval * 1.1
+                   + SETTINGS.probe_timeout + 0.3)
+RETURN_BOUND = SETTINGS.probe_rise * SETTINGS.probe_interval * 1.1 + 0.5
+
+
+def first_answer_by(records, since, who):
+    for attempt in traffic.attempts(records):
+        if attempt['t'] >= since and attempt['ok'] and attempt['who'] == who:
+            return attempt['t']
+    return None
+
+
+def ctl(sdn, *args):
+    result = subprocess.run(
+        [sys.executable, '-m', 'ha_redirect.cmd.ctl', '--socket',
+         sdn.controller.control_socket, '--json', *args],
+        capture_output=True, text=True, timeout=30)
+    return result
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_a_killed_service_fails_over_and_returns_when_restarted(
+        strategy, record_gap):
+    with scope_mod.RunScope() as scope:
+        sdn = scenarios.SdnScenario(
+            scope, strategy=strategy,
+            monitors=('port_status', 'tcp_probe')).start()
+        client = sdn.bed.clients[0]
+        traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
+        prober = traffic.start_prober(scope, client, *sdn.address,
+                                      interval_ms=5)
+        time.sleep(0.5)
+        t_kill = failures.kill_service(sdn.servers['primary'])
+        time.sleep(DETECTION_BOUND + 0.5)
+        # The same service comes back on the same, never-down link.
+        t_restart = time.monotonic()
+        sdn.servers['primary'] = traffic.start_identity_server(
+            scope, sdn.bed.primary, 'primary', sdn.plan.tcp_ports,
+            label='serve-primary-again')
+        time.sleep(RETURN_BOUND + 0.5)
+        prober.stop()
+        records = prober.records()
+        report = traffic.service_gap(records, t_kill, 'backup1')
+        record_gap('service killed, tcp_probe', strategy, report)
+        to_backup = first_answer_by(records, t_kill, 'backup1')
+        assert to_backup is not None, report.describe()
+        assert to_backup - t_kill <= DETECTION_BOUND, report.describe()
+        back_home = first_answer_by(records, t_restart, 'primary')
+        assert back_home is not None, 'the primary never came back'
+        assert back_home - t_restart <= RETURN_BOUND
+        # Once home, it stays home.
+        late = [a for a in traffic.attempts(records)
+                if a['t'] > back_home + 0.2]
+        assert late and all(a['ok'] and a['who'] == 'primary'
+                            for a in late), late[:3]
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_when_the_backup_fails_too_the_next_backup_takes_over(
+        strategy, record_gap):
+    with scope_mod.RunScope() as scope:
+        sdn = scenarios.SdnScenario(scope, strategy=strategy,
+                                    n_backups=2).start()
+        client = sdn.bed.clients[0]
+        failures.link_down(sdn.bed.primary)
+        traffic.wait_served_by(client, *sdn.address, 'backup1', timeout=5)
+        prober = traffic.start_prober(scope, client, *sdn.address,
+                                      interval_ms=5)
+        time.sleep(0.3)
+        t_fail = failures.link_down(sdn.bed.host('backup1'))
+        time.sleep(1.5)
+        prober.stop()
+        records = prober.records()
+        report = traffic.service_gap(records, t_fail, 'backup2')
+        record_gap('second failure', strategy, report)
+        assert report.gap is not None, report.describe()
+        late = [a for a in traffic.attempts(records) if a['t'] > t_fail + 1]
+        assert late and all(
+            a['ok'] and a['who'] == 'backup2'
+            and a['peer'] == sdn.plan.primary.address for a in late)
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_drain_keeps_connections_then_link_down_aborts_nothing(strategy):
+    with scope_mod.RunScope() as scope:
+        sdn = scenarios.SdnScenario(scope, strategy=strategy).start()
+        prober_host, holder_host = sdn.bed.clients
+        held = traffic.start_hold(scope, holder_host, *sdn.address,
+                                  interval_ms=20)
+        assert held.records()[0]['who'] == 'primary'
+        result = ctl(sdn, 'drain', topology.SERVICE_NAME, 'primary')
+        if not plugins.load_strategy(strategy).pins_connections:
+            assert result.returncode == 1
+            assert 'does not pin connections' in result.stderr
+            return
+        assert result.returncode == 0, result.stderr
+        [service] = json.loads(result.stdout)['services']
+        primary = service['servers'][0]
+        assert primary['drained'] and not primary['active']
+        if primary['open_connections'] is not None:
+            assert primary['open_connections'] >= 1
+        # New connections go to the backup; the held one stays home.
+        traffic.wait_served_by(prober_host, *sdn.address, 'backup1',
+                               timeout=5)
+        time.sleep(1.0)
+        assert held.popen.poll() is None, held.records()[-3:]
+        assert held.stop() == 0
+        assert not [e for e in held.records() if e.get('event') == 'error']
+        # With the primary drained and idle, losing its link aborts nothing.
+        prober = traffic.start_prober(scope, prober_host, *sdn.address,
+                                      interval_ms=5)
+        time.sleep(0.5)
+        t_fail = failures.link_down(sdn.bed.primary)
+        time.sleep(1.0)
+        prober.stop()
+        attempts = traffic.attempts(prober.records())
+        assert [a for a in attempts if a['t'] > t_fail]
+        failed = [a for a in attempts if not a['ok']]
+        assert failed == [], failed[:3]
+        assert {a['who'] for a in attempts} == {'backup1'}
