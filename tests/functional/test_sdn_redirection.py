@@ -14,7 +14,7 @@ from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import traffic
 from ha_redirect import plugins
 
-STRATEGIES = ['reactive', 'proactive', 'fast_failover']
+STRATEGIES = ['reactive', 'proactive', 'fast_failover', 'stateful']
 BACKUP = 'backup1'
 SETTLE = 1.0   # all connections must succeed this long after the failure
 

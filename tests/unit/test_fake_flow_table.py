@@ -312,3 +312,170 @@ def test_fake_table_does_not_import_os_ken():
     code = ("import sys; sys.modules['os_ken'] = None; "
             "import ha_redirect.testing")
     subprocess.run([sys.executable, '-c', code], check=True)
+
+
+# Connection tracking.
+
+ZONE = 7
+TRACKED = model.ct_state(model.CT_TRK)
+
+
+def conntrack_pipeline(table, nat_dst='10.0.0.2', out_port=2):
+    """Clients' packets are tracked; new ones committed with a DNAT, mark
+    and the client's port in the label; replies leave by that port."""
+    commit = model.Conntrack(
+        ZONE, table=2, commit=True, nat_dst=nat_dst,
+        actions=(model.SetField('ct_mark', 5),
+                 model.Move('in_port', 'ct_label', 16)))
+    table.apply([
+        flow(tcp_match(), (model.Conntrack(ZONE, table=1, nat=True),),
+             priority=10),
+        flow(tcp_match(ct_state=model.ct_state(model.CT_TRK | model.CT_NEW),
+                       ct_mark=0), (commit,), table=1, priority=20),
+        flow(tcp_match(ct_state=model.ct_state(model.CT_TRK, model.CT_RPL)),
+             (model.GotoTable(2),), table=1, priority=10),
+        flow(tcp_match(ct_state=model.ct_state(model.CT_TRK | model.CT_RPL)),
+             (model.OutputFrom('ct_label', 16),), table=1, priority=30),
+        flow(tcp_match(ct_zone=ZONE, ct_mark=5), (model.Output(out_port),),
+             table=2, priority=10),
+    ])
+
+
+def reply_to(packet, **changes):
+    return dict(packet, in_port=2, eth_src='00:00:00:00:00:02',
+                eth_dst=packet['eth_src'], ipv4_src='10.0.0.2',
+                ipv4_dst=packet['ipv4_src'], tcp_src=packet['tcp_dst'],
+                tcp_dst=packet['tcp_src'], **changes)
+
+
+def test_conntrack_commits_dnats_and_remembers_mark_and_label(table):
+    conntrack_pipeline(table)
+    [out] = table.process(DPID, CLIENT)
+    assert (out.port, out.packet['ipv4_dst']) == (2, '10.0.0.2')
+    assert out.packet['ct_state'] == model.CT_TRK | model.CT_NEW
+    assert (out.packet['ct_mark'], out.packet['ct_zone']) == (5, ZONE)
+    [entry] = table.connections(DPID, zone=ZONE)
+    assert (entry.mark, entry.label, entry.established) == (5, 3, False)
+    assert entry.reply == (TCP, '10.0.0.2', 5001, '10.0.0.9', 40000)
+
+
+def test_conntrack_replies_are_un_natted_and_establish(table):
+    conntrack_pipeline(table)
+    table.process(DPID, CLIENT)
+    [back] = table.process(DPID, reply_to(
+        CLIENT, tcp_flags=model.TCP_SYN | model.TCP_ACK))
+    # Out of the client's port (from ct_label), from the address it called.
+    assert (back.port, back.packet['ipv4_src']) == (3, '10.0.0.1')
+    assert back.packet['ct_state'] == (model.CT_TRK | model.CT_EST
+                                       | model.CT_RPL)
+    [out] = table.process(DPID, dict(CLIENT, tcp_flags=model.TCP_ACK))
+    assert out.packet['ct_state'] == model.CT_TRK | model.CT_EST
+    assert out.packet['ipv4_dst'] == '10.0.0.2'
+
+
+def test_conntrack_keeps_a_connection_when_flows_change(table):
+    conntrack_pipeline(table)
+    table.process(DPID, CLIENT)
+    # The commit would now choose another server: the connection keeps its
+    # NAT and mark, since it is not new to the tracker.
+    conntrack_pipeline(table, nat_dst='10.0.0.5')
+    [out] = table.process(DPID, dict(CLIENT, tcp_flags=model.TCP_ACK))
+    assert (out.port, out.packet['ipv4_dst']) == (2, '10.0.0.2')
+    new = dict(CLIENT, tcp_src=40001)
+    [out] = table.process(DPID, new)
+    assert out.packet['ipv4_dst'] == '10.0.0.5'
+
+
+def test_conntrack_state_of_untracked_and_unknown_packets(table):
+    table.apply([flow(tcp_match(ct_state=model.ct_state(0, model.CT_TRK)),
+                      (model.Conntrack(ZONE, table=1),), priority=10),
+                 flow(tcp_match(ct_state=TRACKED),
+                      (model.Output(model.SpecialPort.IN_PORT),), table=1)])
+    [out] = table.process(DPID, CLIENT)
+    assert out.packet['ct_state'] == model.CT_TRK | model.CT_NEW
+    assert (out.packet['ct_mark'], out.packet['ct_label']) == (0, 0)
+    assert table.connections(DPID) == []   # not committed: not remembered
+    syn_ack = dict(CLIENT, tcp_flags=model.TCP_SYN | model.TCP_ACK)
+    [out] = table.process(DPID, syn_ack)
+    assert out.packet['ct_state'] == model.CT_TRK | model.CT_INV
+
+
+def test_conntrack_zones_are_separate(table):
+    conntrack_pipeline(table)
+    table.process(DPID, CLIENT)
+    other_zone = model.Conntrack(ZONE + 1, table=1)
+    table.apply([flow(tcp_match(in_port=4), (other_zone,), priority=20)])
+    table.apply([flow(tcp_match(ct_zone=ZONE + 1), (model.Output(9),),
+                      table=1, priority=40)])
+    [out] = table.process(DPID, dict(CLIENT, in_port=4))
+    assert out.packet['ct_state'] == model.CT_TRK | model.CT_NEW
+
+
+def test_conntrack_rst_ends_the_entry_and_dry_runs_change_nothing(table):
+    conntrack_pipeline(table)
+    assert table.is_output(DPID, CLIENT, port=2)
+    assert table.connections(DPID) == []
+    table.process(DPID, CLIENT)
+    table.process(DPID, reply_to(CLIENT, tcp_flags=model.TCP_ACK),
+                  dry_run=True)
+    [entry] = table.connections(DPID)
+    assert not entry.established
+    table.process(DPID, reply_to(CLIENT, tcp_flags=model.TCP_RST))
+    assert table.connections(DPID) == []
+    table.process(DPID, CLIENT)
+    table.flush_conntrack(DPID, zone=ZONE + 1)
+    assert len(table.connections(DPID)) == 1
+    table.flush_conntrack(DPID)
+    assert table.connections(DPID) == []
+
+
+def test_conntrack_recirculates_a_copy_and_the_original_goes_on(table):
+    table.apply([flow(tcp_match(), (model.Conntrack(ZONE, table=1),
+                                    model.Output(8)), priority=10),
+                 flow(tcp_match(), (model.Output(9),), table=1)])
+    deliveries = table.process(DPID, CLIENT)
+    assert sorted((d.port, d.packet.get('ct_state', 0))
+                  for d in deliveries) == [
+        (8, 0), (9, model.CT_TRK | model.CT_NEW)]
+
+
+def test_conntrack_needs_an_ipv4_match(table):
+    with pytest.raises(FakeFlowTableError, match='eth_type'):
+        table.apply([flow(model.Match(in_port=3),
+                          (model.Conntrack(ZONE, table=1),))])
+
+
+def test_a_bucket_with_ct_and_an_output_is_refused(table):
+    """OVS runs buckets as action sets and silently drops the ct there."""
+    group = model.GroupMod(DPID, model.GroupCommand.ADD, 1, (
+        model.Bucket((model.Conntrack(ZONE, table=1, commit=True),
+                      model.Output(2)), watch_port=2),))
+    with pytest.raises(FakeFlowTableError, match='action set'):
+        table.apply([group])
+
+
+def test_a_lone_ct_bucket_commits_and_continues(table):
+    conntrack_pipeline(table)
+    table.apply([
+        model.GroupMod(DPID, model.GroupCommand.ADD, 1, (
+            model.Bucket((model.Conntrack(
+                ZONE, table=2, commit=True, nat_dst='10.0.0.2',
+                actions=(model.SetField('ct_mark', 5),)),), watch_port=2),)),
+        flow(tcp_match(ct_state=model.ct_state(model.CT_TRK | model.CT_NEW),
+                       ct_mark=0), (model.Group(1),), table=1, priority=20)])
+    [out] = table.process(DPID, CLIENT)
+    assert (out.port, out.packet['ipv4_dst'], out.packet['ct_mark']) == (
+        2, '10.0.0.2', 5)
+    table.set_port_live(DPID, 2, False)
+    assert table.process(DPID, dict(CLIENT, tcp_src=40001)) == []
+
+
+def test_move_and_output_from_a_field(table):
+    table.apply([flow(tcp_match(), (
+        model.Move('tcp_src', 'ct_label', 8, src_ofs=0, dst_ofs=8),
+        model.OutputFrom('ct_label', 8, ofs=8)))])
+    [out] = table.process(DPID, dict(CLIENT, tcp_src=0x1234))
+    assert (out.port, out.packet['ct_label']) == (0x34, 0x3400)
+    table.apply([flow(tcp_match(), (model.Move('tcp_src', 'ct_label', 17),))])
+    with pytest.raises(FakeFlowTableError, match='bits'):
+        table.process(DPID, CLIENT)

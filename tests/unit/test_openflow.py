@@ -6,6 +6,7 @@ check what a switch would receive. Where `ovs-ofctl` is installed, its
 decoder also reads the bytes, which is how Open vSwitch will see them.
 """
 
+import dataclasses
 import shutil
 import struct
 import subprocess
@@ -610,3 +611,133 @@ def test_group_action_and_delete_render():
 def test_fast_failover_groups_are_refused_on_openflow_15():
     with pytest.raises(openflow.UnsupportedFlow, match='1.3 and 1.4'):
         render_one(datapath('1.5'), FF_GROUP)
+
+
+# Conntrack (the stateful strategy).
+
+CT_COMMIT = model.Conntrack(
+    0x4852, table=2, commit=True, nat_dst='10.0.0.2',
+    actions=(model.SetField('ct_mark', 2),
+             model.Move('in_port', 'ct_label', 16)))
+CT_GROUP = model.GroupMod(DPID, model.GroupCommand.ADD, 0x48520000, (
+    model.Bucket((dataclasses.replace(CT_COMMIT, nat_dst=None, actions=(
+        model.SetField('ct_mark', 1),)),), watch_port=1),
+    model.Bucket((CT_COMMIT,), watch_port=2)))
+CT_FLOWS = [
+    model.FlowMod(DPID, ADD, match=tcp_match(ipv4_dst='10.0.0.1'),
+                  actions=(model.Conntrack(0x4852, table=1, nat=True),),
+                  priority=1010, cookie=COOKIE),
+    model.FlowMod(DPID, ADD, match=tcp_match(
+        ct_state=model.ct_state(model.CT_TRK | model.CT_RPL),
+        ct_zone=0x4852), actions=(
+            model.SetField('eth_src', '00:00:00:00:00:01'),
+            model.OutputFrom('ct_label', 16)), table=1, priority=1040,
+        cookie=COOKIE),
+    model.FlowMod(DPID, ADD, match=tcp_match(
+        ct_state=model.ct_state(model.CT_TRK, model.CT_RPL | model.CT_INV),
+        ct_zone=0x4852, ct_mark=0), actions=(model.Group(0x48520000),),
+        table=1, priority=1020, cookie=COOKIE),
+]
+
+
+def ofp_print(msg):
+    msg.set_xid(1)
+    msg.serialize()
+    return subprocess.run([OFCTL, 'ofp-print', bytes(msg.buf).hex()],
+                          check=True, capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize('version', sorted(VERSIONS))
+def test_conntrack_commit_round_trips(version):
+    dp = datapath(version)
+    [ct] = apply_actions(flow_mod(dp, model.FlowMod(
+        DPID, ADD, match=tcp_match(), actions=(CT_COMMIT,))))
+    assert (ct.flags, ct.zone_ofs_nbits, ct.recirc_table) == (1, 0x4852, 2)
+    nat, mark, move = ct.actions
+    assert (nat.flags, nat.range_ipv4_min, nat.range_ipv4_max) == (
+        2, '10.0.0.2', '10.0.0.2')
+    assert (mark.key, mark.value) == ('ct_mark', 2)
+    assert (move.src_field, move.dst_field, move.n_bits) == (
+        'in_port_nxm', 'ct_label', 16)
+
+
+@pytest.mark.parametrize('version', sorted(VERSIONS))
+def test_conntrack_match_fields_round_trip(version):
+    dp = datapath(version)
+    parsed = flow_mod(dp, CT_FLOWS[2])
+    assert parsed.match['ct_state'] == (model.CT_TRK, 0x38)
+    assert (parsed.match['ct_zone'], parsed.match['ct_mark']) == (0x4852, 0)
+    [output_reg] = apply_actions(flow_mod(dp, CT_FLOWS[1]))[1:]
+    assert (output_reg.src, output_reg.ofs_nbits) == ('ct_label', 15)
+
+
+@pytest.mark.skipif(OFCTL is None, reason='ovs-ofctl (Open vSwitch) is not '
+                    'installed: cannot check how OVS decodes our bytes')
+@pytest.mark.parametrize('version', ['1.3', '1.4'])
+def test_open_vswitch_reads_the_conntrack_group_and_flows(version):
+    dp = datapath(version)
+    text = ofp_print(render_one(dp, CT_GROUP))
+    assert ('bucket=watch_port:1,actions=ct(commit,table=2,zone=18514,'
+            'exec(set_field:0x1->ct_mark))') in text
+    assert ('bucket=watch_port:2,actions=ct(commit,table=2,zone=18514,'
+            'nat(dst=10.0.0.2),exec(set_field:0x2->ct_mark,'
+            'move:NXM_OF_IN_PORT[]->NXM_NX_CT_LABEL[0..15]))') in text
+    texts = [ofp_print(render_one(dp, f)) for f in CT_FLOWS]
+    assert ('priority=1010,tcp,nw_dst=10.0.0.1 cookie:0x4841524400000000 '
+            'actions=ct(table=1,zone=18514,nat)') in texts[0]
+    assert ('table:1 priority=1040,ct_state=+rpl+trk,ct_zone=18514,tcp '
+            'cookie:0x4841524400000000 actions=set_field:00:00:00:00:00:01'
+            '->eth_src,output:NXM_NX_CT_LABEL[0..15]') in texts[1]
+    assert ('table:1 priority=1020,ct_state=-rpl-inv+trk,ct_zone=18514,'
+            'ct_mark=0,tcp cookie:0x4841524400000000 '
+            'actions=group:1213333504') in texts[2]
+
+
+@pytest.mark.parametrize('action, complaint', [
+    (model.OutputFrom('ct_label', 16, ofs=120), 'do not fit ct_label'),
+    (model.OutputFrom('vlan_vid', 12), "field 'vlan_vid'"),
+    (model.Move('in_port', 'ct_mark', 17), 'do not fit in_port'),
+])
+def test_bit_ranges_ovs_would_refuse_are_refused(action, complaint):
+    with pytest.raises(openflow.UnsupportedFlow, match=complaint):
+        render_one(datapath(), model.FlowMod(
+            DPID, ADD, match=tcp_match(), actions=(action,)))
+
+
+def test_conntrack_describes_like_ovs_ofctl():
+    assert openflow.describe(CT_GROUP).endswith(
+        'watch_port=2 ct(commit,table=2,zone=18514,nat(dst=10.0.0.2),'
+        'exec(set_field:ct_mark=2,move:in_port[0..15]->ct_label[0..15]))]')
+    assert 'ct_state=0x20/0x38,ct_zone=0x4852,ct_mark=0' in (
+        openflow.describe(CT_FLOWS[2]))
+
+
+def test_conntrack_fields_come_back_from_flow_removed():
+    dp = datapath('1.3')
+    ofp_match = dp.ofproto_parser.OFPMatch(
+        eth_type=IPV4, ip_proto=TCP, ct_state=(0x20, 0x38), ct_zone=7,
+        ct_mark=(2, 0xff))
+    assert openflow.match_from_ofp(ofp_match) == tcp_match(
+        ct_state=(0x20, 0x38), ct_zone=7)
+
+
+@pytest.mark.parametrize('version', sorted(VERSIONS))
+@pytest.mark.parametrize('fields', [
+    dict(in_port=3, eth_src='00:00:00:00:01:03', eth_dst='00:00:00:00:00:01',
+         eth_type=0x800, ip_proto=6, ipv4_src='10.1.0.5',
+         ipv4_dst='10.0.0.1', tcp_src=10000, tcp_dst=5001),
+    dict(tcp_dst=80, ip_proto=6, eth_type=0x800, in_port=1),
+    dict(eth_type=0x806, arp_op=1, arp_tpa='10.0.0.1'),
+    dict(eth_type=0x800, ip_proto=6, ct_state=(0x22, 0x33), ct_zone=7,
+         ct_mark=2),
+    dict(),
+])
+def test_fast_match_serialises_like_os_ken(version, fields):
+    dp = datapath(version)
+    parser = dp.ofproto_parser
+    fast = openflow._match(parser, dp.ofproto, fields)
+    slow = parser.OFPMatch(**fields)
+    fast_buf, slow_buf = bytearray(), bytearray()
+    fast.serialize(fast_buf, 0)
+    slow.serialize(slow_buf, 0)
+    assert fast_buf == slow_buf

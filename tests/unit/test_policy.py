@@ -9,6 +9,7 @@ from ha_redirect.policy import RedirectPolicy
 from ha_redirect.strategies.fast_failover import FastFailoverStrategy
 from ha_redirect.strategies.proactive import ProactiveStrategy
 from ha_redirect.strategies.reactive import ReactiveStrategy
+from ha_redirect.strategies.stateful import StatefulStrategy
 from ha_redirect import testing
 
 from switch_harness import arp_request
@@ -23,7 +24,8 @@ OTHER = ('10.0.0.4', '00:00:00:00:00:04', 4)
 SERVICE_PORT = 5001
 ALL_UP = {1: True, 2: True, 3: True, 4: True, 5: True}
 STRATEGIES = {'reactive': ReactiveStrategy, 'proactive': ProactiveStrategy,
-              'fast_failover': FastFailoverStrategy}
+              'fast_failover': FastFailoverStrategy,
+              'stateful': StatefulStrategy}
 
 
 def make_service(**changes):

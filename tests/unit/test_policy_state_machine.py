@@ -15,6 +15,7 @@ from ha_redirect.policy import RedirectPolicy
 from ha_redirect.strategies.fast_failover import FastFailoverStrategy
 from ha_redirect.strategies.proactive import ProactiveStrategy
 from ha_redirect.strategies.reactive import ReactiveStrategy
+from ha_redirect.strategies.stateful import StatefulStrategy
 
 from switch_harness import SimulatedSwitch
 from switch_harness import tcp
@@ -40,13 +41,15 @@ class FailoverMachine(stateful.RuleBasedStateMachine):
         self.switch = None
 
     @stateful.initialize(strategy=st.sampled_from(['reactive', 'proactive',
-                                                   'fast_failover']),
+                                                   'fast_failover',
+                                                   'stateful']),
                          failback=st.booleans())
     def start(self, strategy, failback):
         self.failback = failback
         self.make_strategy = {'reactive': ReactiveStrategy,
                               'proactive': ProactiveStrategy,
-                              'fast_failover': FastFailoverStrategy}[strategy]
+                              'fast_failover': FastFailoverStrategy,
+                              'stateful': StatefulStrategy}[strategy]
         self._new_controller()
         self.switch.apply([FOREIGN])
         self.active = 0

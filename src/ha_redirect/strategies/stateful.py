@@ -75,6 +75,9 @@ def server_mark(server_index: int) -> int:
 class StatefulStrategy(base.Strategy):
     sees_new_connections = False
     pins_connections = True
+    # Pins are conntrack entries, not flows: the switch's flow table cannot
+    # count them (`ovs-appctl dpctl/dump-conntrack zone=Z` can).
+    pins_in_flows = False
 
     def service_flows(self, view):
         service = view.service

@@ -32,11 +32,37 @@ What it models, per datapath id:
   the first bucket whose watch port is live, on a copy of the packet;
   deleting a group deletes the flows that use it, as OVS does. Ports are
   live unless `set_port_live(dpid, port, False)` says otherwise;
+- connection tracking (`model.Conntrack`, OVS `ct`), per datapath: a table
+  of committed connections keyed by zone and (ip_proto, ipv4_src, tcp_src,
+  ipv4_dst, tcp_dst) in each direction. A packet gets ct_state +trk and
+  +new (not committed, or committed but not yet answered), +est (a reply
+  has been seen), +rpl (it is a reply), or +inv (an uncommitted SYN-ACK,
+  which OVS will not take as a new connection); ct_zone, and the
+  connection's ct_mark and ct_label (0 when there is none). `commit`
+  stores a new connection, with the destination NAT `nat_dst`; `nat` (or
+  `nat_dst`) readdresses forward packets of a NATed connection and
+  un-translates the source of its replies; commit's actions set ct_mark and
+  ct_label (SetField, or Move from a packet field). With a `table`, a copy
+  of the tracked packet continues in that table (OVS recirculation) while
+  the original goes on untracked with the rest of the action list; without
+  one, only the tracker is updated. An RST in either direction ends the
+  connection's entry at once (OVS keeps it a moment in CLOSED; either way
+  the next SYN starts afresh). `connections()` lists the entries and
+  `flush_conntrack()` empties them (as `ovs-appctl dpctl/flush-conntrack`);
+  the entries survive any flow or group change, as in a datapath;
+- OVS's refusals around ct: a flow with a ct action must match
+  eth_type=IPv4, and a fast-failover bucket must not combine ct with other
+  actions (OVS runs a bucket's actions as an action set and silently drops
+  the commit: the fake raises FakeFlowTableError instead);
+- Move and OutputFrom (OVS `move` and `output:field[...]`) on packet fields;
+  fields never set read as 0;
 - PacketOut, ArpReply and TcpSegment messages are recorded in `sent`, not
   processed.
 
 What it does not model: counters, packet buffers, other group types,
-meters, queues,
+meters, queues, conntrack timeouts, TCP window and flag validation beyond
+the SYN-ACK rule, FIN-driven closing, source NAT, port translation, ALGs,
+related (+rel) traffic, ct_state's +snat/+dnat bits,
 VLANs, table-miss flows other than drop, OFPP_TABLE, output to a port that
 does not exist (every port exists and is up), and NORMAL: a packet output
 to NORMAL is reported with port 'normal' and followed no further, as is one
@@ -53,7 +79,14 @@ CONTROLLER = 'controller'
 NORMAL = 'normal'
 
 TCP_FIN = 0x01
+TCP_SYN = 0x02
 TCP_RST = 0x04
+TCP_ACK = 0x10
+
+# Fields of the tracker's metadata, 0 on a packet that has not been tracked.
+_CT_FIELDS = ('ct_state', 'ct_zone', 'ct_mark', 'ct_label')
+_FIELD_BITS = {'in_port': 32, 'ct_mark': 32, 'ct_label': 128, 'ct_zone': 16,
+               'tcp_src': 16, 'tcp_dst': 16, 'ip_proto': 8, 'eth_type': 16}
 
 # Same rule as ha_redirect.openflow.PREREQUISITES (kept apart: no os-ken).
 _PREREQUISITES = {
@@ -114,7 +147,8 @@ class FlowEntry:
         return model.Match(**self.match)
 
     def matches(self, packet: typing.Mapping[str, typing.Any]) -> bool:
-        return all(packet.get(k) == v for k, v in self.match.items())
+        return all(_field_matches(packet, k, v)
+                   for k, v in self.match.items())
 
     def expired(self, now: float) -> typing.Optional[str]:
         """Why the flow has timed out at `now`, or None."""
@@ -123,6 +157,52 @@ class FlowEntry:
         if self.idle_timeout and now - self.last_used >= self.idle_timeout:
             return 'idle_timeout'
         return None
+
+
+def _field_matches(packet, field, value) -> bool:
+    if field == 'ct_state':
+        bits, mask = value
+        return packet.get('ct_state', 0) & mask == bits
+    if field in _CT_FIELDS:
+        return packet.get(field, 0) == value
+    return packet.get(field) == value
+
+
+def _read_bits(packet, field, ofs, n_bits) -> int:
+    value = packet.get(field, 0)
+    if not isinstance(value, int):
+        raise FakeFlowTableError(f'cannot read bits of {field}={value!r}')
+    return (value >> ofs) & ((1 << n_bits) - 1)
+
+
+def _write_bits(old, ofs, n_bits, bits) -> int:
+    mask = ((1 << n_bits) - 1) << ofs
+    return (old & ~mask) | ((bits << ofs) & mask)
+
+
+def _check_bits(field, ofs, n_bits, where):
+    width = _FIELD_BITS.get(field)
+    if width is None or n_bits < 1 or ofs < 0 or ofs + n_bits > width:
+        raise FakeFlowTableError(f'{where}: bits {ofs}..{ofs + n_bits - 1} '
+                                 f'of {field} are not a field we model')
+
+
+@dataclasses.dataclass
+class TrackedConnection:
+    """A committed connection: its tuples as packets carry them in each
+    direction (ip_proto, ipv4_src, tcp_src, ipv4_dst, tcp_dst)."""
+    zone: int
+    original: typing.Tuple
+    reply: typing.Tuple
+    mark: int = 0
+    label: int = 0
+    established: bool = False   # a reply has been seen
+
+
+def _five_tuple(packet) -> typing.Tuple:
+    return (packet.get('ip_proto'), packet.get('ipv4_src'),
+            packet.get('tcp_src'), packet.get('ipv4_dst'),
+            packet.get('tcp_dst'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +229,7 @@ class FakeFlowTable:
     """The flow tables of any number of datapaths, fed with model messages."""
 
     MAX_GOTO = 64
+    MAX_RECIRCULATIONS = 8
 
     def __init__(self):
         self.tables: typing.Dict[int, typing.List[FlowEntry]] = {}
@@ -156,6 +237,7 @@ class FakeFlowTable:
         self.dead_ports: typing.Set[typing.Tuple[int, int]] = set()
         self.sent: typing.List[model.Message] = []
         self.removed: typing.List[FlowRemoved] = []
+        self.conntrack: typing.Dict[int, typing.List[TrackedConnection]] = {}
 
     def set_port_live(self, datapath_id: int, port: int, live: bool) -> None:
         """A port's link state, as fast-failover groups watch it."""
@@ -224,6 +306,12 @@ class FakeFlowTable:
     def _apply_group_mod(self, group: model.GroupMod) -> None:
         groups = self.groups.setdefault(group.datapath_id, {})
         where = f'dpid {group.datapath_id:#x} group {group.group_id:#x}'
+        for bucket in group.buckets:
+            if (any(isinstance(a, model.Conntrack) for a in bucket.actions)
+                    and len(bucket.actions) > 1):
+                raise FakeFlowTableError(
+                    f'{where}: a bucket runs as an action set: OVS silently '
+                    'drops its ct next to other actions')
         if group.command is model.GroupCommand.ADD:
             if group.group_id in groups:
                 raise FakeFlowTableError(f'{where}: exists (GROUP_EXISTS)')
@@ -242,7 +330,8 @@ class FakeFlowTable:
                        for a in entry.actions):
                     self._remove(group.datapath_id, entry, 'group_delete')
 
-    def _run_group(self, datapath_id, group_id, packet, now, dry_run):
+    def _run_group(self, datapath_id, group_id, packet, now, dry_run,
+                   depth):
         group = self.groups.get(datapath_id, {}).get(group_id)
         if group is None:
             raise FakeFlowTableError(f'dpid {datapath_id:#x}: no group '
@@ -250,22 +339,12 @@ class FakeFlowTable:
         for bucket in group.buckets:
             if (datapath_id, bucket.watch_port) in self.dead_ports:
                 continue
-            copy = dict(packet)
-            deliveries = []
-            for action in bucket.actions:
-                if isinstance(action, model.Output):
-                    deliveries.append(
-                        Delivery(self._out_port(action.port, copy),
-                                 dict(copy)))
-                elif isinstance(action, model.SetField):
-                    copy[action.field] = _normalize(action.field,
-                                                    action.value)
-                elif isinstance(action, model.Learn):
-                    if not dry_run:
-                        self._learn(datapath_id, action, copy, now)
-                else:
-                    raise FakeFlowTableError(f'group {group_id:#x}: '
-                                             f'unsupported {action!r}')
+            deliveries, goto = self._execute(
+                datapath_id, bucket.actions, dict(packet), now, dry_run,
+                depth)
+            if goto is not None:
+                raise FakeFlowTableError(f'group {group_id:#x}: a bucket '
+                                         'cannot goto_table')
             return deliveries
         return []   # no live bucket: dropped
 
@@ -278,6 +357,10 @@ class FakeFlowTable:
             if isinstance(action, model.SetField):
                 _check_prerequisites(match, [action.field],
                                      f'{where}: set_field')
+            elif isinstance(action, model.Conntrack):
+                if match.get('eth_type') != model.ETH_TYPE_IPV4:
+                    raise FakeFlowTableError(
+                        f'{where}: ct needs eth_type=0x800 in the match')
             elif isinstance(action, model.Learn):
                 learned = dict(action.match_values)
                 learned.update({dst: None for dst, _ in action.match_from})
@@ -354,35 +437,146 @@ class FakeFlowTable:
         if not dry_run:
             self.expire(now)
         packet = {k: _normalize(k, v) for k, v in packet_fields.items()}
+        return self._pipeline(datapath_id, packet, 0, now, dry_run, 0)
+
+    def _pipeline(self, datapath_id, packet, table, now, dry_run, depth):
+        if depth > self.MAX_RECIRCULATIONS:
+            raise FakeFlowTableError('ct recirculation loop')
         deliveries = []
-        table = 0
         for _ in range(self.MAX_GOTO):
             entry = self.lookup(datapath_id, table, packet)
             if entry is None or (dry_run and entry.expired(now)):
                 return deliveries
             if not dry_run:
                 self._hit(entry, packet, now)
-            next_table = None
-            for action in entry.actions:
-                if isinstance(action, model.Output):
-                    deliveries.append(
-                        Delivery(self._out_port(action.port, packet),
-                                 dict(packet)))
-                elif isinstance(action, model.SetField):
-                    packet[action.field] = _normalize(action.field,
-                                                      action.value)
-                elif isinstance(action, model.Learn):
-                    if not dry_run:
-                        self._learn(datapath_id, action, packet, now)
-                elif isinstance(action, model.GotoTable):
-                    next_table = action.table
-                elif isinstance(action, model.Group):
-                    deliveries += self._run_group(
-                        datapath_id, action.group_id, packet, now, dry_run)
+            more, next_table = self._execute(
+                datapath_id, entry.actions, packet, now, dry_run, depth)
+            deliveries += more
             if next_table is None:
                 return deliveries
             table = next_table
         raise FakeFlowTableError('goto_table loop')
+
+    def _execute(self, datapath_id, actions, packet, now, dry_run, depth):
+        """Run an action list on `packet` (changed in place); returns the
+        deliveries and the goto_table, if any."""
+        deliveries = []
+        next_table = None
+        for action in actions:
+            if isinstance(action, model.Output):
+                deliveries.append(
+                    Delivery(self._out_port(action.port, packet),
+                             dict(packet)))
+            elif isinstance(action, model.SetField):
+                packet[action.field] = _normalize(action.field, action.value)
+            elif isinstance(action, model.Learn):
+                if not dry_run:
+                    self._learn(datapath_id, action, packet, now)
+            elif isinstance(action, model.GotoTable):
+                next_table = action.table
+            elif isinstance(action, model.Group):
+                deliveries += self._run_group(
+                    datapath_id, action.group_id, packet, now, dry_run,
+                    depth)
+            elif isinstance(action, model.Move):
+                _check_bits(action.src, action.src_ofs, action.n_bits, 'move')
+                _check_bits(action.dst, action.dst_ofs, action.n_bits, 'move')
+                packet[action.dst] = _write_bits(
+                    packet.get(action.dst, 0), action.dst_ofs, action.n_bits,
+                    _read_bits(packet, action.src, action.src_ofs,
+                               action.n_bits))
+            elif isinstance(action, model.OutputFrom):
+                _check_bits(action.field, action.ofs, action.n_bits, 'output')
+                deliveries.append(Delivery(
+                    _read_bits(packet, action.field, action.ofs,
+                               action.n_bits), dict(packet)))
+            elif isinstance(action, model.Conntrack):
+                tracked = self._track(datapath_id, action, packet, dry_run)
+                if action.table is not None:
+                    deliveries += self._pipeline(
+                        datapath_id, tracked, action.table, now, dry_run,
+                        depth + 1)
+            else:
+                raise FakeFlowTableError(f'unsupported action {action!r}')
+        return deliveries, next_table
+
+    # Connection tracking.
+
+    def connections(self, datapath_id: int,
+                    zone: typing.Optional[int] = None
+                    ) -> typing.List[TrackedConnection]:
+        """The committed connections of a datapath (of one zone)."""
+        return [c for c in self.conntrack.get(datapath_id, ())
+                if zone is None or c.zone == zone]
+
+    def flush_conntrack(self, datapath_id: int,
+                        zone: typing.Optional[int] = None) -> None:
+        self.conntrack[datapath_id] = [
+            c for c in self.conntrack.get(datapath_id, ())
+            if zone is not None and c.zone != zone]
+
+    def _track(self, datapath_id, ct: model.Conntrack, packet, dry_run):
+        """The packet as the tracker hands it back (a copy)."""
+        if packet.get('eth_type') != model.ETH_TYPE_IPV4:
+            raise FakeFlowTableError(f'ct on a packet that is not IPv4: '
+                                     f'{packet}')
+        entries = self.conntrack.setdefault(datapath_id, [])
+        key = _five_tuple(packet)
+        flags = packet.get('tcp_flags', 0)
+        found, is_reply = None, False
+        for entry in entries:
+            if entry.zone == ct.zone and key in (entry.original,
+                                                 entry.reply):
+                found, is_reply = entry, key == entry.reply
+                break
+        if found is None:
+            state = model.CT_TRK | (
+                model.CT_INV if flags & TCP_SYN and flags & TCP_ACK
+                else model.CT_NEW)
+            if ct.commit and not state & model.CT_INV:
+                proto, src, sport, dst, dport = key
+                found = TrackedConnection(
+                    ct.zone, key,
+                    (proto, ct.nat_dst or dst, dport, src, sport))
+                if not dry_run:
+                    entries.append(found)
+        else:
+            if dry_run:
+                found = dataclasses.replace(found)
+            if is_reply:
+                found.established = True
+                state = model.CT_TRK | model.CT_EST | model.CT_RPL
+            else:
+                state = model.CT_TRK | (model.CT_EST if found.established
+                                        else model.CT_NEW)
+        tracked = dict(packet)
+        if found is not None and ct.commit:
+            for action in ct.actions:
+                attr = 'mark' if (getattr(action, 'field', None)
+                                  or action.dst) == 'ct_mark' else 'label'
+                if isinstance(action, model.SetField):
+                    setattr(found, attr, action.value)
+                else:
+                    _check_bits(action.src, action.src_ofs, action.n_bits,
+                                'ct move')
+                    _check_bits(action.dst, action.dst_ofs, action.n_bits,
+                                'ct move')
+                    setattr(found, attr, _write_bits(
+                        getattr(found, attr), action.dst_ofs, action.n_bits,
+                        _read_bits(packet, action.src, action.src_ofs,
+                                   action.n_bits)))
+        if found is not None and (ct.nat or ct.nat_dst is not None):
+            if is_reply:
+                tracked['ipv4_src'] = found.original[3]
+            else:
+                tracked['ipv4_dst'] = found.reply[1]
+        tracked.update(ct_state=state, ct_zone=ct.zone,
+                       ct_mark=found.mark if found else 0,
+                       ct_label=found.label if found else 0)
+        if (found is not None and flags & TCP_RST and not dry_run
+                and found in entries):
+            entries.remove(found)
+        return tracked
 
     def is_output(self, datapath_id: int,
                   packet_fields: typing.Mapping[str, typing.Any],
