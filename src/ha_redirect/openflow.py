@@ -283,6 +283,29 @@ _FLOW_COMMANDS = {
 }
 
 
+_OXM_ORDER = {}
+
+
+def _match(parser, ofproto, fields):
+    """An OFPMatch built straight from our already-normalised values.
+
+    OFPMatch(**fields) converts each value to wire form and back, which is
+    most of the cost of rendering a flow; our values are canonical already,
+    so only the OXM order (what that conversion also produced) is needed.
+    """
+    order = _OXM_ORDER.setdefault(ofproto, {})
+    for name in fields:
+        if name not in order:
+            probe = parser.OFPMatch(**{name: fields[name]})
+            if probe._fields2 != [(name, fields[name])]:
+                return parser.OFPMatch(**fields)   # not canonical: slow path
+            number = ofproto.oxm_from_user(name, fields[name])[0]
+            # As OFPMatch sorts: experimenter fields by their class.
+            order[name] = number[0] if isinstance(number, tuple) else number
+    return parser.OFPMatch(_ordered_fields=sorted(
+        fields.items(), key=lambda item: order[item[0]]))
+
+
 def _flow_mod(datapath, flow: model.FlowMod):
     ofproto, parser = datapath.ofproto, datapath.ofproto_parser
     where = _Where(flow)
@@ -311,7 +334,7 @@ def _flow_mod(datapath, flow: model.FlowMod):
         out_port=ofproto.OFPP_ANY,
         out_group=ofproto.OFPG_ANY,
         flags=ofproto.OFPFF_SEND_FLOW_REM if flow.notify_removed else 0,
-        match=parser.OFPMatch(**fields),
+        match=_match(parser, datapath.ofproto, fields),
         instructions=[] if deleting else instructions)
 
 
