@@ -399,6 +399,21 @@ class FlowStatsRequest:
 
 
 @dataclasses.dataclass(frozen=True)
+class ConntrackFlush:
+    """Forget the tracked connections of one zone whose replies come from
+    `reply_src` (Open vSwitch 3.1+ NXT_CT_FLUSH): a dead server's."""
+    datapath_id: int
+    zone: int
+    reply_src: str
+
+    def __post_init__(self):
+        object.__setattr__(self, 'reply_src',
+                           normalize_ipv4(self.reply_src, 'reply_src'))
+        if not 0 <= self.zone <= 0xffff:
+            raise ServiceError(f'conntrack zone {self.zone!r}: not 16 bits')
+
+
+@dataclasses.dataclass(frozen=True)
 class Barrier:
     """Everything before this is applied before anything after it."""
     datapath_id: int
@@ -406,7 +421,7 @@ class Barrier:
 
 Message = typing.Union[
     FlowMod, GroupMod, PacketOut, ArpReply, TcpSegment, FlowStatsRequest,
-    Barrier]
+    ConntrackFlush, Barrier]
 
 
 # What the switch saw, as the OpenFlow layer decodes it for the policy.

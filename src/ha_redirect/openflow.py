@@ -16,6 +16,7 @@ reports them back in FlowRemoved and the policy compares matches.
 
 import ipaddress
 import logging
+import struct
 import typing
 
 from os_ken.lib import addrconv
@@ -423,6 +424,27 @@ def tcp_segment_frame(segment: model.TcpSegment) -> bytes:
     return bytes(frame.data)
 
 
+NX_EXPERIMENTER_ID = 0x2320
+NXT_CT_FLUSH = 32                 # Open vSwitch 3.1+; os-ken has no class
+_NXT_CT_REPLY_TUPLE = 1
+_NXT_CT_ZONE_ID = 2
+_NXT_CT_TUPLE_SRC = 0
+
+
+def _ct_flush_body(flush: model.ConntrackFlush) -> bytes:
+    """struct nx_ct_flush (any protocol and family) and its properties,
+    laid out as `ovs-ofctl ct-flush SWITCH zone=Z '' ct_nw_src=IP` sends
+    them: a reply tuple (its nested properties 8-byte aligned) holding the
+    source address as IPv4-mapped IPv6, then the zone."""
+    address = ipaddress.IPv6Address(f'::ffff:{flush.reply_src}').packed
+    source = struct.pack('!HH', _NXT_CT_TUPLE_SRC, 4 + len(address)) + (
+        address + bytes(4))
+    reply = struct.pack('!HH4x', _NXT_CT_REPLY_TUPLE, 8 + len(source)) + (
+        source)
+    zone = struct.pack('!HHH2x', _NXT_CT_ZONE_ID, 8, flush.zone)
+    return struct.pack('!BB6x', 0, 0) + reply + zone
+
+
 def to_ofp_messages(datapath, message: model.Message) -> list:
     """The os-ken messages that carry out one model message on `datapath`.
 
@@ -453,6 +475,10 @@ def to_ofp_messages(datapath, message: model.Message) -> list:
             datapath, 0, ofproto.OFPTT_ALL, ofproto.OFPP_ANY,
             ofproto.OFPG_ANY, message.cookie, message.cookie_mask,
             parser.OFPMatch())]
+    if isinstance(message, model.ConntrackFlush):
+        return [datapath.ofproto_parser.OFPExperimenter(
+            datapath, experimenter=NX_EXPERIMENTER_ID,
+            exp_type=NXT_CT_FLUSH, data=_ct_flush_body(message))]
     if isinstance(message, model.Barrier):
         return [datapath.ofproto_parser.OFPBarrierRequest(datapath)]
     raise UnsupportedFlow(f'cannot render {message!r}')
@@ -584,6 +610,9 @@ def describe(message: model.Message) -> str:
     if isinstance(message, model.FlowStatsRequest):
         return (f'flow_stats_request dpid={message.datapath_id:#x} '
                 f'cookie={message.cookie:#x}/{message.cookie_mask:#x}')
+    if isinstance(message, model.ConntrackFlush):
+        return (f'ct_flush dpid={message.datapath_id:#x} '
+                f'zone={message.zone} reply_src={message.reply_src}')
     if isinstance(message, model.Barrier):
         return f'barrier dpid={message.datapath_id:#x}'
     return repr(message)

@@ -479,3 +479,13 @@ def test_move_and_output_from_a_field(table):
     table.apply([flow(tcp_match(), (model.Move('tcp_src', 'ct_label', 17),))])
     with pytest.raises(FakeFlowTableError, match='bits'):
         table.process(DPID, CLIENT)
+
+
+def test_conntrack_flush_forgets_one_zones_connections_to_a_server(table):
+    conntrack_pipeline(table)
+    table.process(DPID, CLIENT)
+    table.apply([model.ConntrackFlush(DPID, ZONE + 1, '10.0.0.2'),
+                 model.ConntrackFlush(DPID, ZONE, '10.0.0.5')])
+    assert len(table.connections(DPID)) == 1
+    table.apply([model.ConntrackFlush(DPID, ZONE, '10.0.0.2')])
+    assert table.connections(DPID) == []

@@ -741,3 +741,13 @@ def test_fast_match_serialises_like_os_ken(version, fields):
     fast.serialize(fast_buf, 0)
     slow.serialize(slow_buf, 0)
     assert fast_buf == slow_buf
+
+
+@pytest.mark.skipif(OFCTL is None, reason='ovs-ofctl (Open vSwitch) is not '
+                    'installed: cannot check how OVS decodes our bytes')
+@pytest.mark.parametrize('version', sorted(VERSIONS))
+def test_open_vswitch_reads_the_conntrack_flush(version):
+    text = ofp_print(render_one(datapath(version), model.ConntrackFlush(
+        DPID, 18514, '10.0.0.2')))
+    assert 'NXT_CT_FLUSH' in text and 'zone=18514' in text
+    assert "'ct_nw_src=10.0.0.2,ct_nw_dst=::,ct_tp_src=0,ct_tp_dst=0'" in text

@@ -108,10 +108,24 @@ def test_a_dead_servers_connections_are_reset_by_the_active_server():
     switch = make_switch()
     assert connect(switch, 43000) == PRIMARY
     switch.port(PRIMARY.port, False)
-    # Sent on to the backup, which has never heard of it...
+    # The tracker forgot it: sent on to the backup, which has never heard
+    # of it, and whose RST reaches the client as the primary's.
+    assert [c.reply[1] for c in switch.table.connections(1)] == []
     assert lands_on(switch, 43000, BACKUP)
-    # ... and whose RST reaches the client as the primary's.
-    [rst] = switch.send(from_server(BACKUP, 43000, flags=model.TCP_RST))
+    assert answered_as_primary(switch, BACKUP, 43000, flags=model.TCP_RST)
+
+
+def test_without_the_flush_a_dead_servers_connections_are_still_reset():
+    """A switch older than Open vSwitch 3.1 refuses NXT_CT_FLUSH."""
+    switch = make_switch()
+    assert connect(switch, 43001) == PRIMARY
+    switch.table.set_port_live(1, PRIMARY.port, False)
+    messages = switch.policy.on_port_status(1, PRIMARY.port, False, 0.0)
+    assert model.ConntrackFlush(1, 0x4852, PRIMARY.ip) in messages
+    switch.apply([m for m in messages
+                  if not isinstance(m, model.ConntrackFlush)])
+    assert lands_on(switch, 43001, BACKUP)
+    [rst] = switch.send(from_server(BACKUP, 43001, flags=model.TCP_RST))
     assert (rst.port, rst.packet['ipv4_src'], rst.packet['eth_src']) == (
         testing.NORMAL, PRIMARY.ip, PRIMARY.mac)
 

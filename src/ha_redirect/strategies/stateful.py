@@ -23,11 +23,15 @@ zone (`table` -> `connection_table`):
 The controller shapes the group (a server leaves it when its monitors call it
 unhealthy, and returns once eligible again, after `failback_hold_down`) and
 the route of each server's connections. When a server dies its connections
-cannot be saved: their route then readdresses them to the active server,
-whose RST ends them at once on the client (rather than letting it retry into
-a dead link), and the RST is rewritten to come from the primary like any
-packet a backup sends that is not a tracked reply. Their tracker entries end
-with that RST; should the server come back first, it resets them itself.
+cannot be saved, and should end at once on the client rather than retry
+into a dead link. The controller flushes their tracker entries (zone, and
+the dead server's address as reply source: NXT_CT_FLUSH, Open vSwitch
+3.1+), so their next packet is new to the tracker, goes through the group
+to the active server and is reset there, the RST un-NATed like any reply.
+Until the flush lands (or if the switch refuses it), `route_table` sends
+the dead server's connections to the active server statelessly, whose RST
+is rewritten to come from the primary like any packet a backup sends that
+is not a tracked reply.
 
 Conntrack state lives in the datapath: a restarted controller replaces the
 flows and the group, and every connection keeps its server.
@@ -97,12 +101,25 @@ class StatefulStrategy(base.Strategy):
                                         model.PRIORITY_SERVICE))
         flows += self._tracked_flows(view, zone)
         flows += self._route_flows(view, zone)
-        return flows
+        return flows + self._forget_dead(view)
 
     def on_servers_changed(self, view, previous):
         return [fast_failover.group_mod(view, model.GroupCommand.MODIFY,
                                         self._bucket_actions)
-                ] + self._route_flows(view, ct_zone(view))
+                ] + self._route_flows(view, ct_zone(view)) + (
+                    self._forget_dead(view))
+
+    @staticmethod
+    def _forget_dead(view):
+        """Drop the tracker entries of connections committed to servers
+        that are down: their next packet is new to the tracker, goes to the
+        active server and is reset there (Open vSwitch 3.1+; an older switch
+        refuses the message, and the entries wait for conntrack's own
+        timeout while `route_table` still sends them on to be reset)."""
+        zone = ct_zone(view)
+        return [model.ConntrackFlush(view.datapath_id, zone, server.ip)
+                for server, healthy in zip(view.service.servers,
+                                           view.healthy) if not healthy]
 
     def _tracked_flows(self, view, zone):
         """connection_table: what to do with a packet the tracker has seen."""

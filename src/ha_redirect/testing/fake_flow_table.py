@@ -48,7 +48,8 @@ What it models, per datapath id:
   one, only the tracker is updated. An RST in either direction ends the
   connection's entry at once (OVS keeps it a moment in CLOSED; either way
   the next SYN starts afresh). `connections()` lists the entries and
-  `flush_conntrack()` empties them (as `ovs-appctl dpctl/flush-conntrack`);
+  `flush_conntrack()` empties them (as `ovs-appctl dpctl/flush-conntrack`),
+  a ConntrackFlush message those of its zone and reply source address;
   the entries survive any flow or group change, as in a datapath;
 - OVS's refusals around ct: a flow with a ct action must match
   eth_type=IPv4, and a fast-failover bucket must not combine ct with other
@@ -256,6 +257,11 @@ class FakeFlowTable:
                 self._apply_flow_mod(message, now)
             elif isinstance(message, model.GroupMod):
                 self._apply_group_mod(message)
+            elif isinstance(message, model.ConntrackFlush):
+                self.conntrack[message.datapath_id] = [
+                    c for c in self.conntrack.get(message.datapath_id, ())
+                    if (c.zone, c.reply[1]) != (message.zone,
+                                                message.reply_src)]
             elif isinstance(message, (model.PacketOut, model.ArpReply,
                                       model.TcpSegment,
                                       model.FlowStatsRequest)):
