@@ -82,6 +82,7 @@ def test_kill_mode_has_its_own_short_preset():
         f'sdn-{n}' for n in plugins.strategy_names())
     assert cfg.rates == evaluation.KILL['rates']
     assert cfg.repeat == evaluation.KILL['repeat']
+    assert not cfg.baseline
     assert (cfg.probe_interval, cfg.probe_timeout) == (None, None)
     cfg = evaluation.config_from_args(parser.parse_args(
         ['--failure', 'kill', '--rates', '4', '--schemes', 'sdn-reactive',
