@@ -27,7 +27,7 @@ def run(scheme, rate, rep, gap, detection, failed, transitions=(),
         failure=failure,
         health_monitoring=TUNED if scheme.startswith('haproxy') else
         TCP_PROBE,
-        health_transitions=list(transitions),
+        health_transitions=list(transitions), prober_window=[-1.0, 1.5],
         metrics=dict(
             service_gap_s=gap, monitor_detection_s=detection,
             probe_failed_after=failed, false_failovers=len(false),
@@ -81,9 +81,10 @@ def test_rows_per_rate_and_over_all_rates_with_haproxy_first():
 
 def test_false_failover_events_leave_out_start_up_and_the_detection():
     events = health_report.false_failover_events(results())
-    assert [(s, rate, rep, x['server'], x['t']) for s, rate, rep, x in
-            events] == [('haproxy-tuned', 8.0, 1, 'primary', -2.5),
-                        ('haproxy-tuned', 8.0, 1, 'backup1', 1.2)]
+    assert [(s, rate, rep, x['server'], x['t'], probing)
+            for s, rate, rep, x, probing in events] == [
+        ('haproxy-tuned', 8.0, 1, 'primary', -2.5, False),
+        ('haproxy-tuned', 8.0, 1, 'backup1', 1.2, True)]
 
 
 def test_section_has_the_table_the_settings_and_where_it_breaks():
@@ -98,9 +99,12 @@ def test_section_has_the_table_the_settings_and_where_it_breaks():
     assert '-- its default settings' in text
     assert '**sdn-proactive**: no false failover in 6 runs' in text
     assert ('**haproxy-tuned**: 2 false failovers in 1 of 6 runs: 2 at '
-            '8/s (about 16 concurrent iperf3 transfers)') in text
+            '8/s (about 16 concurrent iperf3 transfers); 1 of them while '
+            'the 5 ms prober ran.') in text
     assert ('haproxy-tuned, rate 8/s, repetition 1: haproxy marked primary '
-            'DOWN at -2500 ms (Layer4 timeout)') in text
+            'DOWN at -2500 ms (Layer4 timeout)\n') in text
+    assert 'marked backup1 DOWN at +1200 ms (x), while the 5 ms prober ran' \
+        in text
 
 
 def test_settings_other_than_the_defaults_are_flagged():

@@ -538,6 +538,11 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
             dport=seg.dport, flags=seg.flags)),
         haproxy_transitions=transitions,
         t_load_start=t_load, t_end=t_end,
+        # When the prober's new connections (for `reactive`, 200
+        # packet-ins a second) added to the load, relative to the failure.
+        prober_window=([round(probes[0]['t'] - t_fail, 6),
+                        round(probes[-1]['t'] - t_fail, 6)]
+                       if probes else None),
         health_transitions=[
             dict(t=round(x.t - t_fail, 6), monitor=x.monitor,
                  server=x.server, state='UP' if x.up else 'DOWN',

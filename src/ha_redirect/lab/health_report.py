@@ -84,15 +84,17 @@ def rows(results):
 
 
 def false_failover_events(results):
-    """[(scheme, rate, repetition, transition dict)] of every counted
-    false failover, in run order."""
+    """[(scheme, rate, repetition, transition dict, prober running)] of
+    every counted false failover, in run order."""
     events = []
     for r in kill_runs(results):
+        window = r.get('prober_window')
         for x in r.get('health_transitions', []):
             if (x.get('counted') and x['state'] == 'DOWN'
                     and (x['server'] != 'primary' or x['t'] < 0)):
+                probing = bool(window) and window[0] <= x['t'] <= window[1]
                 events.append((r['scheme'], float(r['rate']),
-                               r['repetition'], x))
+                               r['repetition'], x, probing))
     return events
 
 
@@ -165,6 +167,7 @@ def _verdicts(results, table_rows, config):
     lines = []
     events = false_failover_events(results)
     duration = config.get('duration') or 0
+    interval = f'{config.get("interval_ms") or 0:g}'
     for row in table_rows:
         if row.rate is not None and any(
                 r.scheme == row.scheme and r.rate is None
@@ -179,21 +182,26 @@ def _verdicts(results, table_rows, config):
                          f'{_runs(row.runs)} (arrival rates {load}/s).')
             continue
         by_rate = {}
-        for _, rate, _, _ in mine:
+        for _, rate, _, _, _ in mine:
             by_rate[rate] = by_rate.get(rate, 0) + 1
         where = ', '.join(
             f'{n} at {rate:g}/s (about {rate * duration:g} concurrent '
             'iperf3 transfers)' for rate, n in sorted(by_rate.items()))
+        probing = sum(1 for e in mine if e[4])
         lines.append(f'- **{row.scheme}**: {len(mine)} false '
                      f'failover{"s" if len(mine) > 1 else ""} in '
-                     f'{row.runs_with_false} of {_runs(row.runs)}: {where}.')
+                     f'{row.runs_with_false} of {_runs(row.runs)}: {where}; '
+                     f'{probing} of them while the {interval} ms prober '
+                     'ran.')
     if events:
         lines += ['', 'Every false failover (time relative to the kill; '
                   'the monitor\'s reason):', '']
-        for scheme, rate, rep, x in events:
+        for scheme, rate, rep, x, probing in events:
             lines.append(f'- {scheme}, rate {rate:g}/s, repetition {rep}: '
                          f'{x["monitor"]} marked {x["server"]} DOWN at '
-                         f'{x["t"] * 1000:+.0f} ms ({x["reason"]})')
+                         f'{x["t"] * 1000:+.0f} ms ({x["reason"]})'
+                         + (f', while the {interval} ms prober ran'
+                            if probing else ''))
     return lines
 
 
