@@ -290,8 +290,15 @@ class Conntrack:
                                    'or ct_label')
 
 
+@dataclasses.dataclass(frozen=True)
+class FinTimeout:
+    """OVS `fin_timeout`: once the flow sees a FIN or RST, it expires after
+    `idle_timeout` idle seconds, so closed connections leave the table."""
+    idle_timeout: int
+
+
 Action = typing.Union[Output, SetField, GotoTable, Learn, Group, Move,
-                      OutputFrom, Conntrack]
+                      OutputFrom, Conntrack, FinTimeout]
 
 
 @dataclasses.dataclass(frozen=True)

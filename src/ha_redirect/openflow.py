@@ -249,6 +249,13 @@ def _actions(actions, ofproto, parser, match_fields, where: str):
             apply_actions.extend(_learn_actions(action, parser, where))
         elif isinstance(action, model.Group):
             apply_actions.append(parser.OFPActionGroup(action.group_id))
+        elif isinstance(action, model.FinTimeout):
+            if (match_fields is not None
+                    and match_fields.get('ip_proto') != model.IP_PROTO_TCP):
+                raise UnsupportedFlow(f'{where}: fin_timeout needs '
+                                      'ip_proto=6 in the match')
+            apply_actions.append(parser.NXActionFinTimeout(
+                fin_idle_timeout=action.idle_timeout, fin_hard_timeout=0))
         elif isinstance(action, model.Conntrack):
             apply_actions.append(
                 _conntrack_action(action, ofproto, parser, where))
@@ -524,6 +531,8 @@ def _describe_action(action) -> str:
         return f'goto_table:{action.table}'
     if isinstance(action, model.Group):
         return f'group:{action.group_id:#x}'
+    if isinstance(action, model.FinTimeout):
+        return f'fin_timeout(idle_timeout={action.idle_timeout})'
     if isinstance(action, model.Move):
         return (f'move:{action.src}[{action.src_ofs}..'
                 f'{action.src_ofs + action.n_bits - 1}]->{action.dst}'

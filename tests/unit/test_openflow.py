@@ -751,3 +751,26 @@ def test_open_vswitch_reads_the_conntrack_flush(version):
         DPID, 18514, '10.0.0.2')))
     assert 'NXT_CT_FLUSH' in text and 'zone=18514' in text
     assert "'ct_nw_src=10.0.0.2,ct_nw_dst=::,ct_tp_src=0,ct_tp_dst=0'" in text
+
+
+@pytest.mark.skipif(OFCTL is None, reason='ovs-ofctl (Open vSwitch) is not '
+                    'installed: cannot check how OVS decodes our bytes')
+def test_open_vswitch_reads_the_fin_timeout():
+    dp = datapath('1.3')
+    msg = render_one(dp, model.FlowMod(
+        DPID, model.FlowCommand.ADD,
+        match=model.Match(in_port=3, eth_type=0x800, ip_proto=6),
+        actions=(model.FinTimeout(2), model.Output(1)), idle_timeout=30))
+    msg.set_xid(1)
+    msg.serialize()
+    text = subprocess.run([OFCTL, 'ofp-print', bytes(msg.buf).hex()],
+                          check=True, capture_output=True, text=True).stdout
+    assert 'actions=fin_timeout(idle_timeout=2),output:1' in text
+
+
+def test_fin_timeout_needs_a_tcp_match():
+    # OVS refuses it otherwise (OFPBAC_MATCH_INCONSISTENT).
+    with pytest.raises(openflow.UnsupportedFlow, match='fin_timeout'):
+        render_one(datapath('1.3'), model.FlowMod(
+            DPID, model.FlowCommand.ADD, match=model.Match(in_port=3),
+            actions=(model.FinTimeout(2), model.Output(1))))

@@ -330,3 +330,25 @@ def test_fast_failover_reverse_pins_leave_the_backups_own_traffic_alone():
     [delivery] = switch.send(own)
     assert delivery.port == testing.NORMAL
     assert delivery.packet['ipv4_src'] == BACKUP.ip
+
+
+@pytest.mark.parametrize('strategy', ['reactive', 'proactive'])
+def test_closed_connections_leave_the_table_after_the_fin_timeout(strategy):
+    switch = make_switch(strategy, connection_idle_timeout=30,
+                         fin_idle_timeout=2)
+    assert lands_on(switch, syn(40030), PRIMARY)
+    assert returns_as_primary(switch, reply(PRIMARY, 40030))
+
+    def pins():
+        return [e for e in switch.table.flows(1)
+                if model.server_index_of_cookie(e.cookie) is not None]
+    assert pins()
+    switch.now = 1.0
+    switch.send(syn(40030, flags=model.TCP_ACK | model.TCP_FIN))
+    switch.send(dict(reply(PRIMARY, 40030),
+                     tcp_flags=model.TCP_ACK | model.TCP_FIN))
+    switch.now = 4.0
+    switch.table.expire(switch.now)
+    switch.apply([])
+    assert pins() == []
+    assert switch.policy.pinned_connections('web') == {}

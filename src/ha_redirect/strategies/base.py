@@ -79,6 +79,9 @@ class Strategy(abc.ABC):
         cookie = view.connection_cookie(server_index)
         priority = view.priority(model.PRIORITY_CONNECTION)
         timeout = view.settings.connection_idle_timeout
+        # Closed connections leave the table soon after their FIN or RST.
+        fin = ((model.FinTimeout(view.settings.fin_idle_timeout),)
+               if view.settings.fin_idle_timeout else ())
         forward = model.FlowMod(
             view.datapath_id, model.FlowCommand.ADD,
             match=Match(in_port=packet.in_port, eth_src=packet.eth_src,
@@ -88,7 +91,8 @@ class Strategy(abc.ABC):
                         ipv4_src=packet.ipv4_src,
                         ipv4_dst=service.primary.ip,
                         tcp_src=packet.tcp_src, tcp_dst=packet.tcp_dst),
-            actions=rewrite_towards(service, server) + (Output(server.port),),
+            actions=fin + rewrite_towards(service, server)
+            + (Output(server.port),),
             table=view.settings.table,
             priority=priority, cookie=cookie, idle_timeout=timeout,
             notify_removed=True)
@@ -100,7 +104,8 @@ class Strategy(abc.ABC):
                         ip_proto=model.IP_PROTO_TCP,
                         ipv4_src=server.ip, ipv4_dst=packet.ipv4_src,
                         tcp_src=packet.tcp_dst, tcp_dst=packet.tcp_src),
-            actions=rewrite_back(service, server) + (Output(packet.in_port),),
+            actions=fin + rewrite_back(service, server)
+            + (Output(packet.in_port),),
             table=view.settings.table, priority=priority, cookie=cookie,
             idle_timeout=timeout)
         # The first packet follows its flows, never overtakes them.

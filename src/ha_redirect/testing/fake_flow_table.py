@@ -287,6 +287,9 @@ class FakeFlowTable:
                 idle_timeout=flow.idle_timeout,
                 hard_timeout=flow.hard_timeout,
                 notify_removed=flow.notify_removed,
+                fin_idle_timeout=max(
+                    [a.idle_timeout for a in flow.actions
+                     if isinstance(a, model.FinTimeout)], default=0),
                 installed_at=now, last_used=now))
             return
         mask = flow.cookie_mask
@@ -502,6 +505,8 @@ class FakeFlowTable:
                     deliveries += self._pipeline(
                         datapath_id, tracked, action.table, now, dry_run,
                         depth + 1)
+            elif isinstance(action, model.FinTimeout):
+                pass    # applied when the flow is hit (see `_hit`)
             else:
                 raise FakeFlowTableError(f'unsupported action {action!r}')
         return deliveries, next_table
