@@ -99,6 +99,17 @@ _POLICY_OPTS = [
                help='OpenFlow group id of the first service\'s '
                     'fast-failover group (fast_failover, stateful); the '
                     'next services use the following ids.'),
+    cfg.IntOpt('first_ct_zone', default=_DEFAULTS.first_ct_zone, min=1,
+               max=0xffff,
+               help='Conntrack zone of the first service under the '
+                    '"stateful" strategy; the next services use the '
+                    'following zones. Use zones nothing else on the switch '
+                    'uses: the bridges of a userspace datapath share one '
+                    'connection table.'),
+    cfg.IntOpt('route_table', min=1, max=253,
+               help='OpenFlow table where "stateful" sends committed '
+                    'connections to their server; unset: connection_table '
+                    '+ 1.'),
     cfg.BoolOpt('forward_non_service_traffic',
                 default=_DEFAULTS.forward_non_service_traffic,
                 help='Forward traffic that belongs to no service with the '

@@ -41,6 +41,7 @@ def render_controller_config(services, settings=None, control_socket=''):
         f'fin_idle_timeout = {settings.fin_idle_timeout}',
         f'failback = {bool_text[settings.failback]}',
         f'failback_hold_down = {settings.failback_hold_down!r}',
+        f'first_ct_zone = {settings.first_ct_zone}',
         f'control_socket = {control_socket}',
         'forward_non_service_traffic = '
         f'{bool_text[settings.forward_non_service_traffic]}',
@@ -137,6 +138,11 @@ class ControllerProcess:
         settings = settings or model.PolicySettings()
         if strategy:
             settings = dataclasses.replace(settings, strategy=strategy)
+        if settings.first_ct_zone == model.PolicySettings.first_ct_zone:
+            # The bridges of a userspace datapath share one conntrack
+            # table: runs side by side must not share zones.
+            settings = dataclasses.replace(
+                settings, first_ct_zone=1 + int(scope.token, 16) % 0xff00)
         self.scope = scope
         self.services = tuple(services)
         self.settings = settings
