@@ -144,3 +144,41 @@ def test_drain_keeps_connections_then_link_down_aborts_nothing(strategy):
         failed = [a for a in attempts if not a['ok']]
         assert failed == [], failed[:3]
         assert {a['who'] for a in attempts} == {'backup1'}
+
+
+LONG_LIVED = 5
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_failback_keeps_every_long_lived_connection_on_the_backup(
+        strategy, record_gap):
+    with scope_mod.RunScope() as scope:
+        sdn = scenarios.SdnScenario(scope, strategy=strategy).start()
+        prober_host, holder_host = sdn.bed.clients
+        failures.link_down(sdn.bed.primary)
+        traffic.wait_served_by(holder_host, *sdn.address, 'backup1',
+                               timeout=5)
+        held = [traffic.start_hold(scope, holder_host, *sdn.address,
+                                   interval_ms=50, label=f'hold-{k}')
+                for k in range(LONG_LIVED)]
+        assert {h.records()[0]['who'] for h in held} == {'backup1'}
+        t_back = failures.link_up(sdn.bed.primary)
+        traffic.wait_served_by(prober_host, *sdn.address, 'primary',
+                               timeout=5)
+        time.sleep(2.0)
+        survivors = []
+        for h in held:
+            alive = h.popen.poll() is None
+            h.stop()
+            events = h.records()
+            errors = [e for e in events if e.get('event') == 'error']
+            echoes_after = [e for e in events if e.get('event') == 'echo'
+                            and e['t'] > t_back + 1.0]
+            if alive and not errors and len(echoes_after) >= 10:
+                survivors.append(h)
+        print(f'\nfailback survivors, {strategy}: '
+              f'{len(survivors)}/{LONG_LIVED}')
+        if plugins.load_strategy(strategy).pins_connections:
+            assert len(survivors) == LONG_LIVED
+        else:
+            assert survivors == []     # documented: stateless resets them
