@@ -141,6 +141,20 @@ class SpecialPort(enum.Enum):
 
 PortRef = typing.Union[int, SpecialPort]
 
+# What a match field needs earlier in the same match (OpenFlow 1.3 spec,
+# section 7.2.3.8); Open vSwitch refuses matches, set-fields and learn specs
+# without it (OFPBMC_BAD_PREREQ / OFPBAC_MATCH_INCONSISTENT).
+PREREQUISITES = {
+    'ip_proto': ('eth_type', ETH_TYPE_IPV4),
+    'ipv4_src': ('eth_type', ETH_TYPE_IPV4),
+    'ipv4_dst': ('eth_type', ETH_TYPE_IPV4),
+    'tcp_src': ('ip_proto', IP_PROTO_TCP),
+    'tcp_dst': ('ip_proto', IP_PROTO_TCP),
+    'arp_op': ('eth_type', ETH_TYPE_ARP),
+    'arp_spa': ('eth_type', ETH_TYPE_ARP),
+    'arp_tpa': ('eth_type', ETH_TYPE_ARP),
+}
+
 # Match field names follow OXM (and os-ken's OFPMatch keywords).
 MATCH_FIELDS = ('in_port', 'eth_src', 'eth_dst', 'eth_type', 'ip_proto',
                 'ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'arp_op',

@@ -42,19 +42,7 @@ class MalformedPacket(ValueError):
     """A PacketIn whose bytes are not the frame their headers announce."""
 
 
-# What a match field needs earlier in the same match (OpenFlow 1.3 spec,
-# section 7.2.3.8); Open vSwitch refuses matches, set-fields and learn specs
-# without it (OFPBMC_BAD_PREREQ / OFPBAC_MATCH_INCONSISTENT).
-PREREQUISITES = {
-    'ip_proto': ('eth_type', model.ETH_TYPE_IPV4),
-    'ipv4_src': ('eth_type', model.ETH_TYPE_IPV4),
-    'ipv4_dst': ('eth_type', model.ETH_TYPE_IPV4),
-    'tcp_src': ('ip_proto', model.IP_PROTO_TCP),
-    'tcp_dst': ('ip_proto', model.IP_PROTO_TCP),
-    'arp_op': ('eth_type', model.ETH_TYPE_ARP),
-    'arp_spa': ('eth_type', model.ETH_TYPE_ARP),
-    'arp_tpa': ('eth_type', model.ETH_TYPE_ARP),
-}
+PREREQUISITES = model.PREREQUISITES
 
 # Learn specs name fields with Nicira (NXM) headers, as `ovs-ofctl`'s learn
 # syntax does (NXM_OF_IP_SRC[] ...): (os-ken field name, width in bits).

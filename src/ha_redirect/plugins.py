@@ -27,48 +27,43 @@ def _entry_points(namespace):
     return importlib.metadata.entry_points(group=namespace)
 
 
+def _names(namespace):
+    return sorted({ep.name for ep in _entry_points(namespace)})
+
+
+def _load(namespace, kind, name, invoke_on_load):
+    available = _names(namespace)
+    if name not in available:
+        raise PluginError(
+            f'unknown {kind} {name!r} (available: '
+            f'{", ".join(available) or "none"}; namespace {namespace})')
+    try:
+        manager = driver.DriverManager(namespace, name,
+                                       invoke_on_load=invoke_on_load)
+    except Exception as exc:
+        raise PluginError(f'{kind} {name!r} failed to load: '
+                          f'{type(exc).__name__}: {exc}') from exc
+    return manager.driver
+
+
 def strategy_names():
     """Sorted names of the installed strategies (nothing is imported)."""
-    return sorted({ep.name for ep in _entry_points(STRATEGY_NAMESPACE)})
+    return _names(STRATEGY_NAMESPACE)
 
 
 def load_strategy(name):
     """Return a new instance of the strategy registered as `name`."""
-    available = strategy_names()
-    if name not in available:
-        raise PluginError(
-            f'unknown strategy {name!r} (available: '
-            f'{", ".join(available) or "none"}; namespace '
-            f'{STRATEGY_NAMESPACE})')
-    try:
-        manager = driver.DriverManager(STRATEGY_NAMESPACE, name,
-                                       invoke_on_load=True)
-    except Exception as exc:
-        raise PluginError(f'strategy {name!r} failed to load: '
-                          f'{type(exc).__name__}: {exc}') from exc
-    return manager.driver
+    return _load(STRATEGY_NAMESPACE, 'strategy', name, invoke_on_load=True)
 
 
 def monitor_names():
     """Sorted names of the installed monitors (nothing is imported)."""
-    return sorted({ep.name for ep in _entry_points(MONITOR_NAMESPACE)})
+    return _names(MONITOR_NAMESPACE)
 
 
 def monitor_class(name):
-    """The monitor class registered as `name`."""
-    available = monitor_names()
-    if name not in available:
-        raise PluginError(
-            f'unknown monitor {name!r} (available: '
-            f'{", ".join(available) or "none"}; namespace '
-            f'{MONITOR_NAMESPACE})')
-    try:
-        manager = driver.DriverManager(MONITOR_NAMESPACE, name,
-                                       invoke_on_load=False)
-    except Exception as exc:
-        raise PluginError(f'monitor {name!r} failed to load: '
-                          f'{type(exc).__name__}: {exc}') from exc
-    return manager.driver
+    """The monitor class registered as `name` (built per service)."""
+    return _load(MONITOR_NAMESPACE, 'monitor', name, invoke_on_load=False)
 
 
 def resolve_app(name):

@@ -89,17 +89,7 @@ _CT_FIELDS = ('ct_state', 'ct_zone', 'ct_mark', 'ct_label')
 _FIELD_BITS = {'in_port': 32, 'ct_mark': 32, 'ct_label': 128, 'ct_zone': 16,
                'tcp_src': 16, 'tcp_dst': 16, 'ip_proto': 8, 'eth_type': 16}
 
-# Same rule as ha_redirect.openflow.PREREQUISITES (kept apart: no os-ken).
-_PREREQUISITES = {
-    'ip_proto': ('eth_type', model.ETH_TYPE_IPV4),
-    'ipv4_src': ('eth_type', model.ETH_TYPE_IPV4),
-    'ipv4_dst': ('eth_type', model.ETH_TYPE_IPV4),
-    'tcp_src': ('ip_proto', model.IP_PROTO_TCP),
-    'tcp_dst': ('ip_proto', model.IP_PROTO_TCP),
-    'arp_op': ('eth_type', model.ETH_TYPE_ARP),
-    'arp_spa': ('eth_type', model.ETH_TYPE_ARP),
-    'arp_tpa': ('eth_type', model.ETH_TYPE_ARP),
-}
+_PREREQUISITES = model.PREREQUISITES
 
 _ALL_ONES = 0xffffffffffffffff
 
