@@ -2,6 +2,7 @@
 
     ha-redirect-lab demo [--schemes sdn-reactive,haproxy-tuned,...]
     ha-redirect-lab evaluate [...]   (ha_redirect.lab.evaluation, when present)
+    ha-redirect-lab gaps [...]       (ha_redirect.lab.gaps, when present)
 
 Needs root.  Errors are one line on stderr with a non-zero exit status.
 """
@@ -20,6 +21,13 @@ except ModuleNotFoundError as exc:
     if exc.name != 'ha_redirect.lab.evaluation':
         raise
     evaluation = None
+
+try:
+    from ha_redirect.lab import gaps
+except ModuleNotFoundError as exc:
+    if exc.name != 'ha_redirect.lab.gaps':
+        raise
+    gaps = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +83,11 @@ def build_parser():
         p = sub.add_parser('evaluate', help='the paper\'s Figures 2-4: '
                            'schemes x arrival rates, report and figures')
         evaluation.add_arguments(p)
+    if gaps is not None:
+        p = sub.add_parser('gaps', help='every scheme\'s service gap under '
+                           'a 1 ms prober and failback survivors, side by '
+                           'side')
+        gaps.add_arguments(p)
     return parser
 
 
@@ -100,6 +113,8 @@ def main(argv=None):
     try:
         if args.command == 'evaluate':
             return evaluation.run(args)
+        if args.command == 'gaps':
+            return gaps.run(args)
         return demo(args)
     except scope_mod.LabError as exc:
         print(f'ha-redirect-lab: error: {exc}', file=sys.stderr)

@@ -1,0 +1,638 @@
+"""Gap mode: every scheme's service gap under a 1 ms prober, side by side.
+
+    ha-redirect-lab gaps [--schemes ...] [--repeat 5] [--interval-ms 1]
+                         [--long-lived 5] [--output DIR]
+
+For each scheme (default: every installed strategy as `sdn-<name>`, and
+`haproxy-tuned`), in one invocation:
+
+* `--repeat` link failures, each in a fresh testbed: a prober opens a new
+  connection every `--interval-ms` from one second before the primary's
+  interface goes down (one ioctl, from a helper started ahead of time)
+  until the backup has answered.  The *gap* is from the failure to the
+  first connection started at or after it that the backup answered; the
+  *failed attempts* are those started after the failure that got no
+  answer within `PROBE_TIMEOUT_MS` (a lost SYN waits 1 s to be resent).
+* one failback run: the primary's link goes down, `--long-lived`
+  connections open on the backup and keep echoing every 50 ms, the link
+  comes back up with the prober running.  A connection *survives* when it
+  is still alive, saw no error and echoed at least 10 times from one
+  second after the link came back (the functional suite's rule).  The
+  *failback gap* is the longest time a new connection went unanswered
+  after the link came back (0 when none failed).
+
+Runs are interleaved (repetition by repetition, every scheme in turn), so
+background load weighs on every scheme alike.  The results folder gets one
+JSON per run (`runs/`), `summary.json` and `gaps.md`: the table with each
+median gap's ratio to `sdn-proactive`'s, the failback survivors, the
+prober's achieved resolution, the host's load, the environment and the
+command.  A failed run is recorded with its reason and the others go on;
+Ctrl-C cleans the host and writes what it has.
+"""
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import signal
+import statistics
+import sys
+import time
+import traceback
+
+from ha_redirect.lab import evaluation
+from ha_redirect.lab import evaluation_run
+from ha_redirect.lab import failures
+from ha_redirect.lab import scenarios
+from ha_redirect.lab import scope as scope_mod
+from ha_redirect.lab import testbed as testbed_mod
+from ha_redirect.lab import traffic
+from ha_redirect import plugins
+
+LOG = logging.getLogger(__name__)
+
+BACKUP = 'backup1'
+REFERENCE = 'sdn-proactive'
+LEAD = 1.0                # seconds of probing before the failure
+TAIL = 0.3                # ... and after the backup first answered
+GAP_WAIT = 10.0           # give up on the backup after this long
+PROBE_TIMEOUT_MS = 1000   # an attempt not answered by then has failed
+HOLD_INTERVAL_MS = 50
+SETTLE = 2.0              # failback: seconds after the primary answers again
+SURVIVOR_ECHOES = 10      # echoes needed from one second after link-up
+GOAL_GAP_MS = 5.0
+GOAL_STRATEGIES = ('fast_failover', 'stateful')
+GOAL_SURVIVORS = 'stateful'
+
+
+def default_schemes():
+    """Every installed strategy as sdn-<name>, then haproxy-tuned."""
+    return tuple(f'sdn-{n}' for n in plugins.strategy_names()) + (
+        'haproxy-tuned',)
+
+
+# -- one run ------------------------------------------------------------------
+
+def _start(scope, scheme):
+    kind, variant = evaluation.parse_scheme(scheme)
+    if kind == 'sdn':
+        return scenarios.SdnScenario(scope, strategy=variant).start()
+    return scenarios.ProxyScenario(scope, profile=variant).start()
+
+
+def _start_prober(scope, host, address, interval_ms, label='prober'):
+    ip, port = address
+    argv = traffic.AGENT + ['probe', '--target', f'{ip}:{port}',
+                            '--interval-ms', str(interval_ms),
+                            '--timeout-ms', str(PROBE_TIMEOUT_MS), '--drain']
+    prober = traffic.AgentProcess(scope, host, label, argv,
+                                  stop_timeout=PROBE_TIMEOUT_MS / 1000 + 5)
+    prober.wait_for(lambda r: r.get('event') == 'probing', what='prober')
+    return prober
+
+
+def _percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def probe_resolution(attempts, t_from=None, t_to=None):
+    """How finely the prober sampled: rate and spacing of attempt starts."""
+    starts = [a['t'] for a in attempts
+              if (t_from is None or a['t'] >= t_from)
+              and (t_to is None or a['t'] <= t_to)]
+    if len(starts) < 2:
+        return None
+    spacing = [b - a for a, b in zip(starts, starts[1:])]
+    return dict(rate_per_s=(len(starts) - 1) / (starts[-1] - starts[0]),
+                spacing_median_ms=statistics.median(spacing) * 1000,
+                spacing_p99_ms=_percentile(spacing, 0.99) * 1000,
+                spacing_max_ms=max(spacing) * 1000)
+
+
+def link_metrics(records, t_fail):
+    """The gap and the prober's view of one link failure."""
+    attempts = traffic.attempts(records)
+    gap = traffic.service_gap(attempts, t_fail, BACKUP)
+    before = [a['t_done'] - a['t'] for a in attempts
+              if t_fail - LEAD <= a['t'] < t_fail and a['ok']]
+    end = t_fail + (gap.gap if gap.gap is not None else GAP_WAIT)
+    near = probe_resolution(attempts, t_fail - 0.05, end)
+    return dict(
+        gap_s=gap.gap, attempts_after=gap.attempts_after,
+        failed_after=gap.failed_after, answered_by=gap.answered_by,
+        latency_before_ms=(statistics.median(before) * 1000
+                           if before else None),
+        resolution=probe_resolution(attempts),
+        spacing_max_near_failure_ms=near and near['spacing_max_ms'])
+
+
+def link_run(scheme, repetition, interval_ms):
+    """One link failure under a prober; returns the run's result dict."""
+    result = dict(kind='link', scheme=scheme, repetition=repetition,
+                  interval_ms=interval_ms)
+    with scope_mod.RunScope() as scope:
+        lab = _start(scope, scheme)
+        result['token'] = scope.token
+        host = lab.bed.clients[0]
+        traffic.wait_served_by(host, *lab.address, 'primary', timeout=15)
+        cutter = evaluation_run.LinkCutter(scope, lab.bed.primary)
+        prober = _start_prober(scope, host, lab.address, interval_ms)
+        time.sleep(LEAD)
+        t_fail, t_fail_done = cutter.fire()
+        deadline = t_fail + GAP_WAIT
+        while time.monotonic() < deadline:
+            gap = traffic.service_gap(prober.records(), t_fail, BACKUP).gap
+            if gap is not None:
+                break
+            time.sleep(0.05)
+        time.sleep(TAIL)
+        prober.stop()                 # it drains: at most PROBE_TIMEOUT_MS
+        records = prober.records()
+    result.update(status='ok', t_fail=t_fail,
+                  failure_command_s=t_fail_done - t_fail,
+                  metrics=link_metrics(records, t_fail),
+                  timeline=_timeline(records, t_fail))
+    return result
+
+
+def failback_metrics(records, t_back):
+    """New connections after the primary's link came back at `t_back`.
+
+    `gap_s` is the longest time from a failed attempt's start until any
+    attempt started after it was answered (0 without a failure, None if
+    none was answered).
+    """
+    after = [a for a in traffic.attempts(records) if a['t'] >= t_back]
+    to_primary = [a['t_done'] for a in after
+                  if a['ok'] and a['who'] == 'primary']
+    longest = 0.0
+    answered = float('inf')   # earliest answer among later attempts
+    for a in reversed(after):
+        if a['ok']:
+            answered = min(answered, a['t_done'])
+        else:
+            longest = max(longest, answered - a['t'])
+    return dict(
+        attempts_after=len(after),
+        failed_after=sum(1 for a in after if not a['ok']),
+        to_primary_s=(min(to_primary) - t_back) if to_primary else None,
+        gap_s=None if longest == float('inf') else longest,
+        resolution=probe_resolution(after))
+
+
+def survivor(hold_records, alive, t_back):
+    """Did a long-lived connection live through the failback?"""
+    errors = [e for e in hold_records if e.get('event') == 'error']
+    echoes = [e for e in hold_records if e.get('event') == 'echo'
+              and e['t'] > t_back + 1.0]
+    return alive and not errors and len(echoes) >= SURVIVOR_ECHOES
+
+
+def failback_run(scheme, long_lived, interval_ms):
+    """K connections on the backup across failback; the result dict."""
+    result = dict(kind='failback', scheme=scheme, long_lived=long_lived,
+                  interval_ms=interval_ms)
+    with scope_mod.RunScope() as scope:
+        lab = _start(scope, scheme)
+        result['token'] = scope.token
+        prober_host, holder_host = lab.bed.clients[:2]
+        traffic.wait_served_by(prober_host, *lab.address, 'primary',
+                               timeout=15)
+        failures.link_down(lab.bed.primary)
+        traffic.wait_served_by(holder_host, *lab.address, BACKUP,
+                               timeout=GAP_WAIT)
+        held = [traffic.start_hold(scope, holder_host, *lab.address,
+                                   interval_ms=HOLD_INTERVAL_MS,
+                                   label=f'hold-{k}')
+                for k in range(long_lived)]
+        held_by = [h.records()[0].get('who') for h in held]
+        prober = _start_prober(scope, prober_host, lab.address, interval_ms)
+        time.sleep(0.2)
+        t_back = failures.link_up(lab.bed.primary)
+        scope_mod.wait_until(
+            lambda: any(a['ok'] and a['who'] == 'primary'
+                        and a['t'] >= t_back for a in
+                        traffic.attempts(prober.records())),
+            GAP_WAIT, what='the primary to answer again')
+        time.sleep(SETTLE)
+        prober.stop()
+        kept = []
+        for h in held:
+            alive = h.popen.poll() is None
+            h.stop()
+            kept.append(survivor(h.records(), alive, t_back))
+        errors = [next((e['error'] for e in h.records()
+                        if e.get('event') == 'error'), None) for h in held]
+        records = prober.records()
+    result.update(status='ok', t_back=t_back, held_by=held_by,
+                  survived=kept, hold_errors=errors,
+                  metrics=dict(survivors=sum(kept),
+                               **failback_metrics(records, t_back)),
+                  timeline=_timeline(records, t_back))
+    return result
+
+
+def _timeline(records, t_fail, before=0.01, limit=120):
+    """Attempts around the failure (or link-up), in ms relative to it."""
+    rows = []
+    for a in traffic.attempts(records):
+        if a['t'] >= t_fail - before and len(rows) < limit:
+            rows.append(dict(
+                t_ms=round((a['t'] - t_fail) * 1000, 3),
+                done_ms=round((a['t_done'] - t_fail) * 1000, 3),
+                ok=a['ok'], who=a['who'], error=a['error']))
+    return rows
+
+
+# -- the invocation -----------------------------------------------------------
+
+def plan_runs(schemes, repeat):
+    """('link', scheme, rep) repetition by repetition, then failbacks."""
+    return ([('link', s, r) for r in range(repeat) for s in schemes]
+            + [('failback', s, None) for s in schemes])
+
+
+def _run_id(kind, scheme, rep):
+    return f'{scheme}_{kind}' + ('' if rep is None else f'{rep}')
+
+
+def _load():
+    with open('/proc/loadavg') as f:
+        return ' '.join(f.read().split()[:3])
+
+
+def execute(args, out_dir, progress=True):
+    """Every planned run; returns (results, interrupted)."""
+    from tqdm import tqdm
+    runs = plan_runs(args.schemes, args.repeat)
+    results, interrupted = [], None
+    bar = tqdm(total=len(runs), unit='run', disable=not progress,
+               dynamic_ncols=True, file=sys.stderr)
+    try:
+        for kind, scheme, rep in runs:
+            run_id = _run_id(kind, scheme, rep)
+            bar.set_description(run_id)
+            started = time.monotonic()
+            load = _load()
+            try:
+                if kind == 'link':
+                    result = link_run(scheme, rep, args.interval_ms)
+                else:
+                    result = failback_run(scheme, args.long_lived,
+                                          args.interval_ms)
+            except (KeyboardInterrupt, scope_mod.Terminated) as exc:
+                interrupted = type(exc).__name__
+                result = dict(status='interrupted', reason=interrupted)
+            except Exception as exc:  # record it; the others go on
+                LOG.debug('run failed', exc_info=True)
+                result = dict(status='failed',
+                              reason=f'{type(exc).__name__}: {exc}'
+                              .splitlines()[0][:300],
+                              traceback=traceback.format_exc())
+            result.update(kind=kind, scheme=scheme, repetition=rep,
+                          load_before=load, load_after=_load(),
+                          elapsed_s=round(time.monotonic() - started, 2))
+            results.append(result)
+            path = os.path.join(out_dir, 'runs', run_id + '.json')
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, 'w') as f:
+                json.dump(result, f, indent=1, sort_keys=True, default=str)
+            bar.update(1)
+            if result['status'] == 'failed':
+                bar.write(f'gaps: run {run_id} failed: {result["reason"]}')
+            if interrupted:
+                break
+    except (KeyboardInterrupt, scope_mod.Terminated) as exc:
+        interrupted = type(exc).__name__     # between runs: nothing to clean
+    finally:
+        bar.close()
+    return results, interrupted
+
+
+# -- summary ------------------------------------------------------------------
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(results, schemes, long_lived):
+    """Per scheme: gap median and range (ms), ratio to sdn-proactive,
+    failed attempts, failback survivors; plus the prober's resolution."""
+    rows = {}
+    for scheme in schemes:
+        links = [r for r in results
+                 if r['scheme'] == scheme and r['kind'] == 'link']
+        ok = [r for r in links if r['status'] == 'ok']
+        gaps = [r['metrics']['gap_s'] * 1000 for r in ok
+                if r['metrics']['gap_s'] is not None]
+        backs = [r for r in results if r['scheme'] == scheme
+                 and r['kind'] == 'failback' and r['status'] == 'ok']
+        back = backs[0]['metrics'] if backs else None
+        kind, _, variant = scheme.partition('-')
+        rows[scheme] = dict(
+            runs=len(links), runs_ok=len(ok),
+            no_gap=len(ok) - len(gaps),
+            gaps_ms=gaps,
+            gap_median_ms=_median(gaps),
+            gap_min_ms=min(gaps) if gaps else None,
+            gap_max_ms=max(gaps) if gaps else None,
+            failed_attempts=[r['metrics']['failed_after'] for r in ok],
+            failed_median=_median([r['metrics']['failed_after']
+                                   for r in ok]),
+            latency_before_ms=_median([r['metrics']['latency_before_ms']
+                                       for r in ok]),
+            spacing_near_max_ms=max(
+                [r['metrics']['spacing_max_near_failure_ms'] for r in ok
+                 if r['metrics']['spacing_max_near_failure_ms'] is not None],
+                default=None),
+            survivors=None if back is None else back['survivors'],
+            long_lived=long_lived,
+            pins_connections=_pins(kind, variant),
+            failback_gap_ms=_ms(back and back['gap_s']),
+            failback_failed=None if back is None else back['failed_after'],
+            failback_to_primary_ms=_ms(back and back['to_primary_s']),
+            failures=[dict(kind=r['kind'], repetition=r['repetition'],
+                           reason=r.get('reason'))
+                      for r in results if r['scheme'] == scheme
+                      and r['status'] != 'ok'])
+    ref = rows.get(REFERENCE, {}).get('gap_median_ms')
+    for row in rows.values():
+        m = row['gap_median_ms']
+        row['ratio_to_proactive'] = (m / ref if m is not None and ref
+                                     else None)
+    res = [r['metrics']['resolution'] for r in results
+           if r['kind'] == 'link' and r['status'] == 'ok'
+           and r['metrics'].get('resolution')]
+    near = [r['metrics'].get('spacing_max_near_failure_ms') for r in results
+            if r['kind'] == 'link' and r['status'] == 'ok']
+    resolution = None if not res else dict(
+        rate_per_s=_median([x['rate_per_s'] for x in res]),
+        spacing_median_ms=_median([x['spacing_median_ms'] for x in res]),
+        spacing_p99_ms=_median([x['spacing_p99_ms'] for x in res]),
+        spacing_max_near_failure_ms=max(
+            [v for v in near if v is not None], default=None))
+    return dict(schemes=rows, resolution=resolution, goals=goals(rows))
+
+
+def _ms(seconds):
+    return None if seconds is None else seconds * 1000
+
+
+def _pins(kind, variant):
+    if kind != 'sdn':
+        return None
+    try:
+        return bool(plugins.load_strategy(variant).pins_connections)
+    except Exception:  # only a table column
+        return None
+
+
+def goals(rows):
+    """The issue's goals, each with what was measured and a verdict."""
+    out = []
+    for name in GOAL_STRATEGIES:
+        row = rows.get(f'sdn-{name}')
+        if row is None:
+            continue
+        m = row['gap_median_ms']
+        out.append(dict(
+            goal=f'sdn-{name}: median gap <= {GOAL_GAP_MS:g} ms',
+            measured='no gap measured' if m is None else f'{m:.1f} ms',
+            met=m is not None and m <= GOAL_GAP_MS))
+    row = rows.get(f'sdn-{GOAL_SURVIVORS}')
+    if row is not None:
+        k, n = row['survivors'], row['long_lived']
+        out.append(dict(
+            goal=f'sdn-{GOAL_SURVIVORS}: {n} of {n} connections survive '
+            'failback',
+            measured='not measured' if k is None else f'{k}/{n}',
+            met=k is not None and k == n))
+    return out
+
+
+def _fmt(value, spec='.1f', none='-'):
+    return none if value is None else format(value, spec)
+
+
+def markdown(summary, meta):
+    """gaps.md: the side-by-side table, goals, resolution, environment."""
+    lines = ['# Service gaps side by side', '',
+             f'Command: `{meta["command"]}`  ', f'Started: {meta["started"]}'
+             f', took {meta["elapsed_s"]:.0f} s; load average before/after: '
+             f'{meta["load_before"]} / {meta["load_after"]} '
+             f'({meta["cpus"]} CPUs)', '']
+    if meta.get('interrupted'):
+        lines += ['**Interrupted**: the table holds the runs done so far.',
+                  '']
+    lines += [
+        f'Link failure: {meta["repeat"]} per scheme, prober every '
+        f'{meta["interval_ms"]:g} ms. Gap = failure to the first new '
+        'connection answered by the backup. Failback: '
+        f'{meta["long_lived"]} long-lived connections on the backup while '
+        'the primary\'s link comes back.', '',
+        '| scheme | gap median ms | gap range ms | ratio to proactive | '
+        'failed attempts median (range) | latency before ms | '
+        'widest probe spacing ms | failback survivors | failback gap ms | '
+        'back to primary ms |',
+        '|---|---|---|---|---|---|---|---|---|---|']
+    for scheme, r in summary['schemes'].items():
+        failed = r['failed_attempts']
+        rng = (f'{_fmt(r["gap_min_ms"])}-{_fmt(r["gap_max_ms"])}'
+               if r['gaps_ms'] else '-')
+        note = f' ({r["runs_ok"]}/{r["runs"]} runs' + (
+            f', {r["no_gap"]} without a gap' if r['no_gap'] else '') + ')'
+        surv = ('-' if r['survivors'] is None
+                else f'{r["survivors"]}/{r["long_lived"]}')
+        if r['pins_connections'] is False:
+            surv += ' (stateless)'
+        lines.append(
+            f'| {scheme} | {_fmt(r["gap_median_ms"])} | {rng}{note} | '
+            f'{_fmt(r["ratio_to_proactive"], ".2f")} | '
+            f'{_fmt(r["failed_median"], "g")} '
+            f'({min(failed) if failed else "-"}-'
+            f'{max(failed) if failed else "-"}) | '
+            f'{_fmt(r["latency_before_ms"])} | '
+            f'{_fmt(r["spacing_near_max_ms"])} | {surv} | '
+            f'{_fmt(r["failback_gap_ms"])} | '
+            f'{_fmt(r["failback_to_primary_ms"])} |')
+    lines += ['', '## Goals', '']
+    for g in summary['goals']:
+        lines.append(f'- {g["goal"]}: {g["measured"]} -- '
+                     f'{"met" if g["met"] else "NOT met"}')
+    res = summary['resolution']
+    lines += ['', '## Prober resolution', '']
+    if res:
+        lines.append(
+            f'Asked for one attempt every {meta["interval_ms"]:g} ms; '
+            f'achieved {res["rate_per_s"]:.0f} attempts/s (median of runs), '
+            f'spacing median {res["spacing_median_ms"]:.2f} ms, p99 '
+            f'{res["spacing_p99_ms"]:.1f} ms; the widest spacing between '
+            'the failure and the backup\'s first answer was '
+            f'{_fmt(res["spacing_max_near_failure_ms"])} ms.')
+    else:
+        lines.append('No link run completed.')
+    lines += [
+        '', '"latency before" is the median time a connection took to be '
+        'answered in the second before the failure: a gap cannot be '
+        'shorter. "widest probe spacing" is the longest wait between two '
+        'attempts from the failure to the backup\'s first answer, over '
+        'the runs: the gap\'s resolution. "failed attempts" got no answer '
+        f'within {PROBE_TIMEOUT_MS} ms. The failback gap is the longest '
+        'time a new '
+        'connection went unanswered after the link came back; "back to '
+        'primary" is when the primary answered new connections again. '
+        'A connection survives when it stayed open without error and '
+        f'echoed {SURVIVOR_ECHOES}+ times from 1 s after link-up; '
+        '"stateless" strategies do not pin connections and are expected '
+        'to reset them.']
+    failed = [(s, f) for s, r in summary['schemes'].items()
+              for f in r['failures']]
+    if failed:
+        lines += ['', '## Runs that failed', '']
+        lines += [f'- {s} {f["kind"]} {_fmt(f["repetition"], "")}: '
+                  f'{f["reason"]}' for s, f in failed]
+    lines += ['', '## Environment', '', '| | |', '|---|---|']
+    lines += [f'| {k} | {v} |' for k, v in meta['environment'].items()]
+    return '\n'.join(lines) + '\n'
+
+
+def write_outputs(out_dir, results, meta, args):
+    summary = summarize(results, args.schemes, args.long_lived)
+    with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
+        json.dump(dict(meta, **summary), f, indent=1, default=str)
+    path = os.path.join(out_dir, 'gaps.md')
+    with open(path, 'w') as f:
+        f.write(markdown(summary, meta))
+    return path, summary
+
+
+# -- command line -------------------------------------------------------------
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(
+                f'{text!r} is not a positive {kind.__name__}')
+        return value
+    return parse
+
+
+def _schemes(text):
+    schemes = tuple(dict.fromkeys(s.strip() for s in text.split(',')
+                                  if s.strip()))
+    if not schemes:
+        raise argparse.ArgumentTypeError('no scheme given')
+    for scheme in schemes:
+        try:
+            evaluation.parse_scheme(scheme)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return schemes
+
+
+def add_arguments(parser):
+    """The gap mode's options (for `ha-redirect-lab gaps`)."""
+    parser.add_argument('--schemes', type=_schemes, default=None,
+                        help='comma-separated (default: every installed '
+                        'strategy as sdn-<name>, and haproxy-tuned)')
+    parser.add_argument('--repeat', type=_positive(int), default=5,
+                        help='link failures per scheme (default %(default)s)')
+    parser.add_argument('--interval-ms', type=_positive(float), default=1.0,
+                        help='the prober opens a connection this often '
+                        '(default %(default)g)')
+    parser.add_argument('--long-lived', type=_positive(int), default=5,
+                        help='connections held on the backup across '
+                        'failback (default %(default)s)')
+    parser.add_argument('--output', default=None,
+                        help='results folder (default results/gaps-'
+                        '<timestamp>)')
+    parser.add_argument('--no-progress', action='store_true',
+                        help='no progress bar')
+    return parser
+
+
+def run(args):
+    """Run the gap mode; the exit status."""
+    if args.schemes is None:
+        args.schemes = default_schemes()
+    out_dir = args.output or os.path.join(
+        'results', 'gaps-' + datetime.datetime.now().strftime(
+            '%Y%m%d-%H%M%S'))
+    try:
+        testbed_mod.check_host()
+        os.makedirs(out_dir, exist_ok=True)
+    except (scope_mod.LabError, OSError) as exc:
+        print(f'gaps: error: {exc}', file=sys.stderr)
+        return 1
+    old_term = signal.signal(signal.SIGTERM, _terminated)
+    started, load_before = time.monotonic(), _load()
+    meta = dict(command=_command_line(),
+                started=datetime.datetime.now(datetime.timezone.utc)
+                .strftime('%Y-%m-%d %H:%M:%S UTC'),
+                schemes=list(args.schemes), repeat=args.repeat,
+                interval_ms=args.interval_ms, long_lived=args.long_lived,
+                cpus=os.cpu_count(), load_before=load_before)
+    try:
+        meta['environment'] = evaluation.environment()
+        print(f'gaps: {len(plan_runs(args.schemes, args.repeat))} runs '
+              f'into {out_dir}', file=sys.stderr)
+        results, interrupted = execute(args, out_dir,
+                                       progress=not args.no_progress)
+    except (KeyboardInterrupt, scope_mod.Terminated) as exc:
+        meta.setdefault('environment', {})
+        results, interrupted = [], type(exc).__name__
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    meta.update(elapsed_s=time.monotonic() - started, load_after=_load(),
+                interrupted=interrupted)
+    path, summary = write_outputs(out_dir, results, meta, args)
+    failed = sum(1 for r in results if r['status'] != 'ok')
+    print(f'gaps: {len(results) - failed}/{len(results)} runs ok in '
+          f'{meta["elapsed_s"]:.0f}s; table: {path}', file=sys.stderr)
+    if interrupted:
+        print('gaps: interrupted; the host is clean and the table is '
+              'partial', file=sys.stderr)
+        return 130
+    return 0 if results and failed < len(results) else 1
+
+
+def _command_line():
+    program = os.path.basename(sys.argv[0])
+    if program in ('gaps.py', '__main__.py', '-c'):
+        program = 'python -m ha_redirect.lab.gaps'
+    elif program == 'cli.py':
+        program = 'ha-redirect-lab'
+    return ' '.join([program] + sys.argv[1:])
+
+
+def _terminated(signum, frame):
+    raise scope_mod.Terminated(f'terminated by signal {signum}')
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def main(argv=None):
+    parser = add_arguments(_Parser(
+        prog='python -m ha_redirect.lab.gaps',
+        description='Every scheme\'s service gap under a 1 ms prober, and '
+        'long-lived connections across failback, side by side.'))
+    parser.add_argument('--debug', action='store_true')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else
+                        logging.WARNING,
+                        format='%(levelname)s %(name)s: %(message)s')
+    return run(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
