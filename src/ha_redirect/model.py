@@ -440,9 +440,24 @@ class Barrier:
     datapath_id: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """Flow and group changes the switch applies all at once (an atomic,
+    ordered OpenFlow bundle): no packet sees the state halfway."""
+    datapath_id: int
+    messages: typing.Tuple[typing.Union[FlowMod, GroupMod], ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, 'messages', tuple(self.messages))
+        for message in self.messages:
+            if not isinstance(message, (FlowMod, GroupMod)):
+                raise ServiceError(f'bundle: {type(message).__name__} '
+                                   'cannot be bundled')
+
+
 Message = typing.Union[
     FlowMod, GroupMod, PacketOut, ArpReply, TcpSegment, FlowStatsRequest,
-    ConntrackFlush, Barrier]
+    ConntrackFlush, Barrier, Bundle]
 
 
 # What the switch saw, as the OpenFlow layer decodes it for the policy.

@@ -15,6 +15,7 @@ reports them back in FlowRemoved and the policy compares matches.
 """
 
 import ipaddress
+import itertools
 import logging
 import struct
 import typing
@@ -440,6 +441,34 @@ def _ct_flush_body(flush: model.ConntrackFlush) -> bytes:
     return struct.pack('!BB6x', 0, 0) + reply + zone
 
 
+_bundle_ids = itertools.count(1)
+
+
+def _bundle(datapath, bundle: model.Bundle):
+    """Open, add each change, commit: OpenFlow 1.4+ bundles, or on 1.3
+    the ONF extension that Open vSwitch implements."""
+    ofproto, parser = datapath.ofproto, datapath.ofproto_parser
+    bundle_id = next(_bundle_ids) & 0xffffffff
+    inner = [msg for message in bundle.messages
+             for msg in to_ofp_messages(datapath, message)]
+    if ofproto.OFP_VERSION >= 0x05:
+        flags = ofproto.OFPBF_ATOMIC | ofproto.OFPBF_ORDERED
+        return ([parser.OFPBundleCtrlMsg(
+            datapath, bundle_id, ofproto.OFPBCT_OPEN_REQUEST, flags, [])]
+            + [parser.OFPBundleAddMsg(datapath, bundle_id, flags, msg, [])
+               for msg in inner]
+            + [parser.OFPBundleCtrlMsg(
+                datapath, bundle_id, ofproto.OFPBCT_COMMIT_REQUEST, flags,
+                [])])
+    flags = ofproto.ONF_BF_ATOMIC | ofproto.ONF_BF_ORDERED
+    return ([parser.ONFBundleCtrlMsg(
+        datapath, bundle_id, ofproto.ONF_BCT_OPEN_REQUEST, flags, [])]
+        + [parser.ONFBundleAddMsg(datapath, bundle_id, flags, msg, [])
+           for msg in inner]
+        + [parser.ONFBundleCtrlMsg(
+            datapath, bundle_id, ofproto.ONF_BCT_COMMIT_REQUEST, flags, [])])
+
+
 def to_ofp_messages(datapath, message: model.Message) -> list:
     """The os-ken messages that carry out one model message on `datapath`.
 
@@ -464,6 +493,8 @@ def to_ofp_messages(datapath, message: model.Message) -> list:
                             (model.Output(message.out_port),),
                             tcp_segment_frame(message), None,
                             _Where(message))]
+    if isinstance(message, model.Bundle):
+        return _bundle(datapath, message)
     if isinstance(message, model.FlowStatsRequest):
         ofproto, parser = datapath.ofproto, datapath.ofproto_parser
         return [parser.OFPFlowStatsRequest(
@@ -604,6 +635,11 @@ def describe(message: model.Message) -> str:
                 f'out_port={message.out_port} {message.ipv4_src}:'
                 f'{message.tcp_src} > {message.ipv4_dst}:{message.tcp_dst} '
                 f'flags={message.tcp_flags:#x} seq={message.tcp_seq}')
+    if isinstance(message, model.Bundle):
+        return (f'bundle dpid={message.datapath_id:#x} of '
+                f'{len(message.messages)} changes: '
+                + '; '.join(describe(m) for m in message.messages[:3])
+                + (' ...' if len(message.messages) > 3 else ''))
     if isinstance(message, model.FlowStatsRequest):
         return (f'flow_stats_request dpid={message.datapath_id:#x} '
                 f'cookie={message.cookie:#x}/{message.cookie_mask:#x}')

@@ -234,7 +234,7 @@ class RedirectPolicy:
                 messages.append(
                     self._arp_responder(view, model.FlowCommand.ADD))
         messages.append(model.Barrier(datapath_id))
-        return messages
+        return _bundled(datapath_id, messages)
 
     def on_switch_disconnected(self, datapath_id: int, now: float
                                ) -> typing.List[model.Message]:
@@ -440,6 +440,17 @@ def _log_transition(state, previous, now, why):
         LOG.info('t=%.6f service %s: new connections to %s (was %s): %s',
                  now, state.service.name, label(state.active),
                  label(previous), why)
+
+
+def _bundled(datapath_id, messages):
+    """The flow and group changes as one atomic bundle, then the rest in
+    order: a resync deletes our flows and installs them again, and traffic
+    must not fall into the gap (non-service traffic least of all)."""
+    changes = [m for m in messages
+               if isinstance(m, (model.FlowMod, model.GroupMod))]
+    others = [m for m in messages
+              if not isinstance(m, (model.FlowMod, model.GroupMod))]
+    return [model.Bundle(datapath_id, tuple(changes))] + others
 
 
 def _monitor_class(name, monitor_classes):

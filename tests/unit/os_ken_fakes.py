@@ -21,6 +21,15 @@ class RecordingDatapath:
         msg.serialize()   # what the real datapath does; raises if invalid
         self.sent.append(msg)
 
+    def unbundled(self):
+        """What was sent, with bundled changes in their place."""
+        for m in self.sent:
+            if isinstance(m, parser.ONFBundleAddMsg):
+                yield m.message
+            elif not isinstance(m, parser.ONFBundleCtrlMsg):
+                yield m
+
     def flow_mods(self, command=None):
-        return [m for m in self.sent if isinstance(m, parser.OFPFlowMod)
+        return [m for m in self.unbundled()
+                if isinstance(m, parser.OFPFlowMod)
                 and (command is None or m.command == command)]

@@ -774,3 +774,33 @@ def test_fin_timeout_needs_a_tcp_match():
         render_one(datapath('1.3'), model.FlowMod(
             DPID, model.FlowCommand.ADD, match=model.Match(in_port=3),
             actions=(model.FinTimeout(2), model.Output(1))))
+
+
+@pytest.mark.skipif(OFCTL is None, reason='ovs-ofctl (Open vSwitch) is not '
+                    'installed: cannot check how OVS decodes our bytes')
+@pytest.mark.parametrize('version', sorted(VERSIONS))
+def test_open_vswitch_reads_a_bundle_as_open_add_commit(version):
+    dp = datapath(version)
+    flow = model.FlowMod(DPID, model.FlowCommand.ADD,
+                         match=model.Match(in_port=3),
+                         actions=(model.Output(1),))
+    msgs = openflow.to_ofp_messages(dp, model.Bundle(DPID, (flow, flow)))
+    texts = []
+    for xid, msg in enumerate(msgs, 1):
+        msg.set_xid(xid)
+        msg.serialize()
+        texts.append(subprocess.run(
+            [OFCTL, 'ofp-print', bytes(msg.buf).hex()], check=True,
+            capture_output=True, text=True).stdout)
+    assert len(texts) == 4
+    assert 'OPEN_REQUEST' in texts[0] and 'COMMIT_REQUEST' in texts[-1]
+    for text in texts:
+        assert 'flags=atomic ordered' in text
+    for text in texts[1:3]:
+        assert 'ADD priority=0,in_port=3 actions=output:1' in text
+        assert 'decode error' not in text
+
+
+def test_only_flow_and_group_changes_can_be_bundled():
+    with pytest.raises(model.ServiceError, match='Barrier cannot be bundled'):
+        model.Bundle(DPID, (model.Barrier(DPID),))

@@ -34,7 +34,7 @@ def _port(no, up=True):
 def _flow_outputs(datapath):
     """(table, output ports) of each flow the example added."""
     found = []
-    for msg in datapath.sent:
+    for msg in datapath.unbundled():
         if isinstance(msg, parser.OFPFlowMod) and msg.command == ofp.OFPFC_ADD:
             ports = [a.port for i in msg.instructions
                      for a in getattr(i, 'actions', [])

@@ -243,7 +243,10 @@ class FakeFlowTable:
               now: float = 0.0) -> None:
         """Apply FlowMods in order; record PacketOut/ArpReply; skip Barrier."""
         for message in messages:
-            if isinstance(message, model.FlowMod):
+            if isinstance(message, model.Bundle):
+                # Applied in order; a packet never runs in between here.
+                self.apply(message.messages, now)
+            elif isinstance(message, model.FlowMod):
                 self._apply_flow_mod(message, now)
             elif isinstance(message, model.GroupMod):
                 self._apply_group_mod(message)
