@@ -26,7 +26,9 @@ SETTINGS = model.PolicySettings()
 # probe's timeout and the time to reprogram the switch.
 DETECTION_BOUND = (SETTINGS.probe_fall * SETTINGS.probe_interval * 1.1
                    + SETTINGS.probe_timeout + 0.3)
-RETURN_BOUND = SETTINGS.probe_rise * SETTINGS.probe_interval * 1.1 + 0.5
+# From the restarted service listening: `rise` probes, with room for a
+# loaded machine (CI runs on 2 cores).
+RETURN_BOUND = SETTINGS.probe_rise * SETTINGS.probe_interval * 1.1 + 1.0
 
 
 def first_answer_by(records, since, who):
@@ -59,10 +61,10 @@ def test_a_killed_service_fails_over_and_returns_when_restarted(
         t_kill = failures.kill_service(sdn.servers['primary'])
         time.sleep(DETECTION_BOUND + 0.5)
         # The same service comes back on the same, never-down link.
-        t_restart = time.monotonic()
         sdn.servers['primary'] = traffic.start_identity_server(
             scope, sdn.bed.primary, 'primary', sdn.plan.tcp_ports,
             label='serve-primary-again')
+        t_restart = time.monotonic()     # it listens from here on
         time.sleep(RETURN_BOUND + 0.5)
         prober.stop()
         records = prober.records()
@@ -73,6 +75,8 @@ def test_a_killed_service_fails_over_and_returns_when_restarted(
         assert to_backup - t_kill <= DETECTION_BOUND, report.describe()
         back_home = first_answer_by(records, t_restart, 'primary')
         assert back_home is not None, 'the primary never came back'
+        print(f'\n{strategy}: detection {to_backup - t_kill:.3f} s, '
+              f'return {back_home - t_restart:.3f} s after the restart')
         assert back_home - t_restart <= RETURN_BOUND
         # Once home, it stays home.
         late = [a for a in traffic.attempts(records)

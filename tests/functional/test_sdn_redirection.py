@@ -171,7 +171,7 @@ def test_redirection_survives_a_controller_restart(sdn, record_gap):
     t_stop = time.monotonic()
     sdn.controller.restart()
     t_connected = sdn.controller.wait_switch_connected(sdn.plan.datapath_id)
-    traffic.wait_served_by(a, *sdn.address, BACKUP, timeout=5)
+    traffic.wait_served_by(a, *sdn.address, BACKUP, timeout=10)
     time.sleep(SETTLE + 0.5)
     prober.stop()
     pinger.popen.send_signal(2)  # SIGINT: ping prints its statistics
