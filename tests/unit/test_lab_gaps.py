@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from ha_redirect.lab import gaps
+from ha_redirect.lab import gaps_summary
 
 
 def run_cli(*args):
@@ -40,7 +41,7 @@ def test_defaults_are_every_strategy_and_tuned_haproxy():
     schemes = gaps.default_schemes()
     assert schemes[-1] == 'haproxy-tuned'
     assert set(schemes[:-1]) == {f'sdn-{n}' for n in plugins.strategy_names()}
-    assert gaps.REFERENCE in schemes
+    assert gaps_summary.REFERENCE in schemes
 
 
 def test_runs_interleave_schemes_then_failbacks():
@@ -185,7 +186,7 @@ def synthetic_results():
 
 
 def test_summary_medians_ranges_and_ratios_to_proactive():
-    summary = gaps.summarize(synthetic_results(), SCHEMES, 5)
+    summary = gaps_summary.summarize(synthetic_results(), SCHEMES, 5)
     rows = summary['schemes']
     assert rows['sdn-proactive']['gap_median_ms'] == pytest.approx(12)
     assert rows['sdn-proactive']['ratio_to_proactive'] == pytest.approx(1)
@@ -212,7 +213,7 @@ def test_summary_medians_ranges_and_ratios_to_proactive():
 def test_summary_without_the_reference_has_no_ratios():
     results = [r for r in synthetic_results()
                if r['scheme'] != 'sdn-proactive']
-    summary = gaps.summarize(results, SCHEMES[1:], 5)
+    summary = gaps_summary.summarize(results, SCHEMES[1:], 5)
     assert all(r['ratio_to_proactive'] is None
                for r in summary['schemes'].values())
 
@@ -222,12 +223,14 @@ def meta(**extra):
                 started='2026-01-01 00:00:00 UTC', elapsed_s=123.4,
                 load_before='1.00 1.00 1.00', load_after='2.00 1.50 1.00',
                 cpus=2, repeat=3, interval_ms=1.0, long_lived=5,
+                schemes=list(SCHEMES), probe_timeout_ms=1000,
+                survivor_echoes=10,
                 environment={'Open vSwitch': '3.1.0'}, **extra)
 
 
 def test_markdown_table_goals_and_environment():
-    summary = gaps.summarize(synthetic_results(), SCHEMES, 5)
-    text = gaps.markdown(summary, meta())
+    summary = gaps_summary.summarize(synthetic_results(), SCHEMES, 5)
+    text = gaps_summary.markdown(summary, meta())
     assert '`ha-redirect-lab gaps --repeat 3`' in text
     row = next(line for line in text.splitlines()
                if line.startswith('| sdn-stateful |'))
@@ -246,21 +249,20 @@ def test_markdown_table_goals_and_environment():
     assert 'haproxy-tuned link 3: LabError: no switch' in text
     assert '| Open vSwitch | 3.1.0 |' in text
     assert 'Interrupted' not in text
-    assert 'Interrupted' in gaps.markdown(summary, meta(interrupted='x'))
+    text = gaps_summary.markdown(summary, meta(interrupted='x'))
+    assert 'Interrupted' in text
 
 
 def test_markdown_of_nothing_still_renders():
-    summary = gaps.summarize([], SCHEMES, 5)
-    text = gaps.markdown(summary, meta())
+    summary = gaps_summary.summarize([], SCHEMES, 5)
+    text = gaps_summary.markdown(summary, meta())
     assert 'No link run completed.' in text
     assert 'not measured -- NOT met' in text
 
 
 def test_outputs_are_written(tmp_path):
-    args = gaps.add_arguments(gaps._Parser()).parse_args(
-        ['--schemes', ','.join(SCHEMES)])
-    path, summary = gaps.write_outputs(str(tmp_path), synthetic_results(),
-                                       meta(), args)
+    path, summary = gaps_summary.write_outputs(
+        str(tmp_path), synthetic_results(), meta())
     assert path == str(tmp_path / 'gaps.md')
     data = json.loads((tmp_path / 'summary.json').read_text())
     assert data['schemes']['sdn-stateful']['gap_median_ms'] == 4.0

@@ -23,11 +23,11 @@ For each scheme (default: every installed strategy as `sdn-<name>`, and
 
 Runs are interleaved (repetition by repetition, every scheme in turn), so
 background load weighs on every scheme alike.  The results folder gets one
-JSON per run (`runs/`), `summary.json` and `gaps.md`: the table with each
-median gap's ratio to `sdn-proactive`'s, the failback survivors, the
-prober's achieved resolution, the host's load, the environment and the
-command.  A failed run is recorded with its reason and the others go on;
-Ctrl-C cleans the host and writes what it has.
+JSON per run (`runs/`), then `gaps_summary` writes `summary.json` and
+`gaps.md`: the table with each median gap's ratio to `sdn-proactive`'s,
+the failback survivors, the prober's achieved resolution, the host's load,
+the environment and the command.  A failed run is recorded with its
+reason and the others go on; Ctrl-C cleans the host and writes what it has.
 """
 
 import argparse
@@ -44,6 +44,7 @@ import traceback
 from ha_redirect.lab import evaluation
 from ha_redirect.lab import evaluation_run
 from ha_redirect.lab import failures
+from ha_redirect.lab import gaps_summary
 from ha_redirect.lab import scenarios
 from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import testbed as testbed_mod
@@ -53,7 +54,6 @@ from ha_redirect import plugins
 LOG = logging.getLogger(__name__)
 
 BACKUP = 'backup1'
-REFERENCE = 'sdn-proactive'
 LEAD = 1.0                # seconds of probing before the failure
 TAIL = 0.3                # ... and after the backup first answered
 GAP_WAIT = 10.0           # give up on the backup after this long
@@ -61,9 +61,6 @@ PROBE_TIMEOUT_MS = 1000   # an attempt not answered by then has failed
 HOLD_INTERVAL_MS = 50
 SETTLE = 2.0              # failback: seconds after the primary answers again
 SURVIVOR_ECHOES = 10      # echoes needed from one second after link-up
-GOAL_GAP_MS = 5.0
-GOAL_STRATEGIES = ('fast_failover', 'stateful')
-GOAL_SURVIVORS = 'stateful'
 
 
 def default_schemes():
@@ -311,204 +308,6 @@ def execute(args, out_dir, progress=True):
     return results, interrupted
 
 
-# -- summary ------------------------------------------------------------------
-
-def _median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def summarize(results, schemes, long_lived):
-    """Per scheme: gap median and range (ms), ratio to sdn-proactive,
-    failed attempts, failback survivors; plus the prober's resolution."""
-    rows = {}
-    for scheme in schemes:
-        links = [r for r in results
-                 if r['scheme'] == scheme and r['kind'] == 'link']
-        ok = [r for r in links if r['status'] == 'ok']
-        gaps = [r['metrics']['gap_s'] * 1000 for r in ok
-                if r['metrics']['gap_s'] is not None]
-        backs = [r for r in results if r['scheme'] == scheme
-                 and r['kind'] == 'failback' and r['status'] == 'ok']
-        back = backs[0]['metrics'] if backs else None
-        kind, _, variant = scheme.partition('-')
-        rows[scheme] = dict(
-            runs=len(links), runs_ok=len(ok),
-            no_gap=len(ok) - len(gaps),
-            gaps_ms=gaps,
-            gap_median_ms=_median(gaps),
-            gap_min_ms=min(gaps) if gaps else None,
-            gap_max_ms=max(gaps) if gaps else None,
-            failed_attempts=[r['metrics']['failed_after'] for r in ok],
-            failed_median=_median([r['metrics']['failed_after']
-                                   for r in ok]),
-            latency_before_ms=_median([r['metrics']['latency_before_ms']
-                                       for r in ok]),
-            spacing_near_max_ms=max(
-                [r['metrics']['spacing_max_near_failure_ms'] for r in ok
-                 if r['metrics']['spacing_max_near_failure_ms'] is not None],
-                default=None),
-            survivors=None if back is None else back['survivors'],
-            long_lived=long_lived,
-            pins_connections=_pins(kind, variant),
-            failback_gap_ms=_ms(back and back['gap_s']),
-            failback_failed=None if back is None else back['failed_after'],
-            failback_to_primary_ms=_ms(back and back['to_primary_s']),
-            failures=[dict(kind=r['kind'], repetition=r['repetition'],
-                           reason=r.get('reason'))
-                      for r in results if r['scheme'] == scheme
-                      and r['status'] != 'ok'])
-    ref = rows.get(REFERENCE, {}).get('gap_median_ms')
-    for row in rows.values():
-        m = row['gap_median_ms']
-        row['ratio_to_proactive'] = (m / ref if m is not None and ref
-                                     else None)
-    res = [r['metrics']['resolution'] for r in results
-           if r['kind'] == 'link' and r['status'] == 'ok'
-           and r['metrics'].get('resolution')]
-    near = [r['metrics'].get('spacing_max_near_failure_ms') for r in results
-            if r['kind'] == 'link' and r['status'] == 'ok']
-    resolution = None if not res else dict(
-        rate_per_s=_median([x['rate_per_s'] for x in res]),
-        spacing_median_ms=_median([x['spacing_median_ms'] for x in res]),
-        spacing_p99_ms=_median([x['spacing_p99_ms'] for x in res]),
-        spacing_max_near_failure_ms=max(
-            [v for v in near if v is not None], default=None))
-    return dict(schemes=rows, resolution=resolution, goals=goals(rows))
-
-
-def _ms(seconds):
-    return None if seconds is None else seconds * 1000
-
-
-def _pins(kind, variant):
-    if kind != 'sdn':
-        return None
-    try:
-        return bool(plugins.load_strategy(variant).pins_connections)
-    except Exception:  # only a table column
-        return None
-
-
-def goals(rows):
-    """The issue's goals, each with what was measured and a verdict."""
-    out = []
-    for name in GOAL_STRATEGIES:
-        row = rows.get(f'sdn-{name}')
-        if row is None:
-            continue
-        m = row['gap_median_ms']
-        out.append(dict(
-            goal=f'sdn-{name}: median gap <= {GOAL_GAP_MS:g} ms',
-            measured='no gap measured' if m is None else f'{m:.1f} ms',
-            met=m is not None and m <= GOAL_GAP_MS))
-    row = rows.get(f'sdn-{GOAL_SURVIVORS}')
-    if row is not None:
-        k, n = row['survivors'], row['long_lived']
-        out.append(dict(
-            goal=f'sdn-{GOAL_SURVIVORS}: {n} of {n} connections survive '
-            'failback',
-            measured='not measured' if k is None else f'{k}/{n}',
-            met=k is not None and k == n))
-    return out
-
-
-def _fmt(value, spec='.1f', none='-'):
-    return none if value is None else format(value, spec)
-
-
-def markdown(summary, meta):
-    """gaps.md: the side-by-side table, goals, resolution, environment."""
-    lines = ['# Service gaps side by side', '',
-             f'Command: `{meta["command"]}`  ', f'Started: {meta["started"]}'
-             f', took {meta["elapsed_s"]:.0f} s; load average before/after: '
-             f'{meta["load_before"]} / {meta["load_after"]} '
-             f'({meta["cpus"]} CPUs)', '']
-    if meta.get('interrupted'):
-        lines += ['**Interrupted**: the table holds the runs done so far.',
-                  '']
-    lines += [
-        f'Link failure: {meta["repeat"]} per scheme, prober every '
-        f'{meta["interval_ms"]:g} ms. Gap = failure to the first new '
-        'connection answered by the backup. Failback: '
-        f'{meta["long_lived"]} long-lived connections on the backup while '
-        'the primary\'s link comes back.', '',
-        '| scheme | gap median ms | gap range ms | ratio to proactive | '
-        'failed attempts median (range) | latency before ms | '
-        'widest probe spacing ms | failback survivors | failback gap ms | '
-        'back to primary ms |',
-        '|---|---|---|---|---|---|---|---|---|---|']
-    for scheme, r in summary['schemes'].items():
-        failed = r['failed_attempts']
-        rng = (f'{_fmt(r["gap_min_ms"])}-{_fmt(r["gap_max_ms"])}'
-               if r['gaps_ms'] else '-')
-        note = f' ({r["runs_ok"]}/{r["runs"]} runs' + (
-            f', {r["no_gap"]} without a gap' if r['no_gap'] else '') + ')'
-        surv = ('-' if r['survivors'] is None
-                else f'{r["survivors"]}/{r["long_lived"]}')
-        if r['pins_connections'] is False:
-            surv += ' (stateless)'
-        lines.append(
-            f'| {scheme} | {_fmt(r["gap_median_ms"])} | {rng}{note} | '
-            f'{_fmt(r["ratio_to_proactive"], ".2f")} | '
-            f'{_fmt(r["failed_median"], "g")} '
-            f'({min(failed) if failed else "-"}-'
-            f'{max(failed) if failed else "-"}) | '
-            f'{_fmt(r["latency_before_ms"])} | '
-            f'{_fmt(r["spacing_near_max_ms"])} | {surv} | '
-            f'{_fmt(r["failback_gap_ms"])} | '
-            f'{_fmt(r["failback_to_primary_ms"])} |')
-    lines += ['', '## Goals', '']
-    for g in summary['goals']:
-        lines.append(f'- {g["goal"]}: {g["measured"]} -- '
-                     f'{"met" if g["met"] else "NOT met"}')
-    res = summary['resolution']
-    lines += ['', '## Prober resolution', '']
-    if res:
-        lines.append(
-            f'Asked for one attempt every {meta["interval_ms"]:g} ms; '
-            f'achieved {res["rate_per_s"]:.0f} attempts/s (median of runs), '
-            f'spacing median {res["spacing_median_ms"]:.2f} ms, p99 '
-            f'{res["spacing_p99_ms"]:.1f} ms; the widest spacing between '
-            'the failure and the backup\'s first answer was '
-            f'{_fmt(res["spacing_max_near_failure_ms"])} ms.')
-    else:
-        lines.append('No link run completed.')
-    lines += [
-        '', '"latency before" is the median time a connection took to be '
-        'answered in the second before the failure: a gap cannot be '
-        'shorter. "widest probe spacing" is the longest wait between two '
-        'attempts from the failure to the backup\'s first answer, over '
-        'the runs: the gap\'s resolution. "failed attempts" got no answer '
-        f'within {PROBE_TIMEOUT_MS} ms. The failback gap is the longest '
-        'time a new '
-        'connection went unanswered after the link came back; "back to '
-        'primary" is when the primary answered new connections again. '
-        'A connection survives when it stayed open without error and '
-        f'echoed {SURVIVOR_ECHOES}+ times from 1 s after link-up; '
-        '"stateless" strategies do not pin connections and are expected '
-        'to reset them.']
-    failed = [(s, f) for s, r in summary['schemes'].items()
-              for f in r['failures']]
-    if failed:
-        lines += ['', '## Runs that failed', '']
-        lines += [f'- {s} {f["kind"]} {_fmt(f["repetition"], "")}: '
-                  f'{f["reason"]}' for s, f in failed]
-    lines += ['', '## Environment', '', '| | |', '|---|---|']
-    lines += [f'| {k} | {v} |' for k, v in meta['environment'].items()]
-    return '\n'.join(lines) + '\n'
-
-
-def write_outputs(out_dir, results, meta, args):
-    summary = summarize(results, args.schemes, args.long_lived)
-    with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
-        json.dump(dict(meta, **summary), f, indent=1, default=str)
-    path = os.path.join(out_dir, 'gaps.md')
-    with open(path, 'w') as f:
-        f.write(markdown(summary, meta))
-    return path, summary
-
-
 # -- command line -------------------------------------------------------------
 
 def _positive(kind):
@@ -578,6 +377,8 @@ def run(args):
                 .strftime('%Y-%m-%d %H:%M:%S UTC'),
                 schemes=list(args.schemes), repeat=args.repeat,
                 interval_ms=args.interval_ms, long_lived=args.long_lived,
+                probe_timeout_ms=PROBE_TIMEOUT_MS,
+                survivor_echoes=SURVIVOR_ECHOES,
                 cpus=os.cpu_count(), load_before=load_before)
     try:
         meta['environment'] = evaluation.environment()
@@ -592,7 +393,7 @@ def run(args):
         signal.signal(signal.SIGTERM, old_term)
     meta.update(elapsed_s=time.monotonic() - started, load_after=_load(),
                 interrupted=interrupted)
-    path, summary = write_outputs(out_dir, results, meta, args)
+    path, _ = gaps_summary.write_outputs(out_dir, results, meta)
     failed = sum(1 for r in results if r['status'] != 'ok')
     print(f'gaps: {len(results) - failed}/{len(results)} runs ok in '
           f'{meta["elapsed_s"]:.0f}s; table: {path}', file=sys.stderr)
