@@ -107,6 +107,18 @@ def test_section_has_the_table_the_settings_and_where_it_breaks():
         in text
 
 
+def test_why_the_killed_primary_was_marked_down():
+    found = results()
+    found[0]['health_transitions'].append(
+        down(0.5, 'primary', reason='no answer within 0.3s'))
+    found[2]['health_transitions'][1]['reason'] = 'no answer within 0.3s'
+    assert health_report.detection_reasons(found) == {
+        'sdn-proactive': {'x': 5, 'no answer within 0.3s': 1},
+        'haproxy-tuned': {'x': 6}}
+    text = '\n'.join(health_report.section(found, {}))
+    assert '- sdn-proactive: no answer within 0.3s 1, x 5' in text
+
+
 def test_settings_other_than_the_defaults_are_flagged():
     r = run('sdn-proactive', 2.0, 0, 0.3, 0.2, 1)
     r['health_monitoring'] = dict(TCP_PROBE, probe_timeout=0.5)

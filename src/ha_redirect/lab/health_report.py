@@ -98,6 +98,21 @@ def false_failover_events(results):
     return events
 
 
+def detection_reasons(results):
+    """{scheme: {reason: runs}}: why the monitor first marked the killed
+    primary DOWN (a RST from its closed port, or no answer in time)."""
+    out = {}
+    for r in kill_runs(results):
+        downs = [x for x in r.get('health_transitions', [])
+                 if x['server'] == 'primary' and x['state'] == 'DOWN'
+                 and x['t'] >= 0]
+        if downs:
+            reasons = out.setdefault(r['scheme'], {})
+            reason = min(downs, key=lambda x: x['t'])['reason'] or '?'
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return out
+
+
 def monitoring_text(run):
     """How a run watched its servers, in words."""
     h = run.get('health_monitoring') or {}
@@ -238,5 +253,11 @@ def section(results, meta):
               'to the end of the run.', '',
               '### False failovers under load', '']
     lines += _verdicts(results, table_rows, config)
+    lines += ['', 'Why the monitor marked the killed primary DOWN (runs; a '
+              'closed port answers RST at once, so "no answer" means the '
+              'probe\'s round trip took longer than its timeout):', '']
+    for scheme, reasons in detection_reasons(results).items():
+        lines.append(f'- {scheme}: ' + ', '.join(
+            f'{reason} {n}' for reason, n in sorted(reasons.items())))
     lines += ['']
     return lines
