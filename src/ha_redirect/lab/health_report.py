@@ -85,14 +85,16 @@ def rows(results):
 
 def false_failover_events(results):
     """[(scheme, rate, repetition, transition dict, prober running)] of
-    every counted false failover, in run order."""
+    every counted false failover, in run order (prober running is None
+    when the run did not record the prober's window)."""
     events = []
     for r in kill_runs(results):
         window = r.get('prober_window')
         for x in r.get('health_transitions', []):
             if (x.get('counted') and x['state'] == 'DOWN'
                     and (x['server'] != 'primary' or x['t'] < 0)):
-                probing = bool(window) and window[0] <= x['t'] <= window[1]
+                probing = (None if not window
+                           else window[0] <= x['t'] <= window[1])
                 events.append((r['scheme'], float(r['rate']),
                                r['repetition'], x, probing))
     return events
@@ -202,12 +204,13 @@ def _verdicts(results, table_rows, config):
         where = ', '.join(
             f'{n} at {rate:g}/s (about {rate * duration:g} concurrent '
             'iperf3 transfers)' for rate, n in sorted(by_rate.items()))
-        probing = sum(1 for e in mine if e[4])
+        probing = ('' if any(e[4] is None for e in mine) else
+                   f'; {sum(1 for e in mine if e[4])} of them while the '
+                   f'{interval} ms prober ran')
         lines.append(f'- **{row.scheme}**: {len(mine)} false '
                      f'failover{"s" if len(mine) > 1 else ""} in '
-                     f'{row.runs_with_false} of {_runs(row.runs)}: {where}; '
-                     f'{probing} of them while the {interval} ms prober '
-                     'ran.')
+                     f'{row.runs_with_false} of {_runs(row.runs)}: {where}'
+                     f'{probing}.')
     if events:
         lines += ['', 'Every false failover (time relative to the kill; '
                   'the monitor\'s reason):', '']
