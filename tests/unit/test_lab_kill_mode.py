@@ -74,3 +74,19 @@ def _service():
     return model.Service(
         'web', 0, (5001,), model.Endpoint('10.0.1.1', '00:00:00:00:00:01', 1),
         (model.Endpoint('10.0.2.2', '00:00:00:00:00:02', 2),))
+
+
+def test_kill_services_kills_every_process_before_waiting():
+    import signal
+    import subprocess
+    import time
+
+    from ha_redirect.lab import failures
+    procs = [subprocess.Popen(['sleep', '30']) for _ in range(3)]
+    done = subprocess.Popen(['true'])
+    done.wait(5)
+    before = time.monotonic()
+    t0, t1 = failures.kill_services(procs + [done])
+    assert before <= t0 <= t1 < before + 1.0
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * 3
+    assert done.returncode == 0      # already gone: left alone
