@@ -122,8 +122,10 @@ def test_failback_metrics_no_failure_and_no_recovery():
     ok = [attempt(10.0 + i * 0.001) for i in range(5)]
     assert gaps.failback_metrics(ok, 10.0)['gap_s'] == 0.0
     assert gaps.failback_metrics(ok, 10.0)['to_primary_s'] is None
+    # Unanswered to the end: the stretch lasts until its timeout (1 s).
     broken = ok + [attempt(10.01, ok=False)]
-    assert gaps.failback_metrics(broken, 10.0)['gap_s'] is None
+    assert gaps.failback_metrics(broken, 10.0)['gap_s'] == pytest.approx(1.0)
+    assert gaps.failback_metrics(ok, 11.0)['gap_s'] is None
 
 
 def hold_records(t_back, echoes_after, error=False):

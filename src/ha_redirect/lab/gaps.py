@@ -158,14 +158,15 @@ def failback_metrics(records, t_back):
     """New connections after the primary's link came back at `t_back`.
 
     `gap_s` is the longest time from a failed attempt's start until any
-    attempt started after it was answered (0 without a failure, None if
-    none was answered).
+    attempt started after it was answered, or else the prober's last
+    answer or timeout (0 without a failure, None without attempts).
     """
     after = [a for a in traffic.attempts(records) if a['t'] >= t_back]
     to_primary = [a['t_done'] for a in after
                   if a['ok'] and a['who'] == 'primary']
-    longest = 0.0
-    answered = float('inf')   # earliest answer among later attempts
+    longest = 0.0 if after else None
+    # The earliest answer among later attempts; none: the prober's end.
+    answered = max((a['t_done'] for a in after), default=None)
     for a in reversed(after):
         if a['ok']:
             answered = min(answered, a['t_done'])
@@ -175,7 +176,7 @@ def failback_metrics(records, t_back):
         attempts_after=len(after),
         failed_after=sum(1 for a in after if not a['ok']),
         to_primary_s=(min(to_primary) - t_back) if to_primary else None,
-        gap_s=None if longest == float('inf') else longest,
+        gap_s=longest,
         resolution=probe_resolution(after))
 
 
