@@ -526,7 +526,9 @@ class PolicySettings:
     probe_ip: typing.Optional[str] = None
     probe_mac: typing.Optional[str] = None
     probe_interval: float = 0.1
-    probe_timeout: float = 0.3
+    # 1 s, not less: under load a probe through the userspace datapath and
+    # the controller was seen to take over 300 ms (false mark-downs).
+    probe_timeout: float = 1.0
     probe_fall: int = 3
     probe_rise: int = 2
     probe_jitter: float = 0.1

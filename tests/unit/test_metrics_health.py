@@ -21,8 +21,10 @@ PRIMARY = model.Endpoint('10.0.0.1', '00:00:00:00:00:01', 1)
 BACKUP = model.Endpoint('10.0.0.2', '00:00:00:00:00:02', 2)
 SERVICE = model.Service('web', 1, (5001,), PRIMARY, (BACKUP,),
                         monitors=('port_status', 'tcp_probe'))
+# A short probe timeout, so a one-second stall is a (false) mark-down.
 SETTINGS = model.PolicySettings(probe_ip='10.0.0.250',
-                                probe_mac='00:00:00:00:00:fa')
+                                probe_mac='00:00:00:00:00:fa',
+                                probe_timeout=0.3)
 OFFSET = 1_790_000_000.0        # CLOCK_REALTIME - CLOCK_MONOTONIC
 
 

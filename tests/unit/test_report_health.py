@@ -6,7 +6,7 @@ from ha_redirect.lab import health_report
 from ha_redirect.lab import report
 
 TCP_PROBE = dict(monitors=['port_status', 'tcp_probe'], probe_interval=0.1,
-                 probe_timeout=0.3, probe_fall=3, probe_rise=2,
+                 probe_timeout=1.0, probe_fall=3, probe_rise=2,
                  probe_jitter=0.1)
 TUNED = dict(monitors=['haproxy'], haproxy_profile='tuned',
              haproxy_server_options=['check', 'inter 100ms', 'fall 1'],
