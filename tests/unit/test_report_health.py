@@ -95,7 +95,7 @@ def test_section_has_the_table_the_settings_and_where_it_breaks():
     assert '| haproxy-tuned | 8 | 3 | 70 | 10 | 0 | 1 / 1 | 1 of 3 |' in text
     assert ('| sdn-proactive | all | 6 | 280 [270-290] | 250 [240-260] | '
             '50 | 0 / 0 | 0 of 6 |') in text
-    assert 'timeout 300 ms, fall 3, rise 2' in text
+    assert 'timeout 1000 ms, fall 3, rise 2' in text
     assert '-- its default settings' in text
     assert '**sdn-proactive**: no false failover in 6 runs' in text
     assert ('**haproxy-tuned**: 2 false failovers in 1 of 6 runs: 2 at '
