@@ -79,6 +79,7 @@ def test_link_metrics_gap_failed_attempts_latency_and_resolution():
     # First attempt at or after the failure answered by the backup starts
     # at 100.021 and is done 1 ms later.
     assert m['gap_s'] == pytest.approx(0.022, abs=1e-6)
+    assert m['first_backup_start_s'] == pytest.approx(0.021, abs=1e-6)
     assert m['failed_after'] == 21
     assert m['latency_before_ms'] == pytest.approx(2.0)
     assert m['resolution']['rate_per_s'] == pytest.approx(1000, rel=1e-3)
@@ -89,7 +90,7 @@ def test_link_metrics_gap_failed_attempts_latency_and_resolution():
 def test_link_metrics_without_an_answer_from_the_backup():
     records = probe_records(100.0, 10.0, end=0.2)
     m = gaps.link_metrics(records, 100.0)
-    assert m['gap_s'] is None
+    assert m['gap_s'] is None and m['first_backup_start_s'] is None
     assert m['failed_after'] == 200
 
 
@@ -152,6 +153,8 @@ def link_result(scheme, rep, gap_ms, failed=3, status='ok'):
     return dict(kind='link', scheme=scheme, repetition=rep, status='ok',
                 metrics=dict(
                     gap_s=None if gap_ms is None else gap_ms / 1000,
+                    first_backup_start_s=(None if gap_ms is None
+                                          else gap_ms / 2000),
                     failed_after=failed, latency_before_ms=1.5,
                     spacing_max_near_failure_ms=2.0,
                     resolution=dict(rate_per_s=900.0, spacing_median_ms=1.1,
@@ -237,8 +240,9 @@ def test_markdown_table_goals_and_environment():
     row = next(line for line in text.splitlines()
                if line.startswith('| sdn-stateful |'))
     cells = [c.strip() for c in row.strip('|').split('|')]
-    assert cells[1:5] == ['4.0', '3.0-5.0 (3/3 runs)', '0.33', '3 (3-3)']
-    assert cells[7] == '5/5'
+    assert cells[1:6] == ['4.0', '3.0-5.0 (3/3 runs)', '0.33', '2.0',
+                          '3 (3-3)']
+    assert cells[8] == '5/5'
     row = next(line for line in text.splitlines()
                if line.startswith('| haproxy-tuned |'))
     assert '(3/4 runs)' in row and '| 4/5 |' in row

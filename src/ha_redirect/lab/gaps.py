@@ -116,8 +116,13 @@ def link_metrics(records, t_fail):
               if t_fail - LEAD <= a['t'] < t_fail and a['ok']]
     end = t_fail + (gap.gap if gap.gap is not None else GAP_WAIT)
     near = probe_resolution(attempts, t_fail - 0.05, end)
+    # When the backup took new connections, apart from how long the first
+    # of them then took to complete.
+    first = min((a['t'] for a in attempts if a['t'] >= t_fail and a['ok']
+                 and a['who'] == BACKUP), default=None)
     return dict(
         gap_s=gap.gap, attempts_after=gap.attempts_after,
+        first_backup_start_s=None if first is None else first - t_fail,
         failed_after=gap.failed_after, answered_by=gap.answered_by,
         latency_before_ms=(statistics.median(before) * 1000
                            if before else None),

@@ -42,6 +42,8 @@ def summarize(results, schemes, long_lived):
             gap_median_ms=_median(gaps),
             gap_min_ms=min(gaps) if gaps else None,
             gap_max_ms=max(gaps) if gaps else None,
+            moved_median_ms=_median([
+                _ms(r['metrics'].get('first_backup_start_s')) for r in ok]),
             failed_attempts=[r['metrics']['failed_after'] for r in ok],
             failed_median=_median([r['metrics']['failed_after']
                                    for r in ok]),
@@ -137,10 +139,11 @@ def markdown(summary, meta):
         f'{meta["long_lived"]} long-lived connections on the backup while '
         'the primary\'s link comes back.', '',
         '| scheme | gap median ms | gap range ms | ratio to proactive | '
+        'moved at ms | '
         'failed attempts median (range) | latency before ms | '
         'widest probe spacing ms | failback survivors | failback gap ms | '
         'back to primary ms |',
-        '|---|---|---|---|---|---|---|---|---|---|']
+        '|---|---|---|---|---|---|---|---|---|---|---|']
     for scheme, r in summary['schemes'].items():
         failed = r['failed_attempts']
         rng = (f'{_fmt(r["gap_min_ms"])}-{_fmt(r["gap_max_ms"])}'
@@ -154,6 +157,7 @@ def markdown(summary, meta):
         lines.append(
             f'| {scheme} | {_fmt(r["gap_median_ms"])} | {rng}{note} | '
             f'{_fmt(r["ratio_to_proactive"], ".2f")} | '
+            f'{_fmt(r["moved_median_ms"])} | '
             f'{_fmt(r["failed_median"], "g")} '
             f'({min(failed) if failed else "-"}-'
             f'{max(failed) if failed else "-"}) | '
@@ -178,7 +182,10 @@ def markdown(summary, meta):
     else:
         lines.append('No link run completed.')
     lines += [
-        '', '"latency before" is the median time a connection took to be '
+        '', '"moved at" is the median start of the first connection the '
+        'backup answered: when new connections went to the backup; the gap '
+        'adds the time that connection took to complete. '
+        '"latency before" is the median time a connection took to be '
         'answered in the second before the failure: a gap cannot be '
         'shorter. "widest probe spacing" is the longest wait between two '
         'attempts from the failure to the backup\'s first answer, over '
