@@ -183,8 +183,11 @@ def markdown(summary, meta):
         lines.append('No link run completed.')
     lines += [
         '', '"moved at" is the median start of the first connection the '
-        'backup answered: when new connections went to the backup; the gap '
-        'adds the time that connection took to complete. '
+        'backup answered: for switch-local strategies, when the switch sent '
+        'new connections to the backup (the gap adds the time that '
+        'connection took to complete); under reactive (SYN queued for the '
+        'controller) and HAProxy (connect retried) it can start early and '
+        'be answered late. '
         '"latency before" is the median time a connection took to be '
         'answered in the second before the failure: a gap cannot be '
         'shorter. "widest probe spacing" is the longest wait between two '
