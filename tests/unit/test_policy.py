@@ -66,10 +66,15 @@ def returns_as_primary(switch, packet, host=CLIENT):
     """The reply reaches the client as if the primary sent it: by its port,
     or by NORMAL for a strategy that does not know the client's port."""
     deliveries = switch.send(packet)
-    port = host[2] if switch.policy.strategy.pins_connections else (
-        testing.NORMAL)
+    if switch.policy.strategy.pins_connections or (
+            len(switch.policy.services[0].client_ports) == 1):
+        expected = (host[2], PRIMARY.ip, PRIMARY.mac)
+    else:
+        # Stateless, to NORMAL: the primary's IP, the sender's own MAC
+        # (so the switch never learns the primary's MAC elsewhere).
+        expected = (testing.NORMAL, PRIMARY.ip, packet['eth_src'])
     return [(d.port, d.packet['ipv4_src'], d.packet['eth_src'])
-            for d in deliveries] == [(port, PRIMARY.ip, PRIMARY.mac)]
+            for d in deliveries] == [expected]
 
 
 @pytest.fixture(params=sorted(STRATEGIES))
@@ -352,3 +357,12 @@ def test_closed_connections_leave_the_table_after_the_fin_timeout(strategy):
     switch.apply([])
     assert pins() == []
     assert switch.policy.pinned_connections('web') == {}
+
+
+def test_fast_failover_replies_go_straight_to_a_single_client_port():
+    switch = make_switch('fast_failover', make_service(client_ports=(3,)))
+    switch.port(PRIMARY.port, False)
+    assert lands_on(switch, syn(40040), BACKUP)
+    [delivery] = switch.send(reply(BACKUP, 40040))
+    assert (delivery.port, delivery.packet['ipv4_src'],
+            delivery.packet['eth_src']) == (3, PRIMARY.ip, PRIMARY.mac)

@@ -120,10 +120,12 @@ class FailoverMachine(stateful.RuleBasedStateMachine):
         back = self.switch.send(tcp(
             server.port, server.ip, CLIENT_IP, 80, client_port, server.mac,
             CLIENT_MAC, model.TCP_ACK))
-        port = (CLIENT_PORT if self.switch.policy.strategy.pins_connections
-                else 'normal')
+        if self.switch.policy.strategy.pins_connections:
+            expected = (CLIENT_PORT, PRIMARY.ip, PRIMARY.mac)
+        else:
+            expected = ('normal', PRIMARY.ip, server.mac)
         assert [(d.port, d.packet['ipv4_src'], d.packet['eth_src'])
-                for d in back] == [(port, PRIMARY.ip, PRIMARY.mac)]
+                for d in back] == [expected]
 
     @stateful.invariant()
     def policy_agrees_on_the_active_server(self):

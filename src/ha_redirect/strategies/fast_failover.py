@@ -6,7 +6,10 @@ destination IP and MAC to itself. When a watched link drops, the switch moves
 new connections to the next live bucket by itself: the controller is not on
 the failover path. Replies are rewritten back by static flows that match only
 the service's replies: the backup's port, its IP and MAC, and the service's
-TCP source port; the backup's other traffic keeps its own address.
+TCP source port; the backup's other traffic keeps its own address. (Without
+per-connection state the reply's port is known only when there is one
+client port; otherwise the reply is forwarded NORMAL with the primary's IP
+but the backup's MAC: see `_reply_actions`.)
 
 The controller still shapes the group: a server leaves it when its monitors
 call it unhealthy (a dead service on a live link) and returns only once it is
@@ -71,10 +74,23 @@ class FastFailoverStrategy(base.Strategy):
                               eth_type=model.ETH_TYPE_IPV4,
                               ip_proto=model.IP_PROTO_TCP,
                               ipv4_src=server.ip, tcp_src=tcp_port)
-                flows.append(self._flow(
-                    view, reply, base.rewrite_back(service, server)
-                    + (Output(model.SpecialPort.NORMAL),)))
+                flows.append(self._flow(view, reply,
+                                        self._reply_actions(service, server)))
         return flows
+
+    @staticmethod
+    def _reply_actions(service, server):
+        """Make a backup's reply come from the primary. With one client
+        port (a gateway, as in the paper) it goes straight there, as the
+        primary's in every header. Otherwise only the switch's MAC learning
+        knows the client's port: the reply keeps the backup's MAC, since
+        NORMAL would learn the primary's MAC on the backup's port and send
+        the primary's own traffic there after failback."""
+        if len(service.client_ports) == 1:
+            return base.rewrite_back(service, server) + (
+                Output(service.client_ports[0]),)
+        return (model.SetField('ipv4_src', service.primary.ip),
+                Output(model.SpecialPort.NORMAL))
 
     def on_servers_changed(self, view, previous):
         return [group_mod(view, model.GroupCommand.MODIFY,
