@@ -45,8 +45,6 @@ class ServiceView:
 class Strategy(abc.ABC):
     """Base class of the plugins in the `ha_redirect.strategies` namespace."""
 
-    #: whether the policy sees each new connection as a PacketIn
-    sees_new_connections = True
     #: whether a connection stays on its server until it ends (lossless
     #: failback), or follows the active server
     pins_connections = True

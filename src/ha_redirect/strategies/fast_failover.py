@@ -58,7 +58,6 @@ def replace_group(view, bucket_actions):
 
 
 class FastFailoverStrategy(base.Strategy):
-    sees_new_connections = False
     pins_connections = False
     pins_in_flows = False
 

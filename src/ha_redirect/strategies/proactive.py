@@ -20,7 +20,6 @@ _TCP_FIXED = (('eth_type', model.ETH_TYPE_IPV4),
 
 
 class ProactiveStrategy(base.Strategy):
-    sees_new_connections = False
 
     def service_flows(self, view):
         settings = view.settings

@@ -13,8 +13,6 @@ from ha_redirect.strategies import base
 
 
 class ReactiveStrategy(base.Strategy):
-    sees_new_connections = True
-
     def service_flows(self, view):
         flows = base.server_bypass_flows(view)
         for tcp_port in view.service.tcp_ports:

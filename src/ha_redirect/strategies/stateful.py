@@ -77,7 +77,6 @@ def server_mark(server_index: int) -> int:
 
 
 class StatefulStrategy(base.Strategy):
-    sees_new_connections = False
     pins_connections = True
     # Pins are conntrack entries, not flows: the switch's flow table cannot
     # count them (`ovs-appctl dpctl/dump-conntrack zone=Z` can).
