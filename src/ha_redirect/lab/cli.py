@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 
+from ha_redirect.lab import command
 from ha_redirect.lab import demo as demo_mod
 from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import testbed
@@ -30,9 +31,7 @@ except ModuleNotFoundError as exc:
     gaps = None
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message}\n')
+_Parser = command.OneLineParser
 
 
 def _schemes(text):

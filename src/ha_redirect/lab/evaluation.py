@@ -31,6 +31,7 @@ import time
 import traceback
 import typing
 
+from ha_redirect.lab import command
 from ha_redirect.lab import evaluation_run as run_mod
 from ha_redirect.lab import haproxy as haproxy_mod
 from ha_redirect.lab import report as report_mod
@@ -423,21 +424,11 @@ def run(args):
 
 
 def _command_line():
-    program = os.path.basename(sys.argv[0])
-    if program in ('evaluation.py', '__main__.py', '-c'):
-        program = 'python -m ha_redirect.lab.evaluation'
-    elif program == 'cli.py':
-        program = 'ha-redirect-lab'
-    return ' '.join([program] + sys.argv[1:])
+    return command.command_line('ha_redirect.lab.evaluation', 'evaluation.py')
 
 
-def _terminated(signum, frame):
-    raise scope_mod.Terminated(f'terminated by signal {signum}')
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message}\n')
+_terminated = command.raise_terminated
+_Parser = command.OneLineParser
 
 
 def main(argv=None):

@@ -41,6 +41,7 @@ import sys
 import time
 import traceback
 
+from ha_redirect.lab import command
 from ha_redirect.lab import evaluation
 from ha_redirect.lab import evaluation_run
 from ha_redirect.lab import failures
@@ -411,21 +412,11 @@ def run(args):
 
 
 def _command_line():
-    program = os.path.basename(sys.argv[0])
-    if program in ('gaps.py', '__main__.py', '-c'):
-        program = 'python -m ha_redirect.lab.gaps'
-    elif program == 'cli.py':
-        program = 'ha-redirect-lab'
-    return ' '.join([program] + sys.argv[1:])
+    return command.command_line('ha_redirect.lab.gaps', 'gaps.py')
 
 
-def _terminated(signum, frame):
-    raise scope_mod.Terminated(f'terminated by signal {signum}')
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message}\n')
+_terminated = command.raise_terminated
+_Parser = command.OneLineParser
 
 
 def main(argv=None):
