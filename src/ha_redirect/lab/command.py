@@ -2,6 +2,7 @@
 command as the user typed it, and SIGTERM turned into a clean stop."""
 
 import argparse
+import logging
 import os
 import sys
 
@@ -28,3 +29,28 @@ def command_line(module, script):
 def raise_terminated(signum, frame):
     """A SIGTERM handler: unwind like Ctrl-C, so every RunScope cleans up."""
     raise scope_mod.Terminated(f'terminated by signal {signum}')
+
+
+def finish(tool, results, elapsed, path, what, interrupted):
+    """Say how a sweep went; its exit status (130 when interrupted, 1 when
+    every run failed)."""
+    failed = sum(1 for r in results if r['status'] != 'ok')
+    print(f'{tool}: {len(results) - failed}/{len(results)} runs ok in '
+          f'{elapsed:.0f}s; {what}: {path}', file=sys.stderr)
+    if interrupted:
+        print(f'{tool}: interrupted; the host is clean and the {what} is '
+              'partial', file=sys.stderr)
+        return 130
+    return 0 if results and failed < len(results) else 1
+
+
+def main(module, description, add_arguments, run, argv=None):
+    """`python -m module`: parse with one-line errors, set up logging, run."""
+    parser = add_arguments(OneLineParser(prog=f'python -m {module}',
+                                         description=description))
+    parser.add_argument('--debug', action='store_true')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else
+                        logging.WARNING,
+                        format='%(levelname)s %(name)s: %(message)s')
+    return run(args)

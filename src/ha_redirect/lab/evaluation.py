@@ -413,14 +413,8 @@ def run(args):
     with open(os.path.join(out_dir, 'evaluation.json'), 'w') as f:
         json.dump(meta, f, indent=1, default=str)
     report_path = report_mod.write_report(out_dir, results, meta)
-    failed = sum(1 for r in results if r['status'] != 'ok')
-    print(f'evaluate: {len(results) - failed}/{len(results)} runs ok in '
-          f'{elapsed:.0f}s; report: {report_path}', file=sys.stderr)
-    if interrupted:
-        print('evaluate: interrupted; the host is clean and the report is '
-              'partial', file=sys.stderr)
-        return 130
-    return 0 if results and failed < len(results) else 1
+    return command.finish('evaluate', results, elapsed, report_path,
+                          'report', interrupted)
 
 
 def _command_line():
@@ -432,16 +426,10 @@ _Parser = command.OneLineParser
 
 
 def main(argv=None):
-    parser = add_arguments(_Parser(
-        prog='python -m ha_redirect.lab.evaluation',
-        description='Reproduce the paper\'s Figures 2-4: SDN redirection '
-        'against HAProxy as the client arrival rate grows.'))
-    parser.add_argument('--debug', action='store_true')
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else
-                        logging.WARNING,
-                        format='%(levelname)s %(name)s: %(message)s')
-    return run(args)
+    return command.main(
+        'ha_redirect.lab.evaluation',
+        'Reproduce the paper\'s Figures 2-4: SDN redirection against '
+        'HAProxy as the client arrival rate grows.', add_arguments, run, argv)
 
 
 if __name__ == '__main__':

@@ -401,14 +401,8 @@ def run(args):
     meta.update(elapsed_s=time.monotonic() - started, load_after=_load(),
                 interrupted=interrupted)
     path, _ = gaps_summary.write_outputs(out_dir, results, meta)
-    failed = sum(1 for r in results if r['status'] != 'ok')
-    print(f'gaps: {len(results) - failed}/{len(results)} runs ok in '
-          f'{meta["elapsed_s"]:.0f}s; table: {path}', file=sys.stderr)
-    if interrupted:
-        print('gaps: interrupted; the host is clean and the table is '
-              'partial', file=sys.stderr)
-        return 130
-    return 0 if results and failed < len(results) else 1
+    return command.finish('gaps', results, meta['elapsed_s'], path, 'table',
+                          interrupted)
 
 
 def _command_line():
@@ -420,16 +414,11 @@ _Parser = command.OneLineParser
 
 
 def main(argv=None):
-    parser = add_arguments(_Parser(
-        prog='python -m ha_redirect.lab.gaps',
-        description='Every scheme\'s service gap under a 1 ms prober, and '
-        'long-lived connections across failback, side by side.'))
-    parser.add_argument('--debug', action='store_true')
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else
-                        logging.WARNING,
-                        format='%(levelname)s %(name)s: %(message)s')
-    return run(args)
+    return command.main(
+        'ha_redirect.lab.gaps',
+        'Every scheme\'s service gap under a 1 ms prober, and long-lived '
+        'connections across failback, side by side.', add_arguments, run,
+        argv)
 
 
 if __name__ == '__main__':
