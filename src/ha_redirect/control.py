@@ -2,8 +2,9 @@
 
 A Unix stream socket, created with mode 0600 so only the controller's own
 user (root, in practice) can connect; the server also checks each peer's
-uid with SO_PEERCRED. There is no network listener to secure. One JSON
-object per line each way:
+uid with SO_PEERCRED; its directory must be the controller user's and
+writable by no one else (it is created 0700 when missing). There is no
+network listener to secure. One JSON object per line each way:
 
     {"command": "status"}
     {"command": "drain", "service": "web", "server": "primary"}
@@ -69,6 +70,7 @@ class ControlServer:
         """Listen, then serve in a thread made by `spawn(func)`."""
         directory = os.path.dirname(self.path) or '.'
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        _check_directory(directory)
         if os.path.exists(self.path):
             if not stat.S_ISSOCK(os.stat(self.path).st_mode):
                 raise ControlError(f'{self.path} exists and is not a socket')
@@ -153,6 +155,19 @@ def _read_line(sock):
         if b'\n' in chunk or size > MAX_REQUEST:
             break
     return b''.join(chunks).split(b'\n', 1)[0]
+
+
+def _check_directory(directory):
+    """Refuse a socket directory that someone else could swap the socket
+    in: another user's, or one that group or others may write to."""
+    info = os.stat(directory)
+    if info.st_uid != os.getuid():
+        raise ControlError(f'{directory} is owned by uid {info.st_uid}, '
+                           f'not {os.getuid()}: chown it or pick another')
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ControlError(f'{directory} is writable by group or others '
+                           f'(mode {stat.S_IMODE(info.st_mode):04o}): '
+                           'chmod 700 it or pick another')
 
 
 def _in_use(path):

@@ -1,0 +1,125 @@
+"""The control socket's server in this process, without a controller:
+real Unix sockets and real threads."""
+
+import json
+import os
+import pathlib
+import socket
+import stat
+import tempfile
+import threading
+
+import pytest
+
+from ha_redirect import control
+
+STATUS = {'ok': True, 'services': []}
+
+
+class Threads:
+    """A `spawn` that keeps its threads, to check that they end."""
+
+    def __init__(self):
+        self.threads = []
+
+    def __call__(self, func):
+        thread = threading.Thread(target=func, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        return thread
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started = []
+
+    def start(answer=lambda request: STATUS, path=None, **kwargs):
+        path = path or tmp_path / 'run' / 'control.sock'
+        server = control.ControlServer(str(path), answer, **kwargs)
+        server.spawned = Threads()
+        server.start(server.spawned)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def connect(server):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(server.path)
+    return sock
+
+
+def status(server, timeout=3.0):
+    return control.request(server.path, {'command': 'status'}, timeout)
+
+
+def test_a_missing_directory_is_created_0700(serve, tmp_path):
+    server = serve(path=tmp_path / 'a' / 'run' / 'control.sock')
+    mode = os.stat(tmp_path / 'a' / 'run').st_mode
+    assert stat.S_IMODE(mode) == 0o700
+    assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o600
+    assert status(server) == STATUS
+
+
+@pytest.mark.parametrize('mode', [0o720, 0o702, 0o777, 0o1777], ids=oct)
+def test_a_directory_others_may_write_to_is_refused(tmp_path, mode):
+    directory = tmp_path / 'run'
+    directory.mkdir()
+    directory.chmod(mode)
+    server = control.ControlServer(str(directory / 'control.sock'), dict)
+    with pytest.raises(control.ControlError,
+                       match=f'^{directory} is writable by group or others '
+                             f'\\(mode {mode:04o}\\)'):
+        server.start(Threads())
+    assert os.listdir(directory) == []
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason='chown needs root')
+def test_another_users_directory_is_refused(tmp_path):
+    directory = tmp_path / 'run'
+    directory.mkdir(mode=0o700)
+    os.chown(directory, 65534, 65534)
+    server = control.ControlServer(str(directory / 'control.sock'), dict)
+    with pytest.raises(control.ControlError,
+                       match=f'^{directory} is owned by uid 65534, not 0'):
+        server.start(Threads())
+
+
+def _as_nobody(path):
+    """Connect to `path` as uid 65534, in a forked child: what it gets."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:    # the child: system calls only, then _exit
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5)
+                sock.connect(path)     # refused before any request
+                os.write(writer, sock.recv(4096))
+        except OSError as exc:
+            os.write(writer, type(exc).__name__.encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, 'rb') as pipe:
+        got = pipe.read()
+    os.waitpid(pid, 0)
+    return got
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason='setuid needs root')
+def test_other_users_are_refused(serve):
+    # pytest's own directories are 0700: others could not even reach it.
+    with tempfile.TemporaryDirectory() as directory:
+        os.chmod(directory, 0o711)
+        server = serve(path=pathlib.Path(directory) / 'control.sock')
+        assert _as_nobody(server.path) == b'PermissionError'    # mode 0600
+        os.chmod(server.path, 0o666)    # then the server's SO_PEERCRED check
+        assert json.loads(_as_nobody(server.path)) == {
+            'ok': False, 'error': 'permission denied'}
+        server.close()
