@@ -27,6 +27,7 @@ LOG = logging.getLogger(__name__)
 
 COMMANDS = ('status', 'drain', 'undrain')
 MAX_REQUEST = 64 * 1024
+BACKOFF = (0.05, 1.0)   # seconds between failed accepts: first, longest
 
 
 class ControlError(ValueError):
@@ -92,6 +93,8 @@ class ControlServer:
     def close(self):
         self._closed.set()
         if self._sock is not None:
+            # Closing alone does not wake a thread blocked in accept().
+            _shutdown(self._sock)
             self._sock.close()
             try:
                 os.unlink(self.path)
@@ -99,11 +102,20 @@ class ControlServer:
                 pass
 
     def _serve(self):
+        delay = BACKOFF[0]
         while not self._closed.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except OSError:
-                return      # closed
+            except OSError as exc:
+                if self._closed.is_set():
+                    return
+                # EMFILE and the like: the client waits in the backlog;
+                # retry once descriptors may be free, without spinning.
+                LOG.error('control socket: accept failed: %s', exc)
+                self._closed.wait(delay)
+                delay = min(2 * delay, BACKOFF[1])
+                continue
+            delay = BACKOFF[0]
             with conn:
                 conn.settimeout(10)
                 try:
@@ -168,6 +180,13 @@ def _check_directory(directory):
         raise ControlError(f'{directory} is writable by group or others '
                            f'(mode {stat.S_IMODE(info.st_mode):04o}): '
                            'chmod 700 it or pick another')
+
+
+def _shutdown(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass        # not connected, or closed already
 
 
 def _in_use(path):

@@ -6,13 +6,17 @@ import os
 import pathlib
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
+import textwrap
 import threading
 
 import pytest
 
 from ha_redirect import control
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 STATUS = {'ok': True, 'services': []}
 
 
@@ -55,6 +59,59 @@ def connect(server):
 
 def status(server, timeout=3.0):
     return control.request(server.path, {'command': 'status'}, timeout)
+
+
+# Runs out of descriptors for real; the first failure to accept frees them.
+EMFILE_SERVER = textwrap.dedent('''\
+    import logging, os, resource, sys, threading
+    from ha_redirect import control
+
+    hog = []
+
+
+    class FreeOnError(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.ERROR:
+                while hog:
+                    os.close(hog.pop())
+
+
+    logging.basicConfig(level=logging.INFO,
+                        format='%(levelname)s %(message)s')
+    logging.getLogger().addHandler(FreeOnError())
+    server = control.ControlServer(sys.argv[1], lambda request: {'ok': True})
+    server.start(lambda f: threading.Thread(target=f, daemon=True).start())
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        while True:
+            hog.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    print('full', flush=True)
+    sys.stdin.read()
+''')
+
+
+def test_a_failing_accept_is_logged_and_serving_goes_on(tmp_path):
+    path = str(tmp_path / 'control.sock')
+    env = dict(os.environ, PYTHONPATH=str(ROOT / 'src'))
+    with open(tmp_path / 'stderr', 'w+') as stderr:
+        child = subprocess.Popen(
+            [sys.executable, '-c', EMFILE_SERVER, path], env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+        try:
+            assert child.stdout.readline() == 'full\n'
+            answer = control.request(path, {'command': 'status'}, 5)
+        finally:
+            child.stdin.close()
+            child.wait(timeout=10)
+        stderr.seek(0)
+        log = stderr.read()
+    assert answer == {'ok': True}, log
+    errors = [line for line in log.splitlines() if 'ERROR' in line]
+    assert errors == ['ERROR control socket: accept failed: [Errno 24] Too '
+                      'many open files'], log
 
 
 def test_a_missing_directory_is_created_0700(serve, tmp_path):
