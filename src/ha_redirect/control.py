@@ -4,7 +4,9 @@ A Unix stream socket, created with mode 0600 so only the controller's own
 user (root, in practice) can connect; the server also checks each peer's
 uid with SO_PEERCRED; its directory must be the controller user's and
 writable by no one else (it is created 0700 when missing). There is no
-network listener to secure. One JSON object per line each way:
+network listener to secure. Each client is served in a thread of its own,
+at most MAX_CLIENTS at once (any more are answered "busy"), and must send
+its whole request within TIMEOUT seconds. One JSON object per line each way:
 
     {"command": "status"}
     {"command": "drain", "service": "web", "server": "primary"}
@@ -15,6 +17,7 @@ Answers are `{"ok": true, ...}` or `{"ok": false, "error": "one line"}`.
 policy: the app hands it a function that answers a request.
 """
 
+import functools
 import json
 import logging
 import os
@@ -22,11 +25,14 @@ import socket
 import stat
 import struct
 import threading
+import time
 
 LOG = logging.getLogger(__name__)
 
 COMMANDS = ('status', 'drain', 'undrain')
 MAX_REQUEST = 64 * 1024
+MAX_CLIENTS = 16        # served at once; any more are answered "busy"
+TIMEOUT = 10.0          # seconds for a whole request to arrive
 BACKOFF = (0.05, 1.0)   # seconds between failed accepts: first, longest
 
 
@@ -59,16 +65,22 @@ def encode(message: dict) -> bytes:
 
 class ControlServer:
     """Accepts connections on `path`; `answer(request) -> dict` is called
-    from the server's thread for each valid request."""
+    for each valid request, from the thread serving that client (several
+    at once, at most `max_clients`: more are answered "busy")."""
 
-    def __init__(self, path, answer):
+    def __init__(self, path, answer, timeout=TIMEOUT, max_clients=MAX_CLIENTS):
         self.path = path
         self.answer = answer
+        self.timeout = timeout
+        self.max_clients = max_clients
         self._sock = None
+        self._spawn = None
         self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._clients = set()       # the connections being served
 
     def start(self, spawn):
-        """Listen, then serve in a thread made by `spawn(func)`."""
+        """Listen, then serve in threads made by `spawn(func)`."""
         directory = os.path.dirname(self.path) or '.'
         os.makedirs(directory, mode=0o700, exist_ok=True)
         _check_directory(directory)
@@ -87,6 +99,7 @@ class ControlServer:
             os.umask(old_umask)
         sock.listen(8)
         self._sock = sock
+        self._spawn = spawn
         spawn(self._serve)
         LOG.info('control socket: %s', self.path)
 
@@ -100,6 +113,9 @@ class ControlServer:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+        with self._lock:    # under the lock: no client is closed meanwhile
+            for conn in self._clients:
+                _shutdown(conn)     # its thread ends now, not at its deadline
 
     def _serve(self):
         delay = BACKOFF[0]
@@ -116,21 +132,61 @@ class ControlServer:
                 delay = min(2 * delay, BACKOFF[1])
                 continue
             delay = BACKOFF[0]
-            with conn:
-                conn.settimeout(10)
-                try:
-                    self._handle(conn)
-                except OSError as exc:
-                    LOG.warning('control socket: %s', exc)
+            try:
+                self._dispatch(conn)
+            except Exception:   # never let one client stop the server
+                LOG.exception('control socket: cannot serve a client')
+                self._forget(conn)
+
+    def _dispatch(self, conn):
+        """Serve `conn` in a thread of its own, or answer "busy"."""
+        with self._lock:
+            busy = len(self._clients) >= self.max_clients
+            if not busy:
+                self._clients.add(conn)
+        if not busy:
+            self._spawn(functools.partial(self._client, conn))
+            return
+        LOG.warning('control socket: busy with %d clients, refused one',
+                    self.max_clients)
+        with conn:
+            conn.settimeout(0)  # a new socket's empty buffer takes it now
+            try:
+                conn.send(encode({'ok': False, 'error': 'busy'}))
+            except OSError:
+                pass            # gone already: nothing to tell
+
+    def _client(self, conn):
+        try:
+            self._handle(conn)
+        except OSError as exc:      # hung up, or too slow to read the answer
+            LOG.warning('control socket: %s', exc)
+        except Exception:
+            LOG.exception('control socket: a client failed')
+        finally:
+            self._forget(conn)
+
+    def _forget(self, conn):
+        with self._lock:
+            self._clients.discard(conn)
+        conn.close()
 
     def _handle(self, conn):
+        conn.settimeout(self.timeout)
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                 struct.calcsize('3i'))
         _, uid, _ = struct.unpack('3i', creds)
         if uid not in (0, os.getuid()):
             conn.sendall(encode({'ok': False, 'error': 'permission denied'}))
             return
-        line = _read_line(conn)
+        try:
+            line = _read_line(conn, self.timeout)
+        except socket.timeout:
+            error = f'no whole request in {self.timeout:g} s'
+            LOG.warning('control socket: %s', error)
+            conn.settimeout(self.timeout)
+            conn.sendall(encode({'ok': False, 'error': error}))
+            return
         try:
             response = self.answer(parse_request(line))
         except ControlError as exc:
@@ -138,6 +194,7 @@ class ControlServer:
         except Exception as exc:    # never let a request kill the server
             LOG.exception('control request failed')
             response = {'ok': False, 'error': f'{type(exc).__name__}: {exc}'}
+        conn.settimeout(self.timeout)
         conn.sendall(encode(response))
 
 
@@ -146,8 +203,16 @@ def request(path, message, timeout=10.0) -> dict:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        sock.sendall(encode(message))
-        line = _read_line(sock)
+        try:
+            sock.sendall(encode(message))
+        except BrokenPipeError:
+            pass    # refused unheard ("busy"): the reason is there to read
+        try:
+            line = _read_line(sock, timeout)
+        except socket.timeout:
+            raise socket.timeout(f'no answer in {timeout:g} s') from None
+    if not line:
+        raise ControlError('the controller hung up without an answer')
     answer = json.loads(line)
     if not isinstance(answer, dict):
         raise ControlError('the controller sent something that is not an '
@@ -155,10 +220,18 @@ def request(path, message, timeout=10.0) -> dict:
     return answer
 
 
-def _read_line(sock):
+def _read_line(sock, timeout):
+    """The first line from `sock`; raises socket.timeout unless all of it
+    arrives within `timeout` seconds, however it is trickled (a timeout per
+    recv would let a byte every few seconds hold the connection forever)."""
+    deadline = time.monotonic() + timeout
     chunks = []
     size = 0
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout('timed out')
+        sock.settimeout(left)
         chunk = sock.recv(4096)
         if not chunk:
             break

@@ -2,8 +2,10 @@
 real Unix sockets and real threads."""
 
 import json
+import logging
 import os
 import pathlib
+import select
 import socket
 import stat
 import subprocess
@@ -11,12 +13,14 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 
 import pytest
 
 from ha_redirect import control
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+CTL = [sys.executable, '-m', 'ha_redirect.cmd.ctl']
 STATUS = {'ok': True, 'services': []}
 
 
@@ -59,6 +63,77 @@ def connect(server):
 
 def status(server, timeout=3.0):
     return control.request(server.path, {'command': 'status'}, timeout)
+
+
+def test_a_silent_client_does_not_hold_up_the_others(serve):
+    server = serve()
+    with connect(server):
+        start = time.monotonic()
+        assert status(server) == STATUS
+        assert time.monotonic() - start < 1
+
+
+def test_a_trickled_request_must_arrive_whole_in_time(serve):
+    server = serve(timeout=1.0)
+    with connect(server) as slow:
+        start = time.monotonic()
+        # A byte every 0.2 s: each recv is prompt, the request never whole.
+        for byte in b'{"command": "status"}':
+            if select.select([slow], [], [], 0.2)[0]:
+                break
+            slow.send(bytes([byte]))
+        answer = json.loads(slow.recv(4096))
+    assert answer == {'ok': False, 'error': 'no whole request in 1 s'}
+    assert 0.9 < time.monotonic() - start < 2
+    assert status(server) == STATUS
+
+
+def test_clients_beyond_the_bound_are_told_busy(serve):
+    server = serve(max_clients=2)
+    silent = [connect(server) for _ in range(2)]
+    try:
+        with connect(server) as third:
+            assert json.loads(third.recv(4096)) == {'ok': False,
+                                                    'error': 'busy'}
+        result = subprocess.run(CTL + ['--socket', server.path, 'status'],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1
+        assert result.stderr == ('ha-redirect-ctl: error: the controller is '
+                                 'busy with other control clients; try '
+                                 'again\n')
+    finally:
+        silent.pop().close()
+    # One client gone, one place free.
+    deadline = time.monotonic() + 3
+    while (answer := status(server)) != STATUS:
+        assert answer == {'ok': False, 'error': 'busy'}
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    silent.pop().close()
+
+
+def test_an_exception_in_a_client_thread_is_logged(serve, caplog):
+    answers = iter([{'ok': True, 'not json': object()}, STATUS])
+    server = serve(answer=lambda request: next(answers))
+    with pytest.raises(control.ControlError, match='hung up without'):
+        status(server)
+    assert status(server) == STATUS
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info and 'control socket' in record.getMessage()
+
+
+def test_close_ends_every_thread(serve):
+    server = serve()
+    with connect(server):
+        deadline = time.monotonic() + 3
+        while len(server.spawned.threads) < 2:   # the accept loop, the client
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        server.close()
+        for thread in server.spawned.threads:
+            thread.join(timeout=1)
+            assert not thread.is_alive()
+    assert not os.path.exists(server.path)
 
 
 # Runs out of descriptors for real; the first failure to accept frees them.

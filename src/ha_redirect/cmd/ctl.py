@@ -64,6 +64,9 @@ def main(argv=None):
                        f'{args.socket}\n')
     except (OSError, ValueError) as exc:
         parser.exit(1, f'ha-redirect-ctl: error: {args.socket}: {exc}\n')
+    if answer.get('error') == 'busy':
+        parser.exit(1, 'ha-redirect-ctl: error: the controller is busy with '
+                       'other control clients; try again\n')
     if not answer.get('ok'):
         parser.exit(1, f"ha-redirect-ctl: error: {answer.get('error')}\n")
     print(json.dumps(answer, indent=2) if args.json else _format(answer))
