@@ -19,6 +19,7 @@ from os_ken.ofproto import ofproto_v1_4
 from os_ken.ofproto import ofproto_v1_5
 
 from ha_redirect import control
+from ha_redirect import model
 from ha_redirect import openflow
 from ha_redirect import opts
 from ha_redirect import policy as policy_mod
@@ -44,7 +45,20 @@ class EventControl(event.EventBase):
         self.answers = queue.Queue(maxsize=1)
 
     def answer(self, response):
-        self.answers.put_nowait(response)
+        """The first answer counts; a late one (after a timeout) is
+        dropped."""
+        try:
+            self.answers.put_nowait(response)
+        except queue.Full:
+            pass
+
+
+class EventStatsTimeout(event.EventBase):
+    """A status request's flow statistics did not all come in time."""
+
+    def __init__(self, pending):
+        super().__init__()
+        self.pending = pending
 
 
 # How long a control request may wait for the switch's flow statistics.
@@ -73,6 +87,26 @@ class RedirectApp(app_manager.OSKenApp):
         self._port_desc_parts = {}
         self._sent = collections.OrderedDict()
         self._tick_pending = False
+        self._meters_usable = {}    # dpid -> the switch has what we need
+
+    def _event_loop(self):
+        # os-ken 4's native hub makes hub.TaskExit an alias of Exception,
+        # so os-ken's own loop re-raises whatever a handler raises and the
+        # app's thread ends in silence: no more failover. One bad event
+        # must cost only itself.
+        while self.is_active or not self.events.empty():
+            ev, state = self.events.get()
+            self._events_sem.release()
+            if ev == self._event_stop:
+                continue
+            for event_handler in self.get_handlers(ev, state):
+                try:
+                    event_handler(ev)
+                except Exception:
+                    LOG.exception('%s: handler %s failed on %s; serving '
+                                  'on', self.name,
+                                  getattr(event_handler, '__name__',
+                                          event_handler), type(ev).__name__)
 
     def start(self):
         thread = super().start()
@@ -124,9 +158,32 @@ class RedirectApp(app_manager.OSKenApp):
                         handler.CONFIG_DISPATCHER)
     def on_switch_features(self, ev):
         datapath = ev.msg.datapath
+        parser = datapath.ofproto_parser
         self._port_desc_parts[datapath.id] = []
-        datapath.send_msg(
-            datapath.ofproto_parser.OFPPortDescStatsRequest(datapath, 0))
+        self._meters_usable.pop(datapath.id, None)
+        # The switch answers in order: its meter features come before its
+        # ports, which start the resync.
+        datapath.send_msg(parser.OFPMeterFeaturesStatsRequest(datapath, 0))
+        datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
+
+    @handler.set_ev_cls(ofp_event.EventOFPMeterFeaturesStatsReply, MAIN)
+    def on_meter_features(self, ev):
+        datapath = ev.msg.datapath
+        ofproto = datapath.ofproto
+        settings = self.policy.settings
+        usable = any(
+            f.max_meter >= settings.first_meter_id + model.METER_MONITORS
+            and f.band_types & (1 << ofproto.OFPMBT_DROP)
+            and f.capabilities & ofproto.OFPMF_PKTPS
+            for f in ev.msg.body)
+        self._meters_usable[datapath.id] = usable
+        if not usable and settings.packet_in_rate:
+            LOG.warning('dpid=%#x: no usable OpenFlow meters (max %s, '
+                        'need ids %d-%d, pktps, drop): PacketIns are not '
+                        'rate-limited', datapath.id,
+                        [f.max_meter for f in ev.msg.body],
+                        settings.first_meter_id,
+                        settings.first_meter_id + model.METER_MONITORS)
 
     @handler.set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN)
     def on_port_desc(self, ev):
@@ -141,7 +198,8 @@ class RedirectApp(app_manager.OSKenApp):
         LOG.info('switch connected: dpid=%#x ports=%s', datapath.id,
                  sorted(port_states.items()))
         self._send(datapath, self.policy.on_switch_connected(
-            datapath.id, port_states, self.clock()))
+            datapath.id, port_states, self.clock(),
+            meters=self._meters_usable.get(datapath.id, False)))
 
     @handler.set_ev_cls(ofp_event.EventOFPStateChange, handler.DEAD_DISPATCHER)
     def on_switch_gone(self, ev):
@@ -149,9 +207,13 @@ class RedirectApp(app_manager.OSKenApp):
         if datapath.id is None:
             return
         LOG.info('switch disconnected: dpid=%#x', datapath.id)
+        if self._datapaths.get(datapath.id) is not datapath:
+            # An old connection's end, handled after the switch came back
+            # on a new one (or before it ever finished its handshake): the
+            # live switch is not gone.
+            return
+        del self._datapaths[datapath.id]
         self._port_desc_parts.pop(datapath.id, None)
-        if self._datapaths.get(datapath.id) is datapath:
-            del self._datapaths[datapath.id]
         self._send(datapath, self.policy.on_switch_disconnected(
             datapath.id, self.clock()))
 
@@ -194,10 +256,16 @@ class RedirectApp(app_manager.OSKenApp):
                         [handler.CONFIG_DISPATCHER, MAIN])
     def on_switch_error(self, ev):
         msg = ev.msg
-        culprit = self._sent.get((msg.datapath.id, msg.xid))
-        LOG.error('dpid=%#x rejected %s: %s', msg.datapath.id,
+        datapath = msg.datapath
+        culprit = self._sent.get((datapath.id, msg.xid))
+        if openflow.is_expected_error(msg, culprit):
+            return
+        LOG.error('dpid=%#x rejected %s: %s', datapath.id,
                   openflow.describe(culprit) if culprit else f'xid {msg.xid}',
                   openflow.describe_error(msg))
+        if culprit is not None:
+            self._send(datapath, self.policy.on_flow_rejected(
+                datapath.id, culprit, self.clock()))
 
     # Operator requests -------------------------------------------------
 
@@ -235,7 +303,9 @@ class RedirectApp(app_manager.OSKenApp):
         pending = {'event': ev, 'flows': [], 'waiting': set(sent)}
         for key in sent:
             self._stats_waiting[key] = pending
-        hub.spawn_after(CONTROL_TIMEOUT, self._stats_timed_out, pending)
+        # The timer only posts an event: the app's own thread cleans up.
+        hub.spawn_after(CONTROL_TIMEOUT, self.send_event, self.name,
+                        EventStatsTimeout(pending))
 
     @handler.set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN)
     def on_flow_stats(self, ev):
@@ -249,14 +319,17 @@ class RedirectApp(app_manager.OSKenApp):
             return
         self._stats_waiting.pop(key, None)
         pending['waiting'].discard(key)
-        if not pending['waiting'] and not pending['event'].answers.full():
+        if not pending['waiting']:
             pending['event'].answer(self._status(
                 self.policy.count_pins(pending['flows'])))
 
-    def _stats_timed_out(self, pending):
-        # A timer thread: only answer (a queue is thread-safe); a late reply
-        # finds its event answered and is dropped.
-        if not pending['event'].answers.full():
+    @handler.set_ev_cls(EventStatsTimeout)
+    def on_stats_timeout(self, ev):
+        pending = ev.pending
+        for key in pending['waiting']:
+            self._stats_waiting.pop(key, None)
+        if pending['waiting']:
+            pending['waiting'].clear()
             pending['event'].answer(self._status(None))
 
     def _status(self, counts):

@@ -311,8 +311,15 @@ class FinTimeout:
     idle_timeout: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Meter:
+    """Pass the packet through an OpenFlow meter first (ours drop what
+    exceeds a packet rate, so a flood cannot swamp the controller)."""
+    meter_id: int
+
+
 Action = typing.Union[Output, SetField, GotoTable, Learn, Group, Move,
-                      OutputFrom, Conntrack, FinTimeout]
+                      OutputFrom, Conntrack, FinTimeout, Meter]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +349,23 @@ class GroupMod:
 
     def __post_init__(self):
         object.__setattr__(self, 'buckets', tuple(self.buckets))
+
+
+class MeterCommand(enum.Enum):
+    ADD = 'add'
+    MODIFY = 'modify'
+    DELETE = 'delete'
+
+
+@dataclasses.dataclass(frozen=True)
+class MeterMod:
+    """A meter that drops packets above `rate` per second (bursts of up to
+    `burst` packets pass)."""
+    datapath_id: int
+    command: MeterCommand
+    meter_id: int
+    rate: int = 0
+    burst: int = 0
 
 
 class FlowCommand(enum.Enum):
@@ -456,8 +480,8 @@ class Bundle:
 
 
 Message = typing.Union[
-    FlowMod, GroupMod, PacketOut, ArpReply, TcpSegment, FlowStatsRequest,
-    ConntrackFlush, Barrier, Bundle]
+    FlowMod, GroupMod, MeterMod, PacketOut, ArpReply, TcpSegment,
+    FlowStatsRequest, ConntrackFlush, Barrier, Bundle]
 
 
 # What the switch saw, as the OpenFlow layer decodes it for the policy.
@@ -532,6 +556,15 @@ class PolicySettings:
     probe_fall: int = 3
     probe_rise: int = 2
     probe_jitter: float = 0.1
+    # Connections one service's memory tracks (reactive); beyond it, new
+    # connections are forwarded to the active server without a pin.
+    max_connections_per_service: int = 10000
+    # PacketIns per second each of our controller-bound flow kinds may
+    # send (an OpenFlow meter, where the switch has meters); 0: no limit.
+    packet_in_rate: int = 1500
+    # Our meters: first_meter_id for clients' traffic, the next one for
+    # the monitors' (so a client flood cannot starve health probes).
+    first_meter_id: int = 72
 
     def __post_init__(self):
         if not 0 <= self.failback_hold_down <= 86400:
@@ -573,10 +606,22 @@ class PolicySettings:
                     'from table')
         if not 0 <= self.base_priority <= 0xffff - 100:
             raise ServiceError('base_priority: must be between 0 and 65435')
-        if self.connection_idle_timeout < 1:
-            raise ServiceError('connection_idle_timeout: must be at least 1')
-        if self.fin_idle_timeout < 0:
-            raise ServiceError('fin_idle_timeout: must not be negative')
+        # OpenFlow carries timeouts in 16 bits.
+        if not 1 <= self.connection_idle_timeout <= 0xffff:
+            raise ServiceError('connection_idle_timeout: must be between 1 '
+                               'and 65535 seconds')
+        if not 0 <= self.fin_idle_timeout <= 0xffff:
+            raise ServiceError('fin_idle_timeout: must be between 0 and '
+                               '65535 seconds')
+        if not 1 <= self.max_connections_per_service <= 10_000_000:
+            raise ServiceError('max_connections_per_service: must be '
+                               'between 1 and 10000000')
+        if not 0 <= self.packet_in_rate <= 10_000_000:
+            raise ServiceError('packet_in_rate: must be between 0 (no '
+                               'limit) and 10000000 per second')
+        if not 1 <= self.first_meter_id < METER_MAX:
+            raise ServiceError(f'first_meter_id: must be between 1 and '
+                               f'{METER_MAX - 1}')
 
     @property
     def stateful_route_table(self) -> int:
@@ -590,9 +635,14 @@ class PolicySettings:
 # embedding controller can place our flows relative to its own.
 ALL_GROUPS = 0xfffffffc            # OFPG_ALL: a group delete that spans all
 ALL_TABLES = 0xff                 # OFPTT_ALL: a delete that spans every table
+METER_MAX = 0xffff0000            # OFPM_MAX
+# Our meters, as offsets from PolicySettings.first_meter_id.
+METER_CLIENTS = 0                 # clients' packets the controller decides
+METER_MONITORS = 1                # monitors' packets: probe replies, ARP
 
 PRIORITY_TABLE_MISS = 0           # absolute: the NORMAL fallback
 PRIORITY_SERVICE = 10             # a client's service traffic, to be decided
+PRIORITY_SERVER_REPLY = 15        # a backup's service replies, unpinned
 PRIORITY_SERVER_BYPASS = 20       # servers' own traffic is never rewritten
 PRIORITY_ARP_RESPONDER = 30       # ARP for a failed primary, answered by us
 PRIORITY_PROBE_REPLY = 40         # servers' answers to our health probes

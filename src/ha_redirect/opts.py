@@ -59,8 +59,12 @@ _POLICY_OPTS = [
                     'in the "ha_redirect.strategies" entry-point namespace. '
                     'Built in: "reactive" (the paper\'s Algorithm 1: a new '
                     'connection goes to the controller, which installs its '
-                    'rewrite flows) and "proactive" (rewrite flows are '
-                    'installed in advance and follow port status).'),
+                    'rewrite flows), "proactive" (flows installed in '
+                    'advance; the switch pins connections with OVS learn), '
+                    '"fast_failover" (an OpenFlow fast-failover group: the '
+                    'switch fails over by itself; stateless) and "stateful" '
+                    '(the group plus OVS conntrack: switch-local failover, '
+                    'lossless failback).'),
     cfg.StrOpt('cookie', default=hex(_DEFAULTS.cookie),
                help='Upper 32 bits of the cookie of every flow ha_redirect '
                     'installs (hex or decimal, non-zero). Flows are deleted '
@@ -78,9 +82,10 @@ _POLICY_OPTS = [
                     'base_priority + 100.'),
     cfg.IntOpt('connection_idle_timeout',
                default=_DEFAULTS.connection_idle_timeout, min=1,
+               max=0xffff,
                help='Seconds an idle per-connection flow stays installed.'),
     cfg.IntOpt('fin_idle_timeout', default=_DEFAULTS.fin_idle_timeout,
-               min=0,
+               min=0, max=0xffff,
                help='Seconds a learned per-connection flow stays after the '
                     'switch sees a FIN or RST (OVS learn fin_idle_timeout; '
                     '0: only the idle timeout applies).'),
@@ -115,6 +120,28 @@ _POLICY_OPTS = [
                 help='Forward traffic that belongs to no service with the '
                      'NORMAL action (the switch acts as a learning switch). '
                      'Disable when another app handles that traffic.'),
+    cfg.IntOpt('max_connections_per_service',
+               default=_DEFAULTS.max_connections_per_service, min=1,
+               max=10_000_000,
+               help='Connections the controller tracks per service '
+                    '(reactive pins them one by one). At the cap, new '
+                    'connections are still forwarded to the active server, '
+                    'but unpinned: each of their packets passes through '
+                    'the controller until tracked connections expire.'),
+    cfg.IntOpt('packet_in_rate', default=_DEFAULTS.packet_in_rate, min=0,
+               max=10_000_000,
+               help='PacketIns per second that our flows may send to the '
+                    'controller, enforced by OpenFlow meters (packets '
+                    'above it are dropped in the switch): one meter for '
+                    'clients\' packets (reactive\'s new connections, ARP '
+                    'for a failed primary) and one for health probes, so a '
+                    'flood cannot starve them. Used where the switch has '
+                    'meters; 0: no limit.'),
+    cfg.IntOpt('first_meter_id', default=_DEFAULTS.first_meter_id, min=1,
+               max=model.METER_MAX - 2,
+               help='OpenFlow meter id for clients\' PacketIns; the next '
+                    'id is the health probes\'. Use ids no other app on '
+                    'the switch uses.'),
     cfg.ListOpt('services', default=[],
                 help='Names of the services to keep available; each name '
                      'needs a group [service:NAME].'),

@@ -36,6 +36,7 @@ class _ServiceState:
     drained: typing.Set[int] = dataclasses.field(default_factory=set)
     connections: typing.Dict[ConnectionKey, int] = dataclasses.field(
         default_factory=dict)
+    at_capacity: bool = False    # connections reached the cap (logged once)
 
 
 class RedirectPolicy:
@@ -57,11 +58,12 @@ class RedirectPolicy:
                      typing.Mapping[str, type]] = None):
         self.settings = settings or model.PolicySettings()
         self.services = tuple(services)
-        _check_services(self.services)
+        _check_services(self.services, self.settings)
         if strategy is None:
             from ha_redirect import plugins  # stevedore only when needed
             strategy = plugins.load_strategy(self.settings.strategy)
         self.strategy = strategy
+        strategy.check_services(self.services, self.settings)
         self._states = []
         for index, service in enumerate(self.services):
             cookie = model.make_cookie(self.settings.cookie, index,
@@ -72,6 +74,7 @@ class RedirectPolicy:
                 service, index, healthy=(False,) * len(service.servers),
                 monitors=monitors))
         self._connected: typing.Set[int] = set()
+        self._metered: typing.Set[int] = set()   # switches with our meters
 
     @property
     def tick_interval(self) -> typing.Optional[float]:
@@ -193,14 +196,23 @@ class RedirectPolicy:
 
     def on_switch_connected(self, datapath_id: int,
                             port_states: typing.Mapping[int, bool],
-                            now: float) -> typing.List[model.Message]:
+                            now: float, meters: bool = False
+                            ) -> typing.List[model.Message]:
         """Resynchronise a (re)connected switch: our stale flows go, the
         current state is installed. Switches we serve nothing on are left
-        alone."""
+        alone. `meters`: the switch has OpenFlow meters that drop by
+        packet rate; then what our flows send to the controller is limited
+        to `packet_in_rate`."""
         if datapath_id not in self.datapath_ids:
             return []
         self._connected.add(datapath_id)
         settings = self.settings
+        meter_mods = []
+        if meters and settings.packet_in_rate:
+            self._metered.add(datapath_id)
+            meter_mods = self._meter_mods(datapath_id)
+        else:
+            self._metered.discard(datapath_id)
         messages: typing.List[model.Message] = [model.FlowMod(
             datapath_id, model.FlowCommand.DELETE, table=model.ALL_TABLES,
             cookie=settings.cookie << 32,
@@ -228,13 +240,15 @@ class RedirectPolicy:
             state.eligible = self._eligible(state, now)
             previous, state.active = state.active, self._choose_active(state)
             _log_transition(state, previous, now, 'switch connected')
-            view = self._view(state)
-            messages += self.strategy.service_flows(view)
-            if not state.healthy[0]:
-                messages.append(
-                    self._arp_responder(view, model.FlowCommand.ADD))
+            messages += self.strategy.service_flows(self._view(state))
+        for owner in self._arp_owners(datapath_id):
+            if self._primary_down_anywhere(datapath_id,
+                                           owner.service.primary.ip):
+                messages.append(self._arp_responder(
+                    self._view(owner), model.FlowCommand.ADD))
         messages.append(model.Barrier(datapath_id))
-        return _bundled(datapath_id, messages)
+        return meter_mods + _bundled(
+            datapath_id, self._with_meters(datapath_id, messages))
 
     def on_switch_disconnected(self, datapath_id: int, now: float
                                ) -> typing.List[model.Message]:
@@ -242,6 +256,7 @@ class RedirectPolicy:
         self._connected.discard(datapath_id)
         for state in self._states_on(datapath_id):
             state.connections.clear()
+            state.at_capacity = False
         return []
 
     def on_port_status(self, datapath_id: int, port_no: int, is_up: bool,
@@ -270,12 +285,24 @@ class RedirectPolicy:
         """A packet the switch sent us: a client's service packet, or an ARP
         request we may answer for a failed primary, or an answer to a
         monitor's probe. Anything else: []."""
+        # Every monitor sees the packet: services may share a server, and
+        # each tcp_probe monitor claims only the replies to its own probes.
+        claimed = False
+        messages: typing.List[model.Message] = []
         for state in self._states_on(datapath_id):
+            answered = False
             for monitor in state.monitors:
                 answer = monitor.on_packet(packet, now)
                 if answer is not None:
-                    return answer + self._reconcile(state, now,
-                                                    'health probes')
+                    answered = True
+                    messages += answer
+            if answered:
+                claimed = True
+                messages += self._reconcile(state, now, 'health probes')
+                if isinstance(packet, model.ArpRequest):
+                    break       # one answer is enough
+        if claimed:
+            return messages
         if isinstance(packet, model.TcpPacket):
             return self._on_service_packet(datapath_id, packet)
         if isinstance(packet, model.ArpRequest):
@@ -296,6 +323,23 @@ class RedirectPolicy:
         key = (match.in_port, match.ipv4_src, match.tcp_src, match.tcp_dst)
         if state.connections.get(key) == server:
             del state.connections[key]
+            if state.at_capacity and len(state.connections) < (
+                    self.settings.max_connections_per_service):
+                state.at_capacity = False
+                LOG.info('service %s: below %d tracked connections again',
+                         state.service.name,
+                         self.settings.max_connections_per_service)
+        return []
+
+    def on_flow_rejected(self, datapath_id: int, flow: model.Message,
+                         now: float) -> typing.List[model.Message]:
+        """The switch refused a message of ours (its table is full, ...).
+        A refused pin will never expire, so forget its connection: the
+        next packet is decided anew."""
+        if (isinstance(flow, model.FlowMod)
+                and flow.command is model.FlowCommand.ADD):
+            return self.on_flow_removed(datapath_id, flow.cookie,
+                                        flow.match, now)
         return []
 
     # Decisions ----------------------------------------------------------
@@ -328,11 +372,9 @@ class RedirectPolicy:
                 state.connections = {k: s for k, s in state.connections.items()
                                      if s != server}
         if was_healthy[0] != state.healthy[0]:
-            messages.append(self._arp_responder(
-                view, model.FlowCommand.DELETE_STRICT if state.healthy[0]
-                else model.FlowCommand.ADD))
+            messages += self._update_arp_responder(state)
         messages.append(model.Barrier(state.service.datapath_id))
-        return messages
+        return self._with_meters(state.service.datapath_id, messages)
 
     def _eligible(self, state, now):
         hold_down = self.settings.failback_hold_down
@@ -368,6 +410,16 @@ class RedirectPolicy:
         server = state.active
         if server is None:
             return []
+        cap = self.settings.max_connections_per_service
+        if key not in state.connections and len(state.connections) >= cap:
+            # Memory stays bounded under a SYN flood; the connection still
+            # reaches its server, one PacketIn per packet.
+            if not state.at_capacity:
+                state.at_capacity = True
+                LOG.warning('service %s: tracking %d connections, the '
+                            'maximum: new ones are forwarded unpinned',
+                            state.service.name, cap)
+            return [self.strategy.release(view, packet, server)]
         state.connections[key] = server
         return self.strategy.connection_flows(view, packet, server)
 
@@ -395,6 +447,54 @@ class RedirectPolicy:
                          or packet.in_port in service.client_ports)):
                 return state
         return None
+
+    def _arp_owners(self, datapath_id):
+        """One service per primary IP on the switch: services may share a
+        primary, and one ARP responder flow (with the first one's cookie)
+        serves them all."""
+        owners = {}
+        for state in self._states_on(datapath_id):
+            owners.setdefault(state.service.primary.ip, state)
+        return list(owners.values())
+
+    def _primary_down_anywhere(self, datapath_id, ip):
+        return any(not s.healthy[0] for s in self._states_on(datapath_id)
+                   if s.service.primary.ip == ip)
+
+    def _update_arp_responder(self, state):
+        """Answer ARP for a primary while any service sees it down."""
+        dpid, ip = state.service.datapath_id, state.service.primary.ip
+        down = not state.healthy[0]
+        others_down = any(
+            not s.healthy[0] for s in self._states_on(dpid)
+            if s is not state and s.service.primary.ip == ip)
+        if others_down:
+            return []           # the responder is there already
+        owner = next(s for s in self._arp_owners(dpid)
+                     if s.service.primary.ip == ip)
+        return [self._arp_responder(
+            self._view(owner), model.FlowCommand.ADD if down
+            else model.FlowCommand.DELETE_STRICT)]
+
+    def _meter_mods(self, datapath_id):
+        """Our meters: ADD for a fresh switch, then MODIFY for one that
+        kept them (the switch refuses the other; its error is expected)."""
+        rate = self.settings.packet_in_rate
+        # A tenth of a second's worth may come at once.
+        burst = max(10, rate // 10)
+        ids = [self.settings.first_meter_id + offset
+               for offset in (model.METER_CLIENTS, model.METER_MONITORS)]
+        return [model.MeterMod(datapath_id, command, meter_id, rate, burst)
+                for command in (model.MeterCommand.ADD,
+                                model.MeterCommand.MODIFY)
+                for meter_id in ids]
+
+    def _with_meters(self, datapath_id, messages):
+        """Flows that send to the controller pass a meter first, where the
+        switch has ours: the monitors' own, or the clients'."""
+        if datapath_id not in self._metered:
+            return messages
+        return [_metered(message, self.settings) for message in messages]
 
     def _arp_responder(self, view, command):
         return model.FlowMod(
@@ -442,6 +542,19 @@ def _log_transition(state, previous, now, why):
                  label(previous), why)
 
 
+def _metered(message, settings):
+    if not (isinstance(message, model.FlowMod)
+            and message.command is model.FlowCommand.ADD
+            and model.Output(model.SpecialPort.CONTROLLER) in message.actions
+            and not any(isinstance(a, model.Meter) for a in message.actions)):
+        return message
+    offset = (model.METER_MONITORS
+              if message.cookie & 0xffff == model.ROLE_PROBE
+              else model.METER_CLIENTS)
+    return dataclasses.replace(message, actions=(
+        model.Meter(settings.first_meter_id + offset),) + message.actions)
+
+
 def _bundled(datapath_id, messages):
     """The flow and group changes as one atomic bundle, then the rest in
     order: a resync deletes our flows and installs them again, and traffic
@@ -463,11 +576,39 @@ def _monitor_class(name, monitor_classes):
     return plugins.monitor_class(name)
 
 
-def _check_services(services):
+def _check_services(services, settings):
     names = [s.name for s in services]
     for name in names:
         if names.count(name) > 1:
             raise model.ServiceError(f'service {name!r}: defined twice')
+    if len(services) >= model.GLOBAL_SERVICE_INDEX:
+        raise model.ServiceError(f'services: at most '
+                                 f'{model.GLOBAL_SERVICE_INDEX - 1}')
+    # One host per address on a switch: services may share servers, but
+    # an IP seen with two MACs or ports would get two rewrites (and two
+    # ARP responders overwriting each other's flow).
+    hosts = {}
+    for service in services:
+        for server in service.servers:
+            key = (service.datapath_id, server.ip)
+            seen = hosts.setdefault(key, (server, service.name))
+            if seen[0] != server:
+                raise model.ServiceError(
+                    f'service {service.name!r}: server {server.ip} has MAC '
+                    f'{server.mac} on port {server.port}, but service '
+                    f'{seen[1]!r} has it with MAC {seen[0].mac} on port '
+                    f'{seen[0].port}')
+    if any('tcp_probe' in s.monitors for s in services):
+        for service in services:
+            for server in service.servers:
+                if server.ip == settings.probe_ip:
+                    raise model.ServiceError(
+                        f'probe_ip: {server.ip} is a server of service '
+                        f'{service.name!r}; probes need an unused address')
+                if server.mac == settings.probe_mac:
+                    raise model.ServiceError(
+                        f'probe_mac: {server.mac} is a server of service '
+                        f'{service.name!r}; probes need an unused address')
     seen = {}
     for service in services:
         for tcp_port in service.tcp_ports:

@@ -42,6 +42,10 @@ def render_controller_config(services, settings=None, control_socket=''):
         f'failback = {bool_text[settings.failback]}',
         f'failback_hold_down = {settings.failback_hold_down!r}',
         f'first_ct_zone = {settings.first_ct_zone}',
+        'max_connections_per_service = '
+        f'{settings.max_connections_per_service}',
+        f'packet_in_rate = {settings.packet_in_rate}',
+        f'first_meter_id = {settings.first_meter_id}',
         f'control_socket = {control_socket}',
         'forward_non_service_traffic = '
         f'{bool_text[settings.forward_non_service_traffic]}',

@@ -11,6 +11,7 @@ Servers need nothing extra, and no management network is involved.
 """
 
 import logging
+import math
 import random
 
 from ha_redirect import model
@@ -37,14 +38,28 @@ class TcpProbeMonitor(base.Monitor):
                 raise model.ServiceError(
                     f'service {service.name!r}: probe_ip {server.ip} is a '
                     'server\'s address')
-        self._rng = rng or random.Random()
         count = len(service.servers)
+        # Each probe holds a source port until it is answered or times out.
+        in_flight = count * (math.ceil(settings.probe_timeout / (
+            settings.probe_interval * (1 - settings.probe_jitter))) + 1)
+        if in_flight > _PROBE_PORTS // 2:
+            raise model.ServiceError(
+                f'service {service.name!r}: probe_timeout / probe_interval: '
+                f'up to {in_flight} probes in flight would exhaust the '
+                f'{_PROBE_PORTS} probe source ports; lengthen probe_interval '
+                'or shorten probe_timeout')
+        # Unpredictable source ports and sequence numbers: a forged reply
+        # must guess both to count as an answer.
+        self._rng = rng or random.SystemRandom()
         self._up = [True] * count    # innocent until proven dead, as HAProxy
         self._good_in_a_row = [0] * count
         self._bad_in_a_row = [0] * count
         self._next_probe = [None] * count
-        self._outstanding = {}       # probe's TCP port -> (server, sent_at)
-        self._next_port = self._rng.randrange(_PROBE_PORTS)
+        # probe's TCP port -> (server, sent_at, its SYN's sequence number)
+        self._outstanding = {}
+        # Timed-out probes, whose late SYN-ACK we still close: port ->
+        # (server, seq, forget_at).
+        self._expired = {}
         self.transitions = []        # (time, server index, up), for reports
 
     @property
@@ -83,12 +98,18 @@ class TcpProbeMonitor(base.Monitor):
     def on_switch_connected(self, port_states, now):
         # Replies to probes sent before the reconnect may never come.
         self._outstanding.clear()
+        self._expired.clear()
 
     def on_tick(self, now):
         settings = self.settings
-        for port, (server, sent_at) in list(self._outstanding.items()):
+        for port, (_, _, forget_at) in list(self._expired.items()):
+            if now >= forget_at:
+                del self._expired[port]
+        for port, (server, sent_at, seq) in list(self._outstanding.items()):
             if now - sent_at >= settings.probe_timeout:
                 del self._outstanding[port]
+                self._expired[port] = (server, seq,
+                                       now + settings.probe_timeout)
                 self._record(server, False, now, 'no answer within '
                              f'{settings.probe_timeout:g}s')
         probes = []
@@ -105,7 +126,9 @@ class TcpProbeMonitor(base.Monitor):
                                        settings.probe_jitter)
             self._next_probe[index] = max(
                 now, due + settings.probe_interval * (1 + jitter))
-            probes.append(self._probe(index, server, now))
+            probe = self._probe(index, server, now)
+            if probe is not None:
+                probes.append(probe)
         return probes
 
     def on_packet(self, packet, now):
@@ -125,7 +148,22 @@ class TcpProbeMonitor(base.Monitor):
         sender = next((i for i, s in enumerate(servers)
                        if s.ip == packet.ipv4_src
                        and s.port == packet.in_port), None)
-        if sender is None:
+        if sender is None or not packet.tcp_flags & model.TCP_ACK:
+            return None
+        # An answer to our SYN acknowledges exactly its sequence number:
+        # anything else is not ours (another service's probe of a shared
+        # server) or forged.
+        port = packet.tcp_dst
+        outstanding = self._outstanding.get(port)
+        late = self._expired.get(port)
+        if outstanding is not None and self._answers(
+                packet, sender, outstanding[0], outstanding[2]):
+            del self._outstanding[port]
+        elif late is not None and self._answers(
+                packet, sender, late[0], late[1]):
+            outstanding = None      # counted as a timeout already
+            del self._expired[port]
+        else:
             return None
         answers = []
         syn_ack = model.TCP_SYN | model.TCP_ACK
@@ -138,33 +176,43 @@ class TcpProbeMonitor(base.Monitor):
                 ipv4_src=settings.probe_ip, ipv4_dst=server.ip,
                 tcp_src=packet.tcp_dst, tcp_dst=packet.tcp_src,
                 tcp_flags=model.TCP_RST, tcp_seq=packet.tcp_ack))
-        outstanding = self._outstanding.get(packet.tcp_dst)
-        if outstanding is None or outstanding[0] != sender:
-            return answers      # late or stray: counted already, or not ours
-        del self._outstanding[packet.tcp_dst]
-        if packet.tcp_flags & syn_ack == syn_ack:
-            self._record(sender, True, now, 'SYN-ACK')
-        elif packet.tcp_flags & model.TCP_RST:
+            if outstanding is not None:
+                self._record(sender, True, now, 'SYN-ACK')
+        elif packet.tcp_flags & model.TCP_RST and outstanding is not None:
             self._record(sender, False, now, 'refused (RST)')
         return answers
 
+    @staticmethod
+    def _answers(packet, sender, server, seq):
+        return sender == server and packet.tcp_ack == (seq + 1) & 0xffffffff
+
     def _probe(self, index, server, now):
         port = self._allocate_port()
-        self._outstanding[port] = (index, now)
+        if port is None:
+            return None         # the config check makes this unreachable
+        seq = self._rng.getrandbits(32)
+        self._outstanding[port] = (index, now, seq)
         return model.TcpSegment(
             self.service.datapath_id, server.port,
             eth_src=self.settings.probe_mac, eth_dst=server.mac,
             ipv4_src=self.settings.probe_ip, ipv4_dst=server.ip,
             tcp_src=port, tcp_dst=self.probed_port,
-            tcp_flags=model.TCP_SYN, tcp_seq=self._rng.getrandbits(32))
+            tcp_flags=model.TCP_SYN, tcp_seq=seq)
 
     def _allocate_port(self):
-        for _ in range(_PROBE_PORTS):
-            port = _FIRST_PROBE_PORT + self._next_port
-            self._next_port = (self._next_port + 1) % _PROBE_PORTS
-            if port not in self._outstanding:
+        """A random free probe port (ports in use or awaiting a late
+        answer are skipped), or None if there is none."""
+        for _ in range(64):
+            port = _FIRST_PROBE_PORT + self._rng.randrange(_PROBE_PORTS)
+            if port not in self._outstanding and port not in self._expired:
                 return port
-        raise RuntimeError('every probe port is in use')
+        free = [p for p in range(_FIRST_PROBE_PORT, 65536)
+                if p not in self._outstanding and p not in self._expired]
+        if not free:
+            LOG.error('service %s: every probe port is in use; probe '
+                      'skipped', self.service.name)
+            return None
+        return self._rng.choice(free)
 
     def _record(self, index, good, now, why):
         settings = self.settings

@@ -73,23 +73,11 @@ class FastFailoverStrategy(base.Strategy):
                               eth_type=model.ETH_TYPE_IPV4,
                               ip_proto=model.IP_PROTO_TCP,
                               ipv4_src=server.ip, tcp_src=tcp_port)
-                flows.append(self._flow(view, reply,
-                                        self._reply_actions(service, server)))
+                # The group may move to a backup without the controller:
+                # its replies are always sent as the primary's.
+                flows.append(self._flow(
+                    view, reply, base.reply_as_primary(service, server)))
         return flows
-
-    @staticmethod
-    def _reply_actions(service, server):
-        """Make a backup's reply come from the primary. With one client
-        port (a gateway, as in the paper) it goes straight there, as the
-        primary's in every header. Otherwise only the switch's MAC learning
-        knows the client's port: the reply keeps the backup's MAC, since
-        NORMAL would learn the primary's MAC on the backup's port and send
-        the primary's own traffic there after failback."""
-        if len(service.client_ports) == 1:
-            return base.rewrite_back(service, server) + (
-                Output(service.client_ports[0]),)
-        return (model.SetField('ipv4_src', service.primary.ip),
-                Output(model.SpecialPort.NORMAL))
 
     def on_servers_changed(self, view, previous):
         return [group_mod(view, model.GroupCommand.MODIFY,

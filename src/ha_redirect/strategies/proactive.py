@@ -41,7 +41,8 @@ class ProactiveStrategy(base.Strategy):
                                         into_connections,
                                         model.PRIORITY_SERVICE))
         flows.extend(self._default_flows(view))
-        return flows
+        return flows + base.server_reply_flows(
+            view, settings.connection_table)
 
     def switch_flows(self, settings, datapath_id, cookie):
         # Server replies that match no pin are the server's own business.
@@ -56,7 +57,8 @@ class ProactiveStrategy(base.Strategy):
         # policy closes the change with a barrier.
         if view.active == previous:
             return []
-        return self._default_flows(view)
+        return self._default_flows(view) + base.server_reply_flows(
+            view, view.settings.connection_table)
 
     def _default_flows(self, view):
         """Per service port: send new connections to the active server and

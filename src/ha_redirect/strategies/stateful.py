@@ -82,6 +82,13 @@ class StatefulStrategy(base.Strategy):
     # count them (`ovs-appctl dpctl/dump-conntrack zone=Z` can).
     pins_in_flows = False
 
+    def check_services(self, services, settings):
+        last = settings.first_ct_zone + len(services) - 1
+        if last > 0xffff:
+            raise model.ServiceError(
+                f'first_ct_zone: {settings.first_ct_zone} + {len(services)} '
+                'services exceeds the last conntrack zone, 65535')
+
     def service_flows(self, view):
         service = view.service
         settings = view.settings

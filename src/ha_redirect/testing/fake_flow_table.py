@@ -229,6 +229,8 @@ class FakeFlowTable:
         self.sent: typing.List[model.Message] = []
         self.removed: typing.List[FlowRemoved] = []
         self.conntrack: typing.Dict[int, typing.List[TrackedConnection]] = {}
+        # dpid -> meter id -> the last MeterMod (rates are not enforced)
+        self.meters: typing.Dict[int, typing.Dict[int, model.MeterMod]] = {}
 
     def set_port_live(self, datapath_id: int, port: int, live: bool) -> None:
         """A port's link state, as fast-failover groups watch it."""
@@ -259,6 +261,9 @@ class FakeFlowTable:
                                       model.TcpSegment,
                                       model.FlowStatsRequest)):
                 self.sent.append(message)
+            elif isinstance(message, model.MeterMod):
+                self.meters.setdefault(message.datapath_id, {})[
+                    message.meter_id] = message
             elif not isinstance(message, model.Barrier):
                 raise FakeFlowTableError(f'unknown message {message!r}')
 
@@ -500,6 +505,8 @@ class FakeFlowTable:
                         depth + 1)
             elif isinstance(action, model.FinTimeout):
                 pass    # applied when the flow is hit (see `_hit`)
+            elif isinstance(action, model.Meter):
+                pass    # rates are not modelled: every packet passes
             else:
                 raise FakeFlowTableError(f'unsupported action {action!r}')
         return deliveries, next_table
