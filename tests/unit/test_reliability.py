@@ -24,10 +24,10 @@ import pytest
 from ha_redirect import app as app_mod
 from ha_redirect import model
 from ha_redirect import openflow
-from ha_redirect import testing
 from ha_redirect.policy import RedirectPolicy
 from ha_redirect.strategies.proactive import ProactiveStrategy
 from ha_redirect.strategies.reactive import ReactiveStrategy
+from ha_redirect import testing
 
 from os_ken_fakes import RecordingDatapath
 
