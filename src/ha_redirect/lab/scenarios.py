@@ -14,6 +14,7 @@ import dataclasses
 
 from ha_redirect.lab import controller as controller_mod
 from ha_redirect.lab import haproxy as haproxy_mod
+from ha_redirect.lab import ovs
 from ha_redirect.lab import testbed as testbed_mod
 from ha_redirect.lab import topology
 from ha_redirect.lab import traffic
@@ -27,6 +28,12 @@ def _start_identity_servers(scope, bed):
             scope, bed.host(plan.role), plan.role, bed.plan.tcp_ports,
             label=f'serve-{plan.role}')
     return servers
+
+
+def connection_flow_limit(settings, n_services):
+    """Room for each service's tracked connections (two pins each) and our
+    service flows."""
+    return 2 * settings.max_connections_per_service * n_services + 1000
 
 
 class SdnScenario:
@@ -65,6 +72,11 @@ class SdnScenario:
         """
         self.controller.start()
         self.bed.start()
+        # As README's deployment advice: what the switch pins by itself
+        # (proactive's learned flows) is capped, with eviction.
+        settings = self.controller.settings
+        ovs.limit_table(self.plan.bridge, settings.connection_table,
+                        connection_flow_limit(settings, 1))
         self.bed.connect_controller(self.controller.port)
         self.controller.wait_switch_connected(self.plan.datapath_id)
         self.servers = _start_identity_servers(self.scope, self.bed)
