@@ -238,3 +238,66 @@ def send_forged(host, eth_src, eth_dst, ip_src, ip_dst, tcp_src, tcp_dst,
     out, err, code = host.pexec(argv)
     if code != 0:
         raise scope_mod.LabError(f'send-raw in {host.name}: {err.strip()}')
+
+
+# -- hostile traffic ----------------------------------------------------------
+
+class FuzzCounts(dict):
+    """{category: frames sent}, from `send_fuzz`.
+
+    `refused` is {category: frames the kernel would not send} (those
+    under 14 bytes), `errors` {category: {errno name: frames}}.
+    """
+
+    def __init__(self, sent, refused, errors):
+        super().__init__(sent)
+        self.refused = refused
+        self.errors = errors
+
+
+def send_fuzz(host, ip, port, mac, count, seed, rate=None):
+    """Send `count` fuzzed frames at ip:port (Ethernet `mac`) from `host`.
+
+    Runs `agent fuzz` to completion out of `host`'s interface, `rate`
+    frames per second (None: as fast as it can).  Returns a FuzzCounts:
+    frames sent per category, for every category.
+    """
+    argv = AGENT + ['fuzz', '--interface', str(host.defaultIntf()),
+                    '--eth-dst', mac, '--ip-dst', ip, '--tcp-dst', str(port),
+                    '--count', str(count), '--seed', str(seed)]
+    if rate:
+        argv += ['--rate', str(rate)]
+    out, err, code = host.pexec(argv)
+    sent, refused, errors = {}, {}, {}
+    for line in out.splitlines():
+        if line.startswith('{'):
+            record = json.loads(line)
+            if record.get('event') == 'fuzz':
+                category = record['category']
+                sent[category] = record['sent']
+                refused[category] = record['refused']
+                errors[category] = record['errors']
+    if code != 0 or not sent:
+        lines = [line for line in err.splitlines() if line.strip()]
+        why = lines[-1].strip() if lines else f'exit status {code}'
+        raise scope_mod.LabError(f'fuzz from {host.name}: {why}')
+    return FuzzCounts(sent, refused, errors)
+
+
+def start_syn_flood(scope, host, ip, port, mac, rate, duration, seed=0,
+                    ip_src_net='10.200.0.0/16', label=None):
+    """SYNs to ip:port from random sources in `ip_src_net`, out of `host`.
+
+    `rate` frames per second for `duration` seconds (0: until stopped).
+    The agent's last record, {'event': 'done', 'sent': n, ...}, appears
+    when it exits.
+    """
+    argv = AGENT + ['syn-flood', '--interface', str(host.defaultIntf()),
+                    '--eth-dst', mac, '--ip-dst', ip, '--tcp-dst', str(port),
+                    '--rate', str(rate), '--duration', str(duration),
+                    '--seed', str(seed), '--ip-src-net', ip_src_net]
+    agent = AgentProcess(scope, host, label or f'syn-flood-{host.name}',
+                         argv)
+    agent.wait_for(lambda r: r.get('event') == 'flooding',
+                   what='SYN flood')
+    return agent
