@@ -7,6 +7,7 @@ through `ha_redirect.openflow`. Nothing here decides anything.
 import collections
 import logging
 import queue
+import threading
 import time
 
 from os_ken.base import app_manager
@@ -64,6 +65,14 @@ class EventStatsTimeout(event.EventBase):
 # How long a control request may wait for the switch's flow statistics.
 CONTROL_TIMEOUT = 5.0
 
+# PacketIns waiting in the app's queue, in all and per switch port. Past
+# these, new ones are dropped as they arrive (the host retransmits): the
+# switch's receive thread never blocks on a full queue, so a PortStatus
+# waits behind a few PacketIns, not behind a flood's backlog in the socket,
+# and one flooding port cannot crowd out the others.
+PACKET_IN_BACKLOG = 64
+PACKET_IN_BACKLOG_PER_PORT = 8
+
 
 class RedirectApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION, ofproto_v1_4.OFP_VERSION,
@@ -88,6 +97,42 @@ class RedirectApp(app_manager.OSKenApp):
         self._sent = collections.OrderedDict()
         self._tick_pending = False
         self._meters_usable = {}    # dpid -> the switch has what we need
+        self._backlog_lock = threading.Lock()
+        self._backlog = collections.Counter()   # (dpid, in_port) -> queued
+        self._shed = collections.Counter()      # since the last report
+        self._shed_reported = 0.0
+
+    def _send_event(self, ev, state):
+        # Runs in the thread that delivers the event (a switch's receive
+        # thread for PacketIns).
+        if isinstance(ev, ofp_event.EventOFPPacketIn) and not self._admit(ev):
+            return
+        super()._send_event(ev, state)
+
+    def _admit(self, ev):
+        key = (ev.msg.datapath.id, ev.msg.match.get('in_port'))
+        with self._backlog_lock:
+            if (self._backlog[key] >= PACKET_IN_BACKLOG_PER_PORT
+                    or sum(self._backlog.values()) >= PACKET_IN_BACKLOG):
+                self._shed[key] += 1
+                now = time.monotonic()
+                if now - self._shed_reported >= 1.0:
+                    LOG.warning('overloaded: dropped %d PacketIns (by '
+                                '(dpid, port): %s) rather than delay other '
+                                'events', sum(self._shed.values()),
+                                dict(self._shed.most_common(3)))
+                    self._shed.clear()
+                    self._shed_reported = now
+                return False
+            self._backlog[key] += 1
+            return True
+
+    def _dequeued(self, ev):
+        key = (ev.msg.datapath.id, ev.msg.match.get('in_port'))
+        with self._backlog_lock:
+            self._backlog[key] -= 1
+            if self._backlog[key] <= 0:
+                del self._backlog[key]
 
     def _event_loop(self):
         # os-ken 4's native hub makes hub.TaskExit an alias of Exception,
@@ -233,6 +278,7 @@ class RedirectApp(app_manager.OSKenApp):
 
     @handler.set_ev_cls(ofp_event.EventOFPPacketIn, MAIN)
     def on_packet_in(self, ev):
+        self._dequeued(ev)
         datapath = ev.msg.datapath
         try:
             packet = openflow.decode_packet_in(ev.msg)

@@ -494,3 +494,31 @@ def test_answers_from_two_threads_never_raise():
         thread.join()
     assert errors == [] and request.answers.qsize() == 1
     time.sleep(0)
+
+
+# 9. A PacketIn flood delayed failover: the switch's receive thread blocked
+#    on the app's full queue while PortStatus waited in the socket behind
+#    the flood.
+
+def test_a_flooding_port_is_shed_and_others_still_get_through():
+    policy = RedirectPolicy([WEB], strategy=ReactiveStrategy())
+    app = app_mod.RedirectApp(redirect_policy=policy)   # loop not started
+    datapath = RecordingDatapath()
+    flood = [ofp_event.EventOFPPacketIn(packet_in(syn_frame(), 3, datapath))
+             for _ in range(50)]
+    for ev in flood:
+        app._send_event(ev, None)      # as the receive thread does
+    other = ofp_event.EventOFPPacketIn(packet_in(syn_frame(), 4, datapath))
+    app._send_event(other, None)
+    status = parser.OFPPortStatus(datapath, ofp.OFPPR_MODIFY, parser.OFPPort(
+        1, '00:00:00:00:aa:01', 'p1', 0, ofp.OFPPS_LINK_DOWN, 0, 0, 0, 0, 0,
+        0))
+    app._send_event(ofp_event.EventOFPPortStatus(status), None)
+    queued = [app.events.get_nowait()[0] for _ in range(app.events.qsize())]
+    assert len(queued) == app_mod.PACKET_IN_BACKLOG_PER_PORT + 2
+    assert queued[-2] is other
+    assert isinstance(queued[-1], ofp_event.EventOFPPortStatus)
+    # Handling a queued PacketIn makes room for the port again.
+    app.on_packet_in(queued[0])
+    app._send_event(flood[-1], None)
+    assert app.events.qsize() == 1
