@@ -92,15 +92,15 @@ def build_parser():
 
 def demo(args):
     testbed.check_host()
-    print(f'datapath: {testbed.choose_datapath()}')
+    demo_mod.say(f'datapath: {testbed.choose_datapath()}')
     results = []
     for scheme in args.schemes:
         results.append(demo_mod.run_scheme(
             scheme, observe=args.observe, interval_ms=args.interval_ms,
             keep_workdir=args.keep, failure=args.failure))
-    print()
+    demo_mod.say()
     for line in demo_mod.summary_lines(results):
-        print(line)
+        demo_mod.say(line)
     return 0
 
 

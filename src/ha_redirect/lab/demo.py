@@ -45,7 +45,18 @@ def parse_scheme(scheme):
 FAILURES = ('link', 'kill')
 
 
-def run_scheme(scheme, observe=2.0, interval_ms=5.0, out=print,
+def say(line=''):
+    """Print one line of the story now, also when stdout is a pipe.
+
+    Python block-buffers a piped stdout (unless PYTHONUNBUFFERED is set),
+    which would hold the whole story until the demo exits: `| tee` and a
+    test that waits for "down (the primary)" would see it only after the
+    testbed is gone.
+    """
+    print(line, flush=True)
+
+
+def run_scheme(scheme, observe=2.0, interval_ms=5.0, out=say,
                keep_workdir=False, failure='link'):
     """Run one scheme's failover in its own RunScope; returns DemoResult.
 
