@@ -96,9 +96,13 @@ class RedirectApp(app_manager.OSKenApp):
         self._port_desc_parts = {}
         self._sent = collections.OrderedDict()
         self._tick_pending = False
-        self._meters_usable = {}    # dpid -> the switch has what we need
+        self._max_meter_id = {}     # dpid -> highest usable meter id
         self._backlog_lock = threading.Lock()
-        self._backlog = collections.Counter()   # (dpid, in_port) -> queued
+        # (dpid, in_port) -> its admitted PacketIns, in the order the
+        # ports take turns: handled round-robin, so a flooding port gets
+        # one turn in as many as there are busy ports.
+        self._backlog = collections.OrderedDict()
+        self._backlog_size = 0
         self._shed = collections.Counter()      # since the last report
         self._shed_reported = 0.0
 
@@ -112,8 +116,9 @@ class RedirectApp(app_manager.OSKenApp):
     def _admit(self, ev):
         key = (ev.msg.datapath.id, ev.msg.match.get('in_port'))
         with self._backlog_lock:
-            if (self._backlog[key] >= PACKET_IN_BACKLOG_PER_PORT
-                    or sum(self._backlog.values()) >= PACKET_IN_BACKLOG):
+            waiting = self._backlog.get(key, ())
+            if (len(waiting) >= PACKET_IN_BACKLOG_PER_PORT
+                    or self._backlog_size >= PACKET_IN_BACKLOG):
                 self._shed[key] += 1
                 now = time.monotonic()
                 if now - self._shed_reported >= 1.0:
@@ -124,15 +129,24 @@ class RedirectApp(app_manager.OSKenApp):
                     self._shed.clear()
                     self._shed_reported = now
                 return False
-            self._backlog[key] += 1
+            self._backlog.setdefault(key, collections.deque()).append(ev)
+            self._backlog_size += 1
             return True
 
-    def _dequeued(self, ev):
-        key = (ev.msg.datapath.id, ev.msg.match.get('in_port'))
+    def _next_packet_in(self, ev):
+        """The PacketIn whose turn it is. Each admitted one also sits in
+        the event queue, as a token: a token handles the next port's
+        oldest, not necessarily its own (which a later token handles)."""
         with self._backlog_lock:
-            self._backlog[key] -= 1
-            if self._backlog[key] <= 0:
-                del self._backlog[key]
+            if not self._backlog:
+                return ev          # delivered straight to the handler
+            key, waiting = next(iter(self._backlog.items()))
+            chosen = waiting.popleft()
+            del self._backlog[key]
+            if waiting:
+                self._backlog[key] = waiting    # to the back of the line
+            self._backlog_size -= 1
+            return chosen
 
     def _event_loop(self):
         # os-ken 4's native hub makes hub.TaskExit an alias of Exception,
@@ -205,7 +219,7 @@ class RedirectApp(app_manager.OSKenApp):
         datapath = ev.msg.datapath
         parser = datapath.ofproto_parser
         self._port_desc_parts[datapath.id] = []
-        self._meters_usable.pop(datapath.id, None)
+        self._max_meter_id.pop(datapath.id, None)
         # The switch answers in order: its meter features come before its
         # ports, which start the resync.
         datapath.send_msg(parser.OFPMeterFeaturesStatsRequest(datapath, 0))
@@ -216,12 +230,13 @@ class RedirectApp(app_manager.OSKenApp):
         datapath = ev.msg.datapath
         ofproto = datapath.ofproto
         settings = self.policy.settings
-        usable = any(
-            f.max_meter >= settings.first_meter_id + model.METER_MONITORS
-            and f.band_types & (1 << ofproto.OFPMBT_DROP)
-            and f.capabilities & ofproto.OFPMF_PKTPS
-            for f in ev.msg.body)
-        self._meters_usable[datapath.id] = usable
+        max_meter_id = max([
+            f.max_meter for f in ev.msg.body
+            if f.band_types & (1 << ofproto.OFPMBT_DROP)
+            and f.capabilities & ofproto.OFPMF_PKTPS], default=0)
+        self._max_meter_id[datapath.id] = max_meter_id
+        usable = max_meter_id >= settings.first_meter_id + (
+            model.METER_MONITORS)
         if not usable and settings.packet_in_rate:
             LOG.warning('dpid=%#x: no usable OpenFlow meters (max %s, '
                         'need ids %d-%d, pktps, drop): PacketIns are not '
@@ -244,7 +259,7 @@ class RedirectApp(app_manager.OSKenApp):
                  sorted(port_states.items()))
         self._send(datapath, self.policy.on_switch_connected(
             datapath.id, port_states, self.clock(),
-            meters=self._meters_usable.get(datapath.id, False)))
+            max_meter_id=self._max_meter_id.get(datapath.id, 0)))
 
     @handler.set_ev_cls(ofp_event.EventOFPStateChange, handler.DEAD_DISPATCHER)
     def on_switch_gone(self, ev):
@@ -278,7 +293,7 @@ class RedirectApp(app_manager.OSKenApp):
 
     @handler.set_ev_cls(ofp_event.EventOFPPacketIn, MAIN)
     def on_packet_in(self, ev):
-        self._dequeued(ev)
+        ev = self._next_packet_in(ev)
         datapath = ev.msg.datapath
         try:
             packet = openflow.decode_packet_in(ev.msg)

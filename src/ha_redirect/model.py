@@ -561,7 +561,7 @@ class PolicySettings:
     max_connections_per_service: int = 10000
     # PacketIns per second each of our controller-bound flow kinds may
     # send (an OpenFlow meter, where the switch has meters); 0: no limit.
-    packet_in_rate: int = 1500
+    packet_in_rate: int = 1000
     # Our meters: first_meter_id for clients' traffic, the next one for
     # the monitors' (so a client flood cannot starve health probes).
     first_meter_id: int = 72
@@ -639,6 +639,13 @@ METER_MAX = 0xffff0000            # OFPM_MAX
 # Our meters, as offsets from PolicySettings.first_meter_id.
 METER_CLIENTS = 0                 # clients' packets the controller decides
 METER_MONITORS = 1                # monitors' packets: probe replies, ARP
+METER_PORTS = 2                   # + switch port: one client port's packets
+
+
+def port_meter_id(settings: PolicySettings, port: int) -> int:
+    """The meter of the clients' packets that come in on one switch port."""
+    return settings.first_meter_id + METER_PORTS + port
+
 
 PRIORITY_TABLE_MISS = 0           # absolute: the NORMAL fallback
 PRIORITY_SERVICE = 10             # a client's service traffic, to be decided

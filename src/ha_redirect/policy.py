@@ -74,7 +74,8 @@ class RedirectPolicy:
                 service, index, healthy=(False,) * len(service.servers),
                 monitors=monitors))
         self._connected: typing.Set[int] = set()
-        self._metered: typing.Set[int] = set()   # switches with our meters
+        # Switches with our meters -> their client ports' own meters.
+        self._metered: typing.Dict[int, typing.Dict[int, int]] = {}
 
     @property
     def tick_interval(self) -> typing.Optional[float]:
@@ -196,23 +197,30 @@ class RedirectPolicy:
 
     def on_switch_connected(self, datapath_id: int,
                             port_states: typing.Mapping[int, bool],
-                            now: float, meters: bool = False
+                            now: float, max_meter_id: int = 0
                             ) -> typing.List[model.Message]:
         """Resynchronise a (re)connected switch: our stale flows go, the
         current state is installed. Switches we serve nothing on are left
-        alone. `meters`: the switch has OpenFlow meters that drop by
-        packet rate; then what our flows send to the controller is limited
-        to `packet_in_rate`."""
+        alone. `max_meter_id`: the highest id of the switch's OpenFlow
+        meters that drop by packet rate (0: none); with meters, what our
+        flows send to the controller is limited to `packet_in_rate`, per
+        client port where the ids reach."""
         if datapath_id not in self.datapath_ids:
             return []
         self._connected.add(datapath_id)
         settings = self.settings
         meter_mods = []
-        if meters and settings.packet_in_rate:
-            self._metered.add(datapath_id)
+        self._metered.pop(datapath_id, None)
+        if settings.packet_in_rate and max_meter_id >= (
+                settings.first_meter_id + model.METER_MONITORS):
+            servers = {p for s in self._states_on(datapath_id)
+                       for p in s.service.server_ports}
+            ports = {port: model.port_meter_id(settings, port)
+                     for port in port_states if port not in servers}
+            self._metered[datapath_id] = {
+                port: meter for port, meter in ports.items()
+                if meter <= max_meter_id}
             meter_mods = self._meter_mods(datapath_id)
-        else:
-            self._metered.discard(datapath_id)
         messages: typing.List[model.Message] = [model.FlowMod(
             datapath_id, model.FlowCommand.DELETE, table=model.ALL_TABLES,
             cookie=settings.cookie << 32,
@@ -484,6 +492,7 @@ class RedirectPolicy:
         burst = max(10, rate // 10)
         ids = [self.settings.first_meter_id + offset
                for offset in (model.METER_CLIENTS, model.METER_MONITORS)]
+        ids += sorted(self._metered[datapath_id].values())
         return [model.MeterMod(datapath_id, command, meter_id, rate, burst)
                 for command in (model.MeterCommand.ADD,
                                 model.MeterCommand.MODIFY)
@@ -491,10 +500,40 @@ class RedirectPolicy:
 
     def _with_meters(self, datapath_id, messages):
         """Flows that send to the controller pass a meter first, where the
-        switch has ours: the monitors' own, or the clients'."""
-        if datapath_id not in self._metered:
+        switch has ours: the monitors' own, or the clients'. A service flow
+        for clients on any port gets a copy per known client port, one
+        priority up, each with the port's own meter, so one flooding host
+        cannot use up the others' share; a port that appears later shares
+        the first meter until the switch reconnects."""
+        port_meters = self._metered.get(datapath_id)
+        if port_meters is None:
             return messages
-        return [_metered(message, self.settings) for message in messages]
+        settings = self.settings
+        result = []
+        for message in messages:
+            if not _to_controller(message):
+                result.append(message)
+                continue
+            role = message.cookie & 0xffff
+            shared = settings.first_meter_id + (
+                model.METER_MONITORS if role == model.ROLE_PROBE
+                else model.METER_CLIENTS)
+            meter = port_meters.get(message.match.in_port, shared)
+            if (role == model.ROLE_SERVICE and message.match.in_port is None
+                    and port_meters):
+                service = self._states[(message.cookie >> 16) & 0xffff
+                                       ].service
+                for port in sorted(port_meters):
+                    if service.client_ports and (
+                            port not in service.client_ports):
+                        continue
+                    copy = dataclasses.replace(
+                        message, priority=message.priority + 1,
+                        match=dataclasses.replace(message.match,
+                                                  in_port=port))
+                    result.append(_with_meter(copy, port_meters[port]))
+            result.append(_with_meter(message, meter))
+        return result
 
     def _arp_responder(self, view, command):
         return model.FlowMod(
@@ -542,17 +581,16 @@ def _log_transition(state, previous, now, why):
                  label(previous), why)
 
 
-def _metered(message, settings):
-    if not (isinstance(message, model.FlowMod)
+def _to_controller(message):
+    return (isinstance(message, model.FlowMod)
             and message.command is model.FlowCommand.ADD
             and model.Output(model.SpecialPort.CONTROLLER) in message.actions
-            and not any(isinstance(a, model.Meter) for a in message.actions)):
-        return message
-    offset = (model.METER_MONITORS
-              if message.cookie & 0xffff == model.ROLE_PROBE
-              else model.METER_CLIENTS)
-    return dataclasses.replace(message, actions=(
-        model.Meter(settings.first_meter_id + offset),) + message.actions)
+            and not any(isinstance(a, model.Meter) for a in message.actions))
+
+
+def _with_meter(flow, meter_id):
+    return dataclasses.replace(
+        flow, actions=(model.Meter(meter_id),) + flow.actions)
 
 
 def _bundled(datapath_id, messages):

@@ -416,9 +416,10 @@ def test_flows_to_the_controller_pass_a_meter_where_the_switch_has_them():
                                     probe_mac='00:00:00:00:00:fa')
     policy = RedirectPolicy([web], settings, strategy=ReactiveStrategy())
     messages = policy.on_switch_connected(1, {1: True, 2: True, 3: True},
-                                          0.0, meters=True)
+                                          0.0, max_meter_id=1000)
     meters = [m for m in messages if isinstance(m, model.MeterMod)]
-    assert {m.meter_id for m in meters} == {72, 73}
+    # Shared, monitors', and client port 3's own (72 + 2 + 3).
+    assert {m.meter_id for m in meters} == {72, 73, 77}
     assert all(m.rate == settings.packet_in_rate for m in meters)
     [bundle] = [m for m in messages if isinstance(m, model.Bundle)]
     assert messages.index(bundle) > messages.index(meters[-1])
@@ -428,7 +429,15 @@ def test_flows_to_the_controller_pass_a_meter_where_the_switch_has_them():
     assert to_controller
     for flow in to_controller:
         probe = flow.cookie & 0xffff == model.ROLE_PROBE
-        assert flow.actions[0] == model.Meter(73 if probe else 72)
+        expected = 73 if probe else 77 if flow.match.in_port == 3 else 72
+        assert flow.actions[0] == model.Meter(expected)
+    # Port 3's copy of the service flow, one priority up.
+    [service] = [f for f in to_controller
+                 if f.cookie & 0xffff == model.ROLE_SERVICE
+                 and f.match.in_port is None]
+    [own] = [f for f in to_controller if f.match.in_port == 3]
+    assert own.priority == service.priority + 1
+    assert own.match == dataclass_replace(service.match, in_port=3)
     # ... and on a switch without meters, none.
     plain = policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 1.0)
     assert not any(isinstance(m, model.MeterMod) for m in plain)
@@ -518,7 +527,14 @@ def test_a_flooding_port_is_shed_and_others_still_get_through():
     assert len(queued) == app_mod.PACKET_IN_BACKLOG_PER_PORT + 2
     assert queued[-2] is other
     assert isinstance(queued[-1], ofp_event.EventOFPPortStatus)
-    # Handling a queued PacketIn makes room for the port again.
-    app.on_packet_in(queued[0])
+    # Ports take turns: the next token handles port 4's packet, though the
+    # flood's came first.
+    handled = []
+    policy.on_packet = lambda dpid, packet, now: handled.append(
+        packet.in_port) or []
+    for token in queued[:3]:
+        app.on_packet_in(token)
+    assert handled == [3, 4, 3]
+    # Handling makes room for the port again.
     app._send_event(flood[-1], None)
     assert app.events.qsize() == 1
