@@ -19,6 +19,7 @@ NOT_ROOT_REASON = ('functional tests need root: they build network '
                    'namespaces and Open vSwitch bridges')
 
 _GAPS = []
+_FAULTS = []
 
 
 def pytest_configure(config):
@@ -56,7 +57,34 @@ def record_gap(request):
     return record
 
 
+@pytest.fixture
+def record_fault(request):
+    """record_fault(fault, strategy, **measured): one row of the fault
+    suite's table, printed at the end (and written to the JSON file named
+    by HA_REDIRECT_FAULTS_JSON)."""
+    def record(fault, strategy, **measured):
+        _FAULTS.append({'test': request.node.nodeid, 'fault': fault,
+                        'strategy': strategy, **measured})
+        print(f'\n[{fault} / {strategy}] {measured}')
+    return record
+
+
+def _fault_summary(terminalreporter):
+    terminalreporter.section('fault suite: measured')
+    for row in _FAULTS:
+        measured = ', '.join(f'{k}={v}' for k, v in row.items()
+                             if k not in ('test', 'fault', 'strategy'))
+        terminalreporter.write_line(
+            f"{row['fault']:<26} {row['strategy']:<14} {measured}")
+    path = os.environ.get('HA_REDIRECT_FAULTS_JSON')
+    if path:
+        with open(path, 'w') as f:
+            json.dump(_FAULTS, f, indent=1)
+
+
 def pytest_terminal_summary(terminalreporter):
+    if _FAULTS:
+        _fault_summary(terminalreporter)
     if not _GAPS:
         return
     terminalreporter.section('measured service gaps')
