@@ -28,8 +28,8 @@ BACKUP = 'backup1'
 def start(scope, strategy, **settings):
     return scenarios.SdnScenario(
         scope, strategy=strategy,
-        settings=model.PolicySettings(**settings) if settings else None,
-        ).start()
+        settings=model.PolicySettings(**settings) if settings else None
+    ).start()
 
 
 def service_flows(sdn):
@@ -213,7 +213,8 @@ def test_fifty_link_flaps_end_in_the_right_state(strategy, record_fault):
         record_fault('50 link flaps at 5 Hz', strategy,
                      flows_down=len(down[0]),
                      flows_after_flaps_down=len(ended_down[0]),
-                     flows_up=len(up[0]), flows_after_flaps_up=len(ended_up[0]))
+                     flows_up=len(up[0]),
+                     flows_after_flaps_up=len(ended_up[0]))
         assert ended_down == down
         assert ended_up == up
         assert_controller_healthy(sdn)

@@ -33,7 +33,7 @@ def _start_identity_servers(scope, bed):
 def connection_flow_limit(settings, n_services):
     """Room for each service's tracked connections (two pins each) and our
     service flows."""
-    return 2 * settings.max_connections_per_service * n_services + 1000
+    return 2 * settings.max_connections_per_service * n_services + 100
 
 
 class SdnScenario:
