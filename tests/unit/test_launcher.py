@@ -208,6 +208,21 @@ BAD_CONFIGS = [
     (CONFIG.replace('primary_port = 1', ''),
      '[service:iperf] primary_port: required option is missing'),
     (CONFIG + 'not an assignment\n', 'Failed to parse '),
+    # Bounds that once started and then crashed at run time:
+    (CONFIG.replace('services = iperf',
+                    'services = iperf\nconnection_idle_timeout = 70000'),
+     'connection_idle_timeout'),
+    (CONFIG.replace('strategy = reactive', 'strategy = stateful\n'
+                    'first_ct_zone = 65535\nservices = iperf,web').replace(
+                        'services = iperf\n', '', 1)
+     + CONFIG[CONFIG.index('[service:iperf]'):].replace(
+         '[service:iperf]', '[service:web]').replace('5001', '80'),
+     '[ha_redirect] first_ct_zone: 65535 + 2 services exceeds'),
+    (CONFIG.replace('services = iperf', 'services = iperf\n'
+                    'probe_ip = 10.0.0.2\nprobe_mac = 00:00:00:00:00:fa')
+     .replace('client_ports = 3', 'client_ports = 3\n'
+              'monitors = port_status,tcp_probe'),
+     '[ha_redirect] probe_ip: 10.0.0.2 is a server of service \'iperf\''),
 ]
 
 
