@@ -7,7 +7,6 @@ through `ha_redirect.openflow`. Nothing here decides anything.
 import collections
 import logging
 import queue
-import threading
 import time
 
 from os_ken.base import app_manager
@@ -19,6 +18,7 @@ from os_ken.ofproto import ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_4
 from os_ken.ofproto import ofproto_v1_5
 
+from ha_redirect import backlog
 from ha_redirect import control
 from ha_redirect import model
 from ha_redirect import openflow
@@ -65,11 +65,8 @@ class EventStatsTimeout(event.EventBase):
 # How long a control request may wait for the switch's flow statistics.
 CONTROL_TIMEOUT = 5.0
 
-# PacketIns waiting in the app's queue, in all and per switch port. Past
-# these, new ones are dropped as they arrive (the host retransmits): the
-# switch's receive thread never blocks on a full queue, so a PortStatus
-# waits behind a few PacketIns, not behind a flood's backlog in the socket,
-# and one flooding port cannot crowd out the others.
+# PacketIns waiting in the app's queue, in all and per switch port (see
+# ha_redirect.backlog). Past these, new ones are dropped on arrival.
 PACKET_IN_BACKLOG = 64
 PACKET_IN_BACKLOG_PER_PORT = 8
 
@@ -97,56 +94,33 @@ class RedirectApp(app_manager.OSKenApp):
         self._sent = collections.OrderedDict()
         self._tick_pending = False
         self._max_meter_id = {}     # dpid -> highest usable meter id
-        self._backlog_lock = threading.Lock()
-        # (dpid, in_port) -> its admitted PacketIns, in the order the
-        # ports take turns: handled round-robin, so a flooding port gets
-        # one turn in as many as there are busy ports.
-        self._backlog = collections.OrderedDict()
-        self._backlog_size = 0
-        self._shed = collections.Counter()      # since the last report
+        self._backlog = backlog.PacketInBacklog(
+            PACKET_IN_BACKLOG, PACKET_IN_BACKLOG_PER_PORT)
         self._shed_reported = 0.0
 
     def _send_event(self, ev, state):
-        # Runs in the thread that delivers the event (a switch's receive
-        # thread for PacketIns).
-        if isinstance(ev, ofp_event.EventOFPPacketIn) and not self._admit(ev):
-            return
+        # Runs in the thread that delivers the event: a switch's receive
+        # thread, which must never block behind a flood of PacketIns.
+        if isinstance(ev, ofp_event.EventOFPPacketIn):
+            msg = ev.msg
+            if not self._backlog.admit(
+                    (msg.datapath.id, msg.match.get('in_port')), ev,
+                    exempt_from_total=msg.cookie & 0xffff == model.ROLE_PROBE):
+                self._report_shed()
+                return
+        else:
+            self._backlog.note_event()
         super()._send_event(ev, state)
 
-    def _admit(self, ev):
-        key = (ev.msg.datapath.id, ev.msg.match.get('in_port'))
-        with self._backlog_lock:
-            waiting = self._backlog.get(key, ())
-            if (len(waiting) >= PACKET_IN_BACKLOG_PER_PORT
-                    or self._backlog_size >= PACKET_IN_BACKLOG):
-                self._shed[key] += 1
-                now = time.monotonic()
-                if now - self._shed_reported >= 1.0:
-                    LOG.warning('overloaded: dropped %d PacketIns (by '
-                                '(dpid, port): %s) rather than delay other '
-                                'events', sum(self._shed.values()),
-                                dict(self._shed.most_common(3)))
-                    self._shed.clear()
-                    self._shed_reported = now
-                return False
-            self._backlog.setdefault(key, collections.deque()).append(ev)
-            self._backlog_size += 1
-            return True
-
-    def _next_packet_in(self, ev):
-        """The PacketIn whose turn it is. Each admitted one also sits in
-        the event queue, as a token: a token handles the next port's
-        oldest, not necessarily its own (which a later token handles)."""
-        with self._backlog_lock:
-            if not self._backlog:
-                return ev          # delivered straight to the handler
-            key, waiting = next(iter(self._backlog.items()))
-            chosen = waiting.popleft()
-            del self._backlog[key]
-            if waiting:
-                self._backlog[key] = waiting    # to the back of the line
-            self._backlog_size -= 1
-            return chosen
+    def _report_shed(self):
+        now = time.monotonic()
+        if now - self._shed_reported < 1.0:
+            return
+        self._shed_reported = now
+        shed = self._backlog.take_shed()
+        LOG.warning('overloaded: dropped %d PacketIns (by (dpid, port): %s) '
+                    'rather than delay other events', sum(shed.values()),
+                    dict(shed.most_common(3)))
 
     def _event_loop(self):
         # os-ken 4's native hub makes hub.TaskExit an alias of Exception,
@@ -233,7 +207,8 @@ class RedirectApp(app_manager.OSKenApp):
         max_meter_id = max([
             f.max_meter for f in ev.msg.body
             if f.band_types & (1 << ofproto.OFPMBT_DROP)
-            and f.capabilities & ofproto.OFPMF_PKTPS], default=0)
+            and f.capabilities & ofproto.OFPMF_PKTPS
+            and f.capabilities & ofproto.OFPMF_BURST], default=0)
         self._max_meter_id[datapath.id] = max_meter_id
         usable = max_meter_id >= settings.first_meter_id + (
             model.METER_MONITORS)
@@ -293,8 +268,10 @@ class RedirectApp(app_manager.OSKenApp):
 
     @handler.set_ev_cls(ofp_event.EventOFPPacketIn, MAIN)
     def on_packet_in(self, ev):
-        ev = self._next_packet_in(ev)
+        ev = self._backlog.take(ev)
         datapath = ev.msg.datapath
+        if self._datapaths.get(datapath.id) is not datapath:
+            return      # from a connection that has ended or not resynced
         try:
             packet = openflow.decode_packet_in(ev.msg)
         except (openflow.MalformedPacket, KeyError) as exc:
@@ -324,6 +301,16 @@ class RedirectApp(app_manager.OSKenApp):
         LOG.error('dpid=%#x rejected %s: %s', datapath.id,
                   openflow.describe(culprit) if culprit else f'xid {msg.xid}',
                   openflow.describe_error(msg))
+        if isinstance(culprit, model.MeterMod) and self._max_meter_id.get(
+                datapath.id):
+            # Flows that name a missing meter fail, and with them the
+            # resync's bundle: serve unmetered rather than not at all.
+            LOG.warning('dpid=%#x: resynchronising without meters',
+                        datapath.id)
+            self._max_meter_id[datapath.id] = 0
+            self._port_desc_parts[datapath.id] = []
+            datapath.send_msg(
+                datapath.ofproto_parser.OFPPortDescStatsRequest(datapath, 0))
         if culprit is not None:
             self._send(datapath, self.policy.on_flow_rejected(
                 datapath.id, culprit, self.clock()))

@@ -692,9 +692,10 @@ def describe_error(error_msg) -> str:
     if error_msg.type == getattr(ofproto, 'OFPET_EXPERIMENTER', None):
         # OVS reports e.g. bundle failures on OpenFlow 1.3 this way; the
         # message has no `code`, but an experimenter id and type.
+        experimenter = getattr(error_msg, 'experimenter', None)
         return (f'OFPET_EXPERIMENTER experimenter='
-                f'{getattr(error_msg, "experimenter", None)!r} exp_type='
-                f'{getattr(error_msg, "exp_type", None)!r}')
+                f'{_describe_value(experimenter)} exp_type='
+                f'{getattr(error_msg, "exp_type", None)}')
     try:
         names = ofproto.ofp_error_to_jsondict(error_msg.type, error_msg.code)
         return f'{names["type"]}/{names["code"]}'

@@ -237,6 +237,7 @@ class RedirectPolicy:
                                                switch_cookie)
         for state in self._states_on(datapath_id):
             state.connections.clear()
+            state.at_capacity = False
             for monitor in state.monitors:
                 monitor.on_switch_connected(port_states, now)
                 messages += monitor.flows(datapath_id)
@@ -249,6 +250,7 @@ class RedirectPolicy:
             previous, state.active = state.active, self._choose_active(state)
             _log_transition(state, previous, now, 'switch connected')
             messages += self.strategy.service_flows(self._view(state))
+        messages += self._reply_fallbacks(datapath_id)
         for owner in self._arp_owners(datapath_id):
             if self._primary_down_anywhere(datapath_id,
                                            owner.service.primary.ip):
@@ -370,6 +372,9 @@ class RedirectPolicy:
         if previous != state.active:
             _log_transition(state, previous, now, why)
         messages += self.strategy.on_servers_changed(view, previous)
+        if previous != state.active:
+            messages += self._reply_fallbacks(state.service.datapath_id,
+                                              involving=state.service)
         for server, (before, after) in enumerate(zip(was_healthy,
                                                      state.healthy)):
             if before and not after:
@@ -379,6 +384,7 @@ class RedirectPolicy:
                 messages.append(base.delete_connections(view, server))
                 state.connections = {k: s for k, s in state.connections.items()
                                      if s != server}
+                state.at_capacity = False
         if was_healthy[0] != state.healthy[0]:
             messages += self._update_arp_responder(state)
         messages.append(model.Barrier(state.service.datapath_id))
@@ -456,6 +462,50 @@ class RedirectPolicy:
                 return state
         return None
 
+    def _reply_fallbacks(self, datapath_id, involving=None):
+        """Per backup and service port on the switch (of `involving`'s
+        backups only, if given): where its replies go when no pin claims
+        them. A reply can overtake its connection's pin (OVS's datapath
+        flow cache keeps entries made before the pin until it revalidates,
+        and `learn` runs in the slow path), so while one service has the
+        backup standing in, they are sent as that service's primary's.
+        Where that is ambiguous (two services have it standing in, or it
+        is some service's primary on that port) they pass untouched. The
+        match on the TCP source port also keeps the datapath cache from
+        lumping service replies with the server's other traffic: an entry
+        made by a ping cannot carry a SYN-ACK."""
+        table = self.strategy.reply_fallback_table(self.settings)
+        if table is None:
+            return []
+        states = self._states_on(datapath_id)
+        keys = {(server.ip, tcp_port): server
+                for state in states
+                if involving is None or state.service is involving
+                for server in state.service.backups
+                for tcp_port in state.service.tcp_ports}
+        cookie = model.make_cookie(self.settings.cookie,
+                                   model.GLOBAL_SERVICE_INDEX,
+                                   model.ROLE_SERVICE)
+        flows = []
+        for (ip, tcp_port), server in sorted(keys.items()):
+            serving = [s for s in states if tcp_port in s.service.tcp_ports]
+            stand_ins = [s for s in serving if s.active
+                         and s.service.servers[s.active].ip == ip]
+            is_primary = any(s.service.primary.ip == ip for s in serving)
+            actions = (model.Output(model.SpecialPort.NORMAL),)
+            if len(stand_ins) == 1 and not is_primary:
+                actions = base.reply_as_primary(stand_ins[0].service, server)
+            flows.append(model.FlowMod(
+                datapath_id, model.FlowCommand.ADD,
+                match=model.Match(in_port=server.port, eth_src=server.mac,
+                                  eth_type=model.ETH_TYPE_IPV4,
+                                  ip_proto=model.IP_PROTO_TCP,
+                                  ipv4_src=server.ip, tcp_src=tcp_port),
+                actions=actions, table=table,
+                priority=self.settings.base_priority
+                + model.PRIORITY_SERVER_REPLY, cookie=cookie))
+        return flows
+
     def _arp_owners(self, datapath_id):
         """One service per primary IP on the switch: services may share a
         primary, and one ARP responder flow (with the first one's cookie)
@@ -519,10 +569,10 @@ class RedirectPolicy:
                 model.METER_MONITORS if role == model.ROLE_PROBE
                 else model.METER_CLIENTS)
             meter = port_meters.get(message.match.in_port, shared)
+            index = (message.cookie >> 16) & 0xffff
             if (role == model.ROLE_SERVICE and message.match.in_port is None
-                    and port_meters):
-                service = self._states[(message.cookie >> 16) & 0xffff
-                                       ].service
+                    and port_meters and index < len(self._states)):
+                service = self._states[index].service
                 for port in sorted(port_meters):
                     if service.client_ports and (
                             port not in service.client_ports):

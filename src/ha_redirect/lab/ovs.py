@@ -63,12 +63,19 @@ def _get(table, record, column):
 
 def reboot_bridge(bridge):
     """Delete the bridge and create it again as it was: the same datapath
-    id, type, fail mode, protocols, controller and port numbers, as a
-    switch that reboots. Returns how long the bridge was gone (s)."""
+    id, type, fail mode, protocols, table caps, controller and port
+    numbers, as a switch that reboots. Returns how long the bridge was
+    gone (s)."""
     settings = {column: _get('Bridge', bridge, column) for column in (
         'datapath_type', 'fail_mode', 'protocols', 'other_config')}
     controllers = scope_mod.run([
         'ovs-vsctl', '--timeout=10', 'get-controller', bridge]).stdout.split()
+    caps = []
+    for item in _get('Bridge', bridge, 'flow_tables').strip('{}').split(','):
+        if '=' in item:
+            table, row = item.split('=')
+            limit = _get('Flow_Table', row.strip(), 'flow_limit')
+            caps.append((int(table), int(limit.strip('[]'))))
     ports = []
     for port in scope_mod.run(['ovs-vsctl', '--timeout=10', 'list-ports',
                                bridge]).stdout.split():
@@ -84,6 +91,8 @@ def reboot_bridge(bridge):
                     port, f'ofport_request={ofport}']
     scope_mod.run(command)
     t_back = time.monotonic()
+    for table, flow_limit in caps:
+        limit_table(bridge, table, flow_limit)
     if controllers:
         scope_mod.run(['ovs-vsctl', '--timeout=10', 'set-controller',
                        bridge] + controllers)

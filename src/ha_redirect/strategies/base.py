@@ -52,6 +52,13 @@ class Strategy(abc.ABC):
     #: the server's connection cookie), so the switch can count them
     pins_in_flows = True
 
+    def reply_fallback_table(self, settings: model.PolicySettings
+                             ) -> typing.Optional[int]:
+        """The table where the policy puts flows for backups' service
+        replies that no pin claims (the active backup's are sent as the
+        primary's), or None if the strategy rewrites every reply itself."""
+        return None
+
     def check_services(self, services: typing.Sequence[model.Service],
                        settings: model.PolicySettings) -> None:
         """Raise model.ServiceError, naming the culprit, if these services
@@ -159,39 +166,6 @@ def reply_as_primary(service: model.Service, server: model.Endpoint
             Output(service.client_ports[0]),)
     return (SetField('ipv4_src', service.primary.ip),
             Output(model.SpecialPort.NORMAL))
-
-
-def server_reply_flows(view: ServiceView, table: int
-                       ) -> typing.List[model.FlowMod]:
-    """Per backup and service port: its replies that no pin claims.
-
-    The active backup's are sent as the primary's, whatever else happens:
-    a reply can overtake its connection's pin (OVS's datapath flow cache
-    holds entries made before the pin until it revalidates them, and
-    `learn` runs in the slow path). Other backups' go NORMAL, untouched.
-    Matching the TCP source port also keeps the datapath cache from
-    lumping service replies with the server's other traffic (an entry
-    made by a ping must not carry a SYN-ACK).
-    """
-    service = view.service
-    flows = []
-    for tcp_port in service.tcp_ports:
-        for index, server in enumerate(service.servers):
-            if index == 0:
-                continue
-            actions = (reply_as_primary(service, server)
-                       if index == view.active
-                       else (Output(model.SpecialPort.NORMAL),))
-            flows.append(model.FlowMod(
-                view.datapath_id, model.FlowCommand.ADD,
-                match=Match(in_port=server.port, eth_src=server.mac,
-                            eth_type=model.ETH_TYPE_IPV4,
-                            ip_proto=model.IP_PROTO_TCP,
-                            ipv4_src=server.ip, tcp_src=tcp_port),
-                actions=actions, table=table,
-                priority=view.priority(model.PRIORITY_SERVER_REPLY),
-                cookie=view.cookie(model.ROLE_SERVICE)))
-    return flows
 
 
 def client_service_matches(service: model.Service, tcp_port: int

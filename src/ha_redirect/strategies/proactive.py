@@ -41,8 +41,11 @@ class ProactiveStrategy(base.Strategy):
                                         into_connections,
                                         model.PRIORITY_SERVICE))
         flows.extend(self._default_flows(view))
-        return flows + base.server_reply_flows(
-            view, settings.connection_table)
+        return flows
+
+    def reply_fallback_table(self, settings):
+        # Server replies are looked up among the pins in this table.
+        return settings.connection_table
 
     def switch_flows(self, settings, datapath_id, cookie):
         # Server replies that match no pin are the server's own business.
@@ -57,8 +60,7 @@ class ProactiveStrategy(base.Strategy):
         # policy closes the change with a barrier.
         if view.active == previous:
             return []
-        return self._default_flows(view) + base.server_reply_flows(
-            view, view.settings.connection_table)
+        return self._default_flows(view)
 
     def _default_flows(self, view):
         """Per service port: send new connections to the active server and

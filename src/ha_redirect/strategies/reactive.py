@@ -23,13 +23,13 @@ class ReactiveStrategy(base.Strategy):
                     table=view.settings.table,
                     priority=view.priority(model.PRIORITY_SERVICE),
                     cookie=view.cookie(model.ROLE_SERVICE)))
-        return flows + base.server_reply_flows(view, view.settings.table)
+        return flows
+
+    def reply_fallback_table(self, settings):
+        return settings.table
 
     def on_servers_changed(self, view, previous):
         # New connections simply arrive as PacketIns and are pinned to the
         # new active server; the policy has already removed the flows of a
-        # server that failed (Algorithm 1, SwitchPortChanged). Only the
-        # fallback for the active backup's unpinned replies moves.
-        if view.active == previous:
-            return []
-        return base.server_reply_flows(view, view.settings.table)
+        # server that failed (Algorithm 1, SwitchPortChanged).
+        return []
