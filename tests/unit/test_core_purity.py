@@ -8,7 +8,11 @@ CORE_MODULES = ['ha_redirect', 'ha_redirect.model', 'ha_redirect.policy',
                 'ha_redirect.strategies.base',
                 'ha_redirect.strategies.reactive',
                 'ha_redirect.strategies.proactive',
-                'ha_redirect.monitors.port_status', 'ha_redirect.testing']
+                'ha_redirect.strategies.fast_failover',
+                'ha_redirect.strategies.stateful',
+                'ha_redirect.monitors.port_status',
+                'ha_redirect.monitors.tcp_probe', 'ha_redirect.backlog',
+                'ha_redirect.testing']
 
 
 def test_core_imports_with_os_ken_unavailable():
