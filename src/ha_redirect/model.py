@@ -150,6 +150,7 @@ PREREQUISITES = {
     'ipv4_dst': ('eth_type', ETH_TYPE_IPV4),
     'tcp_src': ('ip_proto', IP_PROTO_TCP),
     'tcp_dst': ('ip_proto', IP_PROTO_TCP),
+    'tcp_flags': ('ip_proto', IP_PROTO_TCP),
     'arp_op': ('eth_type', ETH_TYPE_ARP),
     'arp_spa': ('eth_type', ETH_TYPE_ARP),
     'arp_tpa': ('eth_type', ETH_TYPE_ARP),
@@ -157,7 +158,8 @@ PREREQUISITES = {
 
 # Match field names follow OXM (and os-ken's OFPMatch keywords).
 MATCH_FIELDS = ('in_port', 'eth_src', 'eth_dst', 'eth_type', 'ip_proto',
-                'ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'arp_op',
+                'ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'tcp_flags',
+                'arp_op',
                 'arp_spa', 'arp_tpa', 'ct_state', 'ct_zone', 'ct_mark')
 
 # Connection tracking state bits (Open vSwitch's ct_state field).
@@ -189,6 +191,8 @@ class Match:
     ipv4_dst: typing.Optional[str] = None
     tcp_src: typing.Optional[int] = None
     tcp_dst: typing.Optional[int] = None
+    # (value, mask), as ct_state: see TCP_OPENING.
+    tcp_flags: typing.Optional[typing.Tuple[int, int]] = None
     arp_op: typing.Optional[int] = None
     arp_spa: typing.Optional[str] = None
     arp_tpa: typing.Optional[str] = None
@@ -516,6 +520,8 @@ TCP_FIN = 0x01
 TCP_SYN = 0x02
 TCP_RST = 0x04
 TCP_ACK = 0x10
+# A Match.tcp_flags for a client's opening SYN (SYN set, ACK clear).
+TCP_OPENING = (TCP_SYN, TCP_SYN | TCP_ACK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -649,6 +655,7 @@ def port_meter_id(settings: PolicySettings, port: int) -> int:
 
 PRIORITY_TABLE_MISS = 0           # absolute: the NORMAL fallback
 PRIORITY_SERVICE = 10             # a client's service traffic, to be decided
+PRIORITY_SERVICE_SYN = 12         # its opening SYNs, cached apart
 PRIORITY_SERVER_REPLY = 15        # a backup's service replies, unpinned
 PRIORITY_SERVER_BYPASS = 20       # servers' own traffic is never rewritten
 PRIORITY_ARP_RESPONDER = 30       # ARP for a failed primary, answered by us

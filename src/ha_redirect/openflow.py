@@ -814,7 +814,7 @@ def match_from_ofp(ofp_match) -> model.Match:
     fields = {}
     for name in model.MATCH_FIELDS:
         value = ofp_match.get(name)
-        if name == 'ct_state':
+        if name in ('ct_state', 'tcp_flags'):
             if value is not None:
                 fields[name] = (value if isinstance(value, tuple)
                                 else (value, 0xffffffff))

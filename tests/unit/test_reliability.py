@@ -430,13 +430,15 @@ def test_flows_to_the_controller_pass_a_meter_where_the_switch_has_them():
         probe = flow.cookie & 0xffff == model.ROLE_PROBE
         expected = 73 if probe else 77 if flow.match.in_port == 3 else 72
         assert flow.actions[0] == model.Meter(expected)
-    # Port 3's copy of the service flow, one priority up.
-    [service] = [f for f in to_controller
-                 if f.cookie & 0xffff == model.ROLE_SERVICE
-                 and f.match.in_port is None]
-    [own] = [f for f in to_controller if f.match.in_port == 3]
-    assert own.priority == service.priority + 1
-    assert own.match == dataclass_replace(service.match, in_port=3)
+    # Port 3's copy of each service flow, one priority up.
+    shared = [f for f in to_controller
+              if f.cookie & 0xffff == model.ROLE_SERVICE
+              and f.match.in_port is None]
+    assert len(shared) == 2     # opening SYNs, and the rest
+    for service in shared:
+        [own] = [f for f in to_controller if f.match == dataclass_replace(
+            service.match, in_port=3)]
+        assert own.priority == service.priority + 1
     # ... and on a switch without meters, none.
     plain = policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 1.0)
     assert not any(isinstance(m, model.MeterMod) for m in plain)

@@ -8,6 +8,8 @@ failback leave connections already on the backup alone, and stops a host on
 another port from having traffic rewritten for it.
 """
 
+import dataclasses
+
 from ha_redirect import model
 from ha_redirect.strategies import base
 
@@ -17,12 +19,22 @@ class ReactiveStrategy(base.Strategy):
         flows = base.server_bypass_flows(view)
         for tcp_port in view.service.tcp_ports:
             for match in base.client_service_matches(view.service, tcp_port):
-                flows.append(model.FlowMod(
-                    view.datapath_id, model.FlowCommand.ADD, match=match,
-                    actions=(model.Output(model.SpecialPort.CONTROLLER),),
-                    table=view.settings.table,
-                    priority=view.priority(model.PRIORITY_SERVICE),
-                    cookie=view.cookie(model.ROLE_SERVICE)))
+                # Opening SYNs get a flow, and so a datapath cache entry, of
+                # their own: the connection's next packets, sent after its
+                # pin is installed but maybe before OVS has revalidated the
+                # cache, then miss the SYN's entry and find the pin, rather
+                # than reach the controller a second time.
+                opening = dataclasses.replace(match,
+                                              tcp_flags=model.TCP_OPENING)
+                for match_, offset in ((opening, model.PRIORITY_SERVICE_SYN),
+                                       (match, model.PRIORITY_SERVICE)):
+                    flows.append(model.FlowMod(
+                        view.datapath_id, model.FlowCommand.ADD,
+                        match=match_,
+                        actions=(model.Output(model.SpecialPort.CONTROLLER),),
+                        table=view.settings.table,
+                        priority=view.priority(offset),
+                        cookie=view.cookie(model.ROLE_SERVICE)))
         return flows
 
     def reply_fallback_table(self, settings):

@@ -151,9 +151,9 @@ class FlowEntry:
 
 
 def _field_matches(packet, field, value) -> bool:
-    if field == 'ct_state':
+    if field in ('ct_state', 'tcp_flags'):
         bits, mask = value
-        return packet.get('ct_state', 0) & mask == bits
+        return packet.get(field, 0) & mask == bits
     if field in _CT_FIELDS:
         return packet.get(field, 0) == value
     return packet.get(field) == value
