@@ -194,13 +194,18 @@ class RedirectApp(app_manager.OSKenApp):
                         handler.CONFIG_DISPATCHER)
     def on_switch_features(self, ev):
         datapath = ev.msg.datapath
-        parser = datapath.ofproto_parser
-        self._port_desc_parts[datapath.id] = []
         self._max_meter_id.pop(datapath.id, None)
         # The switch answers in order: its meter features come before its
         # ports, which start the resync.
-        datapath.send_msg(parser.OFPMeterFeaturesStatsRequest(datapath, 0))
-        datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
+        datapath.send_msg(
+            datapath.ofproto_parser.OFPMeterFeaturesStatsRequest(datapath, 0))
+        self._request_ports(datapath)
+
+    def _request_ports(self, datapath):
+        """Ask for the port descriptions; their reply resyncs the switch."""
+        self._port_desc_parts[datapath.id] = []
+        datapath.send_msg(
+            datapath.ofproto_parser.OFPPortDescStatsRequest(datapath, 0))
 
     @handler.set_ev_cls(ofp_event.EventOFPMeterFeaturesStatsReply, MAIN)
     def on_meter_features(self, ev):
@@ -213,15 +218,13 @@ class RedirectApp(app_manager.OSKenApp):
             and f.capabilities & ofproto.OFPMF_PKTPS
             and f.capabilities & ofproto.OFPMF_BURST], default=0)
         self._max_meter_id[datapath.id] = max_meter_id
-        usable = max_meter_id >= settings.first_meter_id + (
-            model.METER_MONITORS)
-        if not usable and settings.packet_in_rate:
+        needed = model.last_shared_meter_id(settings)
+        if max_meter_id < needed and settings.packet_in_rate:
             LOG.warning('dpid=%#x: no usable OpenFlow meters (max %s, '
                         'need ids %d-%d, pktps, drop): PacketIns are not '
                         'rate-limited', datapath.id,
                         [f.max_meter for f in ev.msg.body],
-                        settings.first_meter_id,
-                        settings.first_meter_id + model.METER_MONITORS)
+                        settings.first_meter_id, needed)
 
     @handler.set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN)
     def on_port_desc(self, ev):
@@ -311,9 +314,7 @@ class RedirectApp(app_manager.OSKenApp):
             LOG.warning('dpid=%#x: resynchronising without meters',
                         datapath.id)
             self._max_meter_id[datapath.id] = 0
-            self._port_desc_parts[datapath.id] = []
-            datapath.send_msg(
-                datapath.ofproto_parser.OFPPortDescStatsRequest(datapath, 0))
+            self._request_ports(datapath)
         if culprit is not None:
             self._send(datapath, self.policy.on_flow_rejected(
                 datapath.id, culprit, self.clock()))

@@ -648,6 +648,11 @@ METER_MONITORS = 1                # monitors' packets: probe replies, ARP
 METER_PORTS = 2                   # + switch port: one client port's packets
 
 
+def last_shared_meter_id(settings: PolicySettings) -> int:
+    """A switch whose meter ids reach this one can carry our meters."""
+    return settings.first_meter_id + METER_MONITORS
+
+
 def port_meter_id(settings: PolicySettings, port: int) -> int:
     """The meter of the clients' packets that come in on one switch port."""
     return settings.first_meter_id + METER_PORTS + port

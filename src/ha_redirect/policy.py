@@ -212,7 +212,7 @@ class RedirectPolicy:
         meter_mods = []
         self._metered.pop(datapath_id, None)
         if settings.packet_in_rate and max_meter_id >= (
-                settings.first_meter_id + model.METER_MONITORS):
+                model.last_shared_meter_id(settings)):
             servers = {p for s in self._states_on(datapath_id)
                        for p in s.service.server_ports}
             ports = {port: model.port_meter_id(settings, port)
@@ -515,18 +515,15 @@ class RedirectPolicy:
             owners.setdefault(state.service.primary.ip, state)
         return list(owners.values())
 
-    def _primary_down_anywhere(self, datapath_id, ip):
+    def _primary_down_anywhere(self, datapath_id, ip, excluding=None):
         return any(not s.healthy[0] for s in self._states_on(datapath_id)
-                   if s.service.primary.ip == ip)
+                   if s.service.primary.ip == ip and s is not excluding)
 
     def _update_arp_responder(self, state):
         """Answer ARP for a primary while any service sees it down."""
         dpid, ip = state.service.datapath_id, state.service.primary.ip
         down = not state.healthy[0]
-        others_down = any(
-            not s.healthy[0] for s in self._states_on(dpid)
-            if s is not state and s.service.primary.ip == ip)
-        if others_down:
+        if self._primary_down_anywhere(dpid, ip, excluding=state):
             return []           # the responder is there already
         owner = next(s for s in self._arp_owners(dpid)
                      if s.service.primary.ip == ip)

@@ -76,10 +76,15 @@ def _fault_summary(terminalreporter):
                              if k not in ('test', 'fault', 'strategy'))
         terminalreporter.write_line(
             f"{row['fault']:<26} {row['strategy']:<14} {measured}")
-    path = os.environ.get('HA_REDIRECT_FAULTS_JSON')
+    _write_json('HA_REDIRECT_FAULTS_JSON', _FAULTS)
+
+
+def _write_json(variable, rows):
+    """Keep a table's rows where the environment variable says, if set."""
+    path = os.environ.get(variable)
     if path:
         with open(path, 'w') as f:
-            json.dump(_FAULTS, f, indent=1)
+            json.dump(rows, f, indent=1)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -92,7 +97,4 @@ def pytest_terminal_summary(terminalreporter):
         gap = '-' if g['gap_s'] is None else f"{g['gap_s'] * 1000:8.1f} ms"
         terminalreporter.write_line(
             f"{g['case']:<22} {g['variant']:<10} {gap:>12}   {g['detail']}")
-    path = os.environ.get('HA_REDIRECT_GAPS_JSON')
-    if path:
-        with open(path, 'w') as f:
-            json.dump(_GAPS, f, indent=1)
+    _write_json('HA_REDIRECT_GAPS_JSON', _GAPS)

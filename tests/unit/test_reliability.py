@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -506,7 +505,6 @@ def test_answers_from_two_threads_never_raise():
     for thread in threads:
         thread.join()
     assert errors == [] and request.answers.qsize() == 1
-    time.sleep(0)
 
 
 # 9. A PacketIn flood delayed failover: the switch's receive thread blocked
