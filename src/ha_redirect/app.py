@@ -20,10 +20,12 @@ from os_ken.ofproto import ofproto_v1_5
 
 from ha_redirect import backlog
 from ha_redirect import control
+from ha_redirect import coordination
 from ha_redirect import model
 from ha_redirect import openflow
 from ha_redirect import opts
 from ha_redirect import policy as policy_mod
+from ha_redirect import snapshot as snapshot_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -54,6 +56,15 @@ class EventControl(event.EventBase):
             pass
 
 
+class EventLeadership(event.EventBase):
+    """The election's news: ('elected', generation) or ('lost', why)."""
+
+    def __init__(self, kind, detail):
+        super().__init__()
+        self.kind = kind
+        self.detail = detail
+
+
 class EventStatsTimeout(event.EventBase):
     """A status request's flow statistics did not all come in time."""
 
@@ -70,6 +81,10 @@ CONTROL_TIMEOUT = 5.0
 # total stays under os-ken's queue of 128, leaving room for other events;
 # a port's share absorbs a legitimate burst (8 shed 1 % of 500 connections
 # a second from one port).
+# A role reply's generation id when the switch has seen none yet (Open
+# vSwitch).
+_NO_GENERATION = (1 << 64) - 1
+
 PACKET_IN_BACKLOG = 100
 PACKET_IN_BACKLOG_PER_PORT = 32
 
@@ -81,6 +96,9 @@ class RedirectApp(app_manager.OSKenApp):
     def __init__(self, *args, **kwargs):
         redirect_policy = kwargs.pop('redirect_policy', None)
         self.control_socket = kwargs.pop('control_socket', None)
+        # With an Election, this is one of several controllers: it writes
+        # to a switch only as its MASTER, while it leads.
+        self.election = kwargs.pop('election', None)
         super().__init__(*args, **kwargs)
         if redirect_policy is None:
             opts.register_opts(self.CONF)
@@ -88,7 +106,17 @@ class RedirectApp(app_manager.OSKenApp):
             redirect_policy = policy_mod.RedirectPolicy(
                 config.services, config.settings)
             self.control_socket = self.CONF[opts.GROUP].control_socket
+            coord = self.CONF[opts.COORDINATION_GROUP]
+            if coord.backend_url:
+                self.election = coordination.Election(
+                    coord.backend_url, coord.member_id, coord.group,
+                    coord.lease)
         self.policy = redirect_policy
+        self._roles = {}         # dpid -> 'slave', 'claiming', 'master'
+        self._role_requests = {}  # (dpid, xid) -> what we asked for
+        self._adoptions = {}     # dpid -> what the switch holds, so far
+        self._port_states = {}   # dpid -> {port: up}, kept in every role
+        self._withheld = 0       # writes not sent: not the master
         self._control = None
         self._stats_waiting = {}     # (dpid, xid) -> (event, flows so far)
         self.clock = time.monotonic
@@ -149,6 +177,8 @@ class RedirectApp(app_manager.OSKenApp):
         interval = self.policy.tick_interval
         if interval:
             hub.spawn(self._tick_loop, interval)
+        if self.election is not None:
+            hub.spawn(self._election_loop)
         if self.control_socket:
             server = control.ControlServer(self.control_socket,
                                            self._ask_app_thread)
@@ -163,6 +193,9 @@ class RedirectApp(app_manager.OSKenApp):
     def close(self):
         if self._control is not None:
             self._control.close()
+        if self.election is not None:
+            # Resigning lets another controller take over at once.
+            self.election.stop()
         super().close()
 
     def _ask_app_thread(self, request):
@@ -182,6 +215,21 @@ class RedirectApp(app_manager.OSKenApp):
             if not self._tick_pending:   # never pile ticks up in the queue
                 self._tick_pending = True
                 self.send_event(self.name, EventTick())
+
+    def _election_loop(self):
+        """The election's own thread: its calls block on the network."""
+        election = self.election
+        started = False
+        while self.is_active:
+            try:
+                if not started:
+                    election.start()
+                    started = True
+                for kind, detail in election.step():
+                    self.send_event(self.name, EventLeadership(kind, detail))
+            except Exception as exc:
+                LOG.error('coordination: %s', exc)
+            hub.sleep(election.interval)
 
     @handler.set_ev_cls(EventTick)
     def on_tick(self, ev):
@@ -236,11 +284,17 @@ class RedirectApp(app_manager.OSKenApp):
         del self._port_desc_parts[datapath.id]
         port_states = openflow.port_states_from_desc(parts, datapath.ofproto)
         self._datapaths[datapath.id] = datapath
+        self._port_states[datapath.id] = port_states
         LOG.info('switch connected: dpid=%#x ports=%s', datapath.id,
                  sorted(port_states.items()))
-        self._send(datapath, self.policy.on_switch_connected(
-            datapath.id, port_states, self.clock(),
-            max_meter_id=self._max_meter_id.get(datapath.id, 0)))
+        if self.election is None:
+            self._send(datapath, self.policy.on_switch_connected(
+                datapath.id, port_states, self.clock(),
+                max_meter_id=self._max_meter_id.get(datapath.id, 0)))
+        elif self.election.may_write(self.clock()):
+            self._claim(datapath)
+        else:
+            self._yield(datapath)
 
     @handler.set_ev_cls(ofp_event.EventOFPStateChange, handler.DEAD_DISPATCHER)
     def on_switch_gone(self, ev):
@@ -255,6 +309,8 @@ class RedirectApp(app_manager.OSKenApp):
             return
         del self._datapaths[datapath.id]
         self._port_desc_parts.pop(datapath.id, None)
+        self._roles.pop(datapath.id, None)
+        self._adoptions.pop(datapath.id, None)
         self._send(datapath, self.policy.on_switch_disconnected(
             datapath.id, self.clock()))
 
@@ -269,6 +325,10 @@ class RedirectApp(app_manager.OSKenApp):
         now = self.clock()
         LOG.info('t=%.6f dpid=%#x port %d %s', now, datapath.id,
                  msg.desc.port_no, 'up' if is_up else 'down')
+        self._port_states.setdefault(datapath.id, {})[
+            msg.desc.port_no] = is_up
+        if not self._is_master(datapath.id):
+            return
         self._send(datapath, self.policy.on_port_status(
             datapath.id, msg.desc.port_no, is_up, now))
 
@@ -276,7 +336,8 @@ class RedirectApp(app_manager.OSKenApp):
     def on_packet_in(self, ev):
         ev = self._backlog.take(ev)
         datapath = ev.msg.datapath
-        if self._datapaths.get(datapath.id) is not datapath:
+        if self._datapaths.get(datapath.id) is not datapath or (
+                not self._is_master(datapath.id)):
             return      # from a connection that has ended or not resynced
         try:
             packet = openflow.decode_packet_in(ev.msg)
@@ -292,6 +353,8 @@ class RedirectApp(app_manager.OSKenApp):
     @handler.set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN)
     def on_flow_removed(self, ev):
         datapath = ev.msg.datapath
+        if not self._is_master(datapath.id):
+            return
         cookie, match = openflow.decode_flow_removed(ev.msg)
         self._send(datapath, self.policy.on_flow_removed(
             datapath.id, cookie, match, self.clock()))
@@ -303,6 +366,8 @@ class RedirectApp(app_manager.OSKenApp):
         datapath = msg.datapath
         culprit = self._sent.get((datapath.id, msg.xid))
         if openflow.is_expected_error(msg, culprit):
+            return
+        if self.election is not None and self._on_role_error(datapath, msg):
             return
         LOG.error('dpid=%#x rejected %s: %s', datapath.id,
                   openflow.describe(culprit) if culprit else f'xid {msg.xid}',
@@ -319,12 +384,176 @@ class RedirectApp(app_manager.OSKenApp):
             self._send(datapath, self.policy.on_flow_rejected(
                 datapath.id, culprit, self.clock()))
 
+    # Several controllers: roles ----------------------------------------
+
+    def _is_master(self, datapath_id):
+        return self.election is None or self._may_write(datapath_id)
+
+    def _may_write(self, datapath_id):
+        if self._roles.get(datapath_id) != 'master':
+            return False
+        if self.election.may_write(self.clock()):
+            return True
+        # Out of lease (stopped, or cut off from the coordination server):
+        # another may be elected any moment now.
+        self._demote('the lease ran out')
+        return False
+
+    def _ask_role(self, datapath, role, generation, purpose):
+        ofproto = datapath.ofproto
+        request = datapath.ofproto_parser.OFPRoleRequest(
+            datapath, getattr(ofproto, role), generation)
+        datapath.set_xid(request)
+        self._role_requests[(datapath.id, request.xid)] = purpose
+        datapath.send_msg(request)
+
+    def _claim(self, datapath):
+        """Become the switch's MASTER with our generation; then adopt."""
+        self._roles[datapath.id] = 'claiming'
+        self._adoptions.pop(datapath.id, None)
+        self._ask_role(datapath, 'OFPCR_ROLE_MASTER',
+                       self.election.generation, 'master')
+
+    def _yield(self, datapath):
+        """Become SLAVE: ask the switch's generation first, since a SLAVE
+        request with an older one is refused too."""
+        self._roles[datapath.id] = 'slave'
+        self._adoptions.pop(datapath.id, None)
+        self._ask_role(datapath, 'OFPCR_ROLE_NOCHANGE', 0, 'query')
+
+    @handler.set_ev_cls(EventLeadership)
+    def on_leadership(self, ev):
+        if ev.kind == 'elected':
+            LOG.warning('t=%.6f elected: generation %d; claiming %d switches',
+                        self.clock(), ev.detail, len(self._datapaths))
+            for datapath in list(self._datapaths.values()):
+                self._claim(datapath)
+        elif any(role != 'slave' for role in self._roles.values()):
+            self._demote(ev.detail)
+
+    def _demote(self, why):
+        """Stop being anyone's master: nothing more is written."""
+        LOG.warning('t=%.6f stepping down to SLAVE: %s', self.clock(), why)
+        self.election.resign(why)
+        now = self.clock()
+        for datapath in list(self._datapaths.values()):
+            if self._roles.get(datapath.id) != 'slave':
+                self.policy.on_switch_disconnected(datapath.id, now)
+                self._yield(datapath)
+
+    @handler.set_ev_cls(ofp_event.EventOFPRoleReply, MAIN)
+    def on_role_reply(self, ev):
+        msg = ev.msg
+        datapath = msg.datapath
+        purpose = self._role_requests.pop((datapath.id, msg.xid), None)
+        if purpose is None or self._datapaths.get(datapath.id) is not (
+                datapath):
+            return
+        generation = msg.generation_id
+        if generation == _NO_GENERATION:
+            generation = self.election.seen_generation
+        self.election.note_switch_generation(generation)
+        if purpose == 'query':
+            if self._roles.get(datapath.id) == 'slave':
+                self._ask_role(datapath, 'OFPCR_ROLE_SLAVE', generation,
+                               'slave')
+        elif purpose == 'slave':
+            LOG.info('t=%.6f dpid=%#x: SLAVE (generation %d)', self.clock(),
+                     datapath.id, generation)
+        elif purpose == 'master' and self._roles.get(datapath.id) == (
+                'claiming'):
+            self._start_adoption(datapath)
+
+    def _on_role_error(self, datapath, msg):
+        """A refused role request, or a write refused because another
+        controller is MASTER now: True if it was one."""
+        ofproto = datapath.ofproto
+        purpose = self._role_requests.pop((datapath.id, msg.xid), None)
+        if msg.type == ofproto.OFPET_ROLE_REQUEST_FAILED:
+            if purpose in ('master', None):
+                self._demote(f'dpid={datapath.id:#x} refused generation '
+                             f'{self.election.generation} as stale')
+            elif self._roles.get(datapath.id) == 'slave':
+                self._yield(datapath)     # the generation moved on: again
+            return True
+        if (msg.type == ofproto.OFPET_BAD_REQUEST
+                and msg.code == ofproto.OFPBRC_IS_SLAVE):
+            if self._roles.get(datapath.id) != 'slave':
+                self._demote(f'dpid={datapath.id:#x} has another master')
+            return True
+        return False
+
+    def _start_adoption(self, datapath):
+        """MASTER now: read what the switch holds of ours, then change only
+        what differs (`on_adoption_complete`)."""
+        ofproto, parser = datapath.ofproto, datapath.ofproto_parser
+        self._adoptions[datapath.id] = {'flows': None, 'groups': None,
+                                        'parts': {'flows': [], 'groups': []},
+                                        'since': self.clock()}
+        flows = parser.OFPFlowStatsRequest(
+            datapath, 0, ofproto.OFPTT_ALL, ofproto.OFPP_ANY,
+            ofproto.OFPG_ANY, self.policy.settings.cookie << 32,
+            model.COOKIE_OURS_MASK, parser.OFPMatch())
+        groups = parser.OFPGroupDescStatsRequest(datapath, 0)
+        for request, purpose in ((flows, 'adopt flows'),
+                                 (groups, 'adopt groups')):
+            datapath.set_xid(request)
+            self._role_requests[(datapath.id, request.xid)] = purpose
+            datapath.send_msg(request)
+
+    @handler.set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN)
+    def on_group_desc(self, ev):
+        key = (ev.msg.datapath.id, ev.msg.xid)
+        if self._role_requests.get(key) == 'adopt groups':
+            self._collect_adoption(ev.msg, 'groups', key)
+
+    def _collect_adoption(self, msg, kind, key):
+        datapath = msg.datapath
+        adoption = self._adoptions.get(datapath.id)
+        if adoption is None or self._roles.get(datapath.id) != 'claiming':
+            self._role_requests.pop(key, None)
+            return
+        adoption['parts'][kind].extend(msg.body)
+        if msg.flags & datapath.ofproto.OFPMPF_REPLY_MORE:
+            return
+        self._role_requests.pop(key, None)
+        adoption[kind] = adoption['parts'][kind]
+        if adoption['flows'] is None or adoption['groups'] is None:
+            return
+        del self._adoptions[datapath.id]
+        snapshot = snapshot_mod.SwitchSnapshot(datapath, adoption['flows'],
+                                               adoption['groups'])
+        self._roles[datapath.id] = 'master'
+        if not self.election.may_write(self.clock()):
+            self._demote('the lease ran out during the takeover')
+            return
+        messages = self.policy.on_switch_adopted(
+            datapath.id, self._port_states.get(datapath.id, {}),
+            self.clock(), snapshot,
+            max_meter_id=self._max_meter_id.get(datapath.id, 0))
+        changes = [m for m in messages
+                   if isinstance(m, (model.FlowMod, model.GroupMod,
+                                     model.Bundle))]
+        self._send(datapath, messages)
+        LOG.warning('t=%.6f dpid=%#x: MASTER (generation %d) after %.1f ms '
+                    'reading %d flows of ours and %d groups; %d changes',
+                    self.clock(), datapath.id, self.election.generation,
+                    (self.clock() - adoption['since']) * 1000,
+                    snapshot.flow_count, len(adoption['groups']),
+                    sum(len(m.messages) if isinstance(m, model.Bundle)
+                        else 1 for m in changes))
+
     # Operator requests -------------------------------------------------
 
     @handler.set_ev_cls(EventControl)
     def on_control(self, ev):
         request = ev.request
         command = request['command']
+        if command in ('drain', 'undrain') and self.election is not None and (
+                not self.election.may_write(self.clock())):
+            ev.answer({'ok': False, 'error': 'this controller is not the '
+                       'master: drain on the one that is (see status)'})
+            return
         if command in ('drain', 'undrain'):
             try:
                 index = self.policy.server_index(request['service'],
@@ -363,6 +592,9 @@ class RedirectApp(app_manager.OSKenApp):
     def on_flow_stats(self, ev):
         msg = ev.msg
         key = (msg.datapath.id, msg.xid)
+        if self._role_requests.get(key) == 'adopt flows':
+            self._collect_adoption(msg, 'flows', key)
+            return
         pending = self._stats_waiting.get(key)
         if pending is None:
             return
@@ -390,7 +622,29 @@ class RedirectApp(app_manager.OSKenApp):
             for index, server in enumerate(service['servers']):
                 server['open_connections'] = None if counts is None else (
                     counts.get(service['service'], {}).get(index, 0))
-        return {'ok': True, 'services': services}
+        return {'ok': True, 'services': services,
+                'controller': self._controller_status()}
+
+    def _controller_status(self):
+        election = self.election
+        if election is None:
+            return {'role': 'single'}
+        leading = election.may_write(self.clock())
+        return {
+            'role': 'master' if leading else 'slave',
+            'member': election.member_id,
+            'group': election.group,
+            'generation': election.generation,
+            'seen_generation': election.seen_generation,
+            'lease_left_s': round(max(0.0, election.lease_deadline
+                                      - self.clock()), 3) if leading else 0,
+            'members': sorted(election.members),
+            'coordination_error': election.last_error,
+            'switches': {f'{dpid:#x}': role if role != 'master' or leading
+                         else 'lease expired'
+                         for dpid, role in sorted(self._roles.items())},
+            'writes_withheld': self._withheld,
+        }
 
     # Sending --------------------------------------------------------------
 
@@ -402,6 +656,10 @@ class RedirectApp(app_manager.OSKenApp):
                 self._send(datapath, [message])
 
     def _send(self, datapath, messages):
+        if self.election is not None and messages and not self._may_write(
+                datapath.id):
+            self._withheld += len(messages)
+            return
         for message in messages:
             try:
                 ofp_msgs = openflow.to_ofp_messages(datapath, message)

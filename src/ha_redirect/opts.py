@@ -208,15 +208,42 @@ _SERVICE_OPTS = [
                      'service on a live link).'),
 ]
 
+COORDINATION_GROUP = 'coordination'
+
+_COORDINATION_OPTS = [
+    cfg.StrOpt('backend_url', default='',
+               help='Several controllers for the same switches: the tooz '
+                    'URL of the coordination server that elects which one '
+                    'is MASTER, e.g. redis://127.0.0.1:6379. Only Redis is '
+                    'supported (it also keeps the OpenFlow generation id '
+                    'counter). Empty: this is the only controller.'),
+    cfg.IntOpt('lease', default=3, min=1, max=60,
+               help='Seconds: the elected controller renews its leadership '
+                    'every lease/6 s; one that could not renew for about '
+                    '0.85 x lease stops writing to the switches, before '
+                    'another can be elected (the lock expires after lease '
+                    's). A SLAVE takes over at most about lease + lease/6 '
+                    's after the master died.'),
+    cfg.StrOpt('member_id', default='',
+               help='This controller\'s name in the coordination group '
+                    '(default: hostname:pid).'),
+    cfg.StrOpt('group', default='ha_redirect',
+               help='The coordination group: controllers that share the '
+                    'same switches use the same group.'),
+]
+
 _OPTS_BY_GROUP = {
     GROUP: {opt.dest: opt for opt in _POLICY_OPTS},
     SERVICE_GROUP_PREFIX: {opt.dest: opt for opt in _SERVICE_OPTS},
+    COORDINATION_GROUP: {opt.dest: opt for opt in _COORDINATION_OPTS},
 }
 
 
 def register_opts(conf):
-    """Register the `[ha_redirect]` options on `conf` (safe to repeat)."""
+    """Register the `[ha_redirect]` and `[coordination]` options on `conf`
+    (safe to repeat)."""
     conf.register_opts(_POLICY_OPTS, group=GROUP)
+    conf.register_opts(_COORDINATION_OPTS, group=COORDINATION_GROUP)
 
 
 def list_opts():
@@ -227,6 +254,7 @@ def list_opts():
     """
     return [
         (GROUP, list(_POLICY_OPTS)),
+        (COORDINATION_GROUP, list(_COORDINATION_OPTS)),
         (SAMPLE_SERVICE_GROUP, list(_SERVICE_OPTS)),
     ]
 
@@ -327,7 +355,7 @@ class _ConfigFiles:
 
     def check_unknown(self, conf, only_ours):
         for section, values in self.sections.items():
-            ours = (section == GROUP or
+            ours = (section in (GROUP, COORDINATION_GROUP) or
                     section.startswith(SERVICE_GROUP_PREFIX))
             if only_ours and not ours:
                 continue

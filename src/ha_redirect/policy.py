@@ -8,6 +8,7 @@ what it returns. Time comes in as `now`, so tests control the clock.
 """
 
 import dataclasses
+import itertools
 import logging
 import math
 import typing
@@ -207,9 +208,70 @@ class RedirectPolicy:
         client port where the ids reach."""
         if datapath_id not in self.datapath_ids:
             return []
+        meter_mods = self._meet_switch(datapath_id, port_states,
+                                       max_meter_id)
+        for state in self._states_on(datapath_id):
+            state.connections.clear()
+            state.at_capacity = False
+            for monitor in state.monitors:
+                monitor.on_switch_connected(port_states, now)
+            self._start_from_monitors(state, now, 'switch connected')
+        messages: typing.List[model.Message] = [model.FlowMod(
+            datapath_id, model.FlowCommand.DELETE, table=model.ALL_TABLES,
+            cookie=self.settings.cookie << 32,
+            cookie_mask=model.COOKIE_OURS_MASK)]
+        messages += self._full_state(datapath_id)
+        messages.append(model.Barrier(datapath_id))
+        return meter_mods + _bundled(
+            datapath_id, self._with_meters(datapath_id, messages))
+
+    def on_switch_adopted(self, datapath_id: int,
+                          port_states: typing.Mapping[int, bool],
+                          now: float, snapshot: typing.Any,
+                          max_meter_id: int = 0
+                          ) -> typing.List[model.Message]:
+        """Take over a switch that another controller has been running,
+        without disturbing it: each service starts in the state the
+        switch's flows show (which server is active, which are healthy),
+        pinned connections are remembered, and only what differs from what
+        that state needs is changed -- nothing, if the switch is as its
+        last master left it. Monitors then correct the state the usual way.
+
+        `snapshot` offers `contains(message)`, `pins()` and
+        `changes_towards(messages)` (see `ha_redirect.snapshot`)."""
+        if datapath_id not in self.datapath_ids:
+            return []
+        meter_mods = self._meet_switch(datapath_id, port_states,
+                                       max_meter_id)
+        pins = snapshot.pins()
+        for state in self._states_on(datapath_id):
+            state.at_capacity = False
+            for monitor in state.monitors:
+                monitor.on_switch_connected(port_states, now)
+            shown = self._state_shown(state, snapshot, port_states)
+            if shown is None:
+                LOG.warning('takeover: service %s: the switch shows no '
+                            'state of ours; installing from the monitors',
+                            state.service.name)
+                self._start_from_monitors(state, now, 'takeover')
+            else:
+                self._start_from_switch(state, shown, now)
+            state.connections = (self._pinned_in(state, pins)
+                                 if self.strategy.pins_by_controller else {})
+        changes = snapshot.changes_towards(self._with_meters(
+            datapath_id, self._full_state(datapath_id)))
+        messages = list(meter_mods)
+        if changes:
+            messages += _bundled(datapath_id, changes)
+        messages.append(model.Barrier(datapath_id))
+        for state in self._states_on(datapath_id):
+            messages += self._reconcile(state, now, 'takeover: monitors')
+        return messages
+
+    def _meet_switch(self, datapath_id, port_states, max_meter_id):
+        """Note a switch as ours and choose its meters; their MeterMods."""
         self._connected.add(datapath_id)
         settings = self.settings
-        meter_mods = []
         self._metered.pop(datapath_id, None)
         if settings.packet_in_rate and max_meter_id >= (
                 model.last_shared_meter_id(settings)):
@@ -220,13 +282,41 @@ class RedirectPolicy:
             self._metered[datapath_id] = {
                 port: meter for port, meter in ports.items()
                 if meter <= max_meter_id}
-            meter_mods = self._meter_mods(datapath_id)
-        messages: typing.List[model.Message] = [model.FlowMod(
-            datapath_id, model.FlowCommand.DELETE, table=model.ALL_TABLES,
-            cookie=settings.cookie << 32,
-            cookie_mask=model.COOKIE_OURS_MASK)]
+            return self._meter_mods(datapath_id)
+        return []
+
+    def _start_from_monitors(self, state, now, why):
+        state.healthy = self._health_of(state)
+        # What is healthy when we meet the switch takes connections at
+        # once: there is no failure to recover from.
+        state.healthy_since = {i: -math.inf for i, ok
+                               in enumerate(state.healthy) if ok}
+        state.eligible = self._eligible(state, now)
+        previous, state.active = state.active, self._choose_active(state)
+        _log_transition(state, previous, now, why)
+
+    def _start_from_switch(self, state, shown, now):
+        healthy, eligible, active = shown
+        for monitor in state.monitors:
+            for server, ok in enumerate(healthy):
+                monitor.adopt(server, ok, now)
+        state.healthy, state.eligible, state.active = shown
+        # A server in its hold-down starts it again.
+        state.healthy_since = {
+            i: -math.inf if eligible[i] else now
+            for i, ok in enumerate(healthy) if ok}
+        LOG.info('takeover: service %s as the switch shows it: active %s, '
+                 'healthy %s, eligible %s', state.service.name,
+                 'none' if active is None else _server_label(state, active),
+                 list(healthy), list(eligible))
+
+    def _full_state(self, datapath_id):
+        """Everything a fresh switch gets: the flows and groups of the
+        services' current state (no deletes, no barrier, no meters)."""
+        settings = self.settings
         switch_cookie = model.make_cookie(
             settings.cookie, model.GLOBAL_SERVICE_INDEX, model.ROLE_SERVICE)
+        messages: typing.List[model.Message] = []
         if settings.forward_non_service_traffic:
             messages.append(model.FlowMod(
                 datapath_id, model.FlowCommand.ADD,
@@ -236,19 +326,8 @@ class RedirectPolicy:
         messages += self.strategy.switch_flows(settings, datapath_id,
                                                switch_cookie)
         for state in self._states_on(datapath_id):
-            state.connections.clear()
-            state.at_capacity = False
             for monitor in state.monitors:
-                monitor.on_switch_connected(port_states, now)
                 messages += monitor.flows(datapath_id)
-            state.healthy = self._health_of(state)
-            # What is healthy when we meet the switch takes connections at
-            # once: there is no failure to recover from.
-            state.healthy_since = {i: -math.inf for i, ok
-                                   in enumerate(state.healthy) if ok}
-            state.eligible = self._eligible(state, now)
-            previous, state.active = state.active, self._choose_active(state)
-            _log_transition(state, previous, now, 'switch connected')
             messages += self.strategy.service_flows(self._view(state))
         messages += self._reply_fallbacks(datapath_id)
         for owner in self._arp_owners(datapath_id):
@@ -256,9 +335,59 @@ class RedirectPolicy:
                                            owner.service.primary.ip):
                 messages.append(self._arp_responder(
                     self._view(owner), model.FlowCommand.ADD))
-        messages.append(model.Barrier(datapath_id))
-        return meter_mods + _bundled(
-            datapath_id, self._with_meters(datapath_id, messages))
+        return messages
+
+    def _state_shown(self, state, snapshot, port_states):
+        """(healthy, eligible, active) whose flows the switch holds, or
+        None. Candidates are tried most plausible first: no server
+        healthy whose port is down, then the most eligible and healthy."""
+        service = state.service
+        datapath_id = service.datapath_id
+        monitor_flows = [m for monitor in state.monitors
+                         for m in monitor.flows(datapath_id)]
+        if not all(snapshot.contains(m) for m in self._with_meters(
+                datapath_id, monitor_flows)):
+            return None
+        owner = next(s for s in self._arp_owners(datapath_id)
+                     if s.service.primary.ip == service.primary.ip)
+        responder = self._arp_responder(self._view(owner),
+                                        model.FlowCommand.ADD)
+        responder_held = snapshot.contains(
+            self._with_meters(datapath_id, [responder])[-1])
+        sharing = any(s is not state and s.service.primary.ip
+                      == service.primary.ip
+                      for s in self._states_on(datapath_id))
+        port_up = [port_states.get(server.port, False)
+                   for server in service.servers]
+        for healthy, eligible, active in _candidates(
+                len(service.servers), self.settings.failback, port_up):
+            if not healthy[0] and not responder_held:
+                continue
+            if healthy[0] and responder_held and not sharing:
+                continue
+            view = base.ServiceView(service, state.index, self.settings,
+                                    healthy, active, eligible)
+            flows = self._with_meters(datapath_id,
+                                      self.strategy.service_flows(view))
+            if all(snapshot.contains(m) for m in flows):
+                return healthy, eligible, active
+        return None
+
+    @staticmethod
+    def _pinned_in(state, pins):
+        """The connections the switch holds pins for: forward pins match
+        the client's packets to the primary."""
+        connections = {}
+        primary = state.service.primary
+        for cookie, match in pins:
+            server = model.server_index_of_cookie(cookie)
+            if ((cookie >> 16) & 0xffff != state.index or server is None
+                    or server >= len(state.service.servers)
+                    or match.ipv4_dst != primary.ip):
+                continue
+            connections[(match.in_port, match.ipv4_src, match.tcp_src,
+                         match.tcp_dst)] = server
+        return connections
 
     def on_switch_disconnected(self, datapath_id: int, now: float
                                ) -> typing.List[model.Message]:
@@ -616,16 +745,46 @@ class RedirectPolicy:
         raise KeyError(f'no service named {name!r}')
 
 
+def _server_label(state, server):
+    if server is None:
+        return 'nobody'
+    return ('primary ' if server == 0 else f'backup {server} ') + (
+        state.service.servers[server].ip)
+
+
 def _log_transition(state, previous, now, why):
-    def label(server):
-        if server is None:
-            return 'nobody'
-        return ('primary ' if server == 0 else f'backup {server} ') + \
-            state.service.servers[server].ip
     if previous != state.active:
         LOG.info('t=%.6f service %s: new connections to %s (was %s): %s',
-                 now, state.service.name, label(state.active),
-                 label(previous), why)
+                 now, state.service.name, _server_label(state, state.active),
+                 _server_label(state, previous), why)
+
+
+# Past this many servers, a takeover considers only the states where the
+# healthy servers are all eligible.
+_ALL_STATES_UP_TO = 4
+
+
+def _candidates(count, failback, port_up):
+    """Every (healthy, eligible, active) a service of `count` servers can
+    be in, most plausible first: fewest servers healthy on a down port,
+    then most eligible, then most healthy."""
+    found = []
+    for healthy in itertools.product((True, False), repeat=count):
+        choices = [i for i in range(count) if healthy[i]]
+        if count <= _ALL_STATES_UP_TO:
+            eligibles = itertools.product(
+                *[(True, False) if ok else (False,) for ok in healthy])
+        else:
+            eligibles = [healthy]
+        for eligible in eligibles:
+            chosen = [i for i in choices if eligible[i]]
+            actives = chosen[:1] if failback else chosen
+            for active in actives or [None]:
+                found.append((healthy, tuple(eligible), active))
+    found.sort(key=lambda c: (
+        sum(ok and not up for ok, up in zip(c[0], port_up)),
+        -sum(c[1]), -sum(c[0]), count if c[2] is None else c[2]))
+    return found
 
 
 def _to_controller(message):

@@ -22,9 +22,11 @@ LISTEN_HOST = '127.0.0.1'
 CONNECTED_LINE = 'switch connected: dpid='
 
 
-def render_controller_config(services, settings=None, control_socket=''):
+def render_controller_config(services, settings=None, control_socket='',
+                             coordination=None):
     """The controller's INI file for `services` (model.Service objects);
-    `control_socket` '' means none."""
+    `control_socket` '' means none; `coordination`: the [coordination]
+    options (backend_url, lease, member_id, group), if any."""
     settings = settings or model.PolicySettings()
     bool_text = {True: 'true', False: 'false'}
     lines = [
@@ -62,6 +64,9 @@ def render_controller_config(services, settings=None, control_socket=''):
         f'probe_rise = {settings.probe_rise}',
         f'probe_jitter = {settings.probe_jitter!r}',
     ]
+    if coordination:
+        lines += ['', '[coordination]']
+        lines += [f'{key} = {value}' for key, value in coordination.items()]
     for s in services:
         lines += [
             '',
@@ -138,7 +143,8 @@ class ControllerProcess:
     """
 
     def __init__(self, scope, services, strategy='reactive', settings=None,
-                 port=None, label='controller', verbose=False):
+                 port=None, label='controller', verbose=False,
+                 coordination=None):
         settings = settings or model.PolicySettings()
         if strategy:
             settings = dataclasses.replace(settings, strategy=strategy)
@@ -159,7 +165,8 @@ class ControllerProcess:
         self.control_socket = scope.path(f'{label}.sock')
         with open(self.config_path, 'w') as f:
             f.write(render_controller_config(self.services, settings,
-                                             self.control_socket))
+                                             self.control_socket,
+                                             coordination))
         self.popen = None
         self._log_offset = 0
         self.starts = 0
@@ -231,6 +238,26 @@ class ControllerProcess:
                              what=f'switch {datapath_id:#x} to connect to '
                              f'{self.label}')
         return time.monotonic()
+
+    def status(self, timeout=2.0):
+        """The control socket's `status` answer, or None if it gives
+        none (stopped, not started)."""
+        from ha_redirect import control
+        if self.popen is None or self.popen.poll() is not None:
+            return None
+        try:
+            return control.request(self.control_socket,
+                                   {'command': 'status'}, timeout=timeout)
+        except (OSError, ValueError):
+            return None
+
+    def switch_role(self, dpid_hex):
+        """'master', 'slave', 'claiming', or 'down' (no answer)."""
+        answer = self.status()
+        if not answer or not answer.get('ok'):
+            return 'down'
+        controller = answer.get('controller', {})
+        return controller.get('switches', {}).get(dpid_hex, 'none')
 
     def stop(self, timeout=5.0):
         """SIGTERM, then SIGKILL; the exit status, None if never started."""

@@ -13,8 +13,10 @@ Each server runs an identity server (it answers with its role, e.g.
 import dataclasses
 
 from ha_redirect.lab import controller as controller_mod
+from ha_redirect.lab import coordinator
 from ha_redirect.lab import haproxy as haproxy_mod
 from ha_redirect.lab import ovs
+from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import testbed as testbed_mod
 from ha_redirect.lab import topology
 from ha_redirect.lab import traffic
@@ -81,6 +83,83 @@ class SdnScenario:
         self.controller.wait_switch_connected(self.plan.datapath_id)
         self.servers = _start_identity_servers(self.scope, self.bed)
         return self
+
+
+class HaScenario:
+    """Figure 1(b) with several controllers, one Redis to elect a master.
+
+    `controllers[i]` are ControllerProcess objects with the same services
+    and settings; the bridge connects to all of them.
+    """
+
+    def __init__(self, scope, strategy='reactive', n_controllers=3,
+                 lease=2, n_clients=2, settings=None,
+                 monitors=('port_status',)):
+        self.scope = scope
+        self.plan = topology.sdn_plan(scope, n_clients=n_clients,
+                                      n_backups=1)
+        self.bed = testbed_mod.SdnTestbed(scope, self.plan)
+        self.redis = coordinator.RedisServer(scope)
+        settings = settings or model.PolicySettings()
+        if 'tcp_probe' in monitors and settings.probe_ip is None:
+            settings = dataclasses.replace(
+                settings, probe_ip=topology.PROBE_IP,
+                probe_mac=topology.PROBE_MAC)
+        self.controllers = [
+            controller_mod.ControllerProcess(
+                scope, [self.plan.service(monitors=monitors)],
+                strategy=strategy, settings=settings, label=f'controller{i}',
+                coordination={'backend_url': self.redis.url,
+                              'lease': lease, 'member_id': f'controller{i}',
+                              'group': f'ha_redirect-{scope.token}'})
+            for i in range(n_controllers)]
+        # The same conntrack zones for all: they serve the same services.
+        first = self.controllers[0].settings
+        for controller in self.controllers[1:]:
+            controller.settings = first
+        self.servers = {}
+
+    @property
+    def address(self):
+        return self.bed.service_address
+
+    def start(self):
+        self.redis.start()
+        for controller in self.controllers:
+            controller.start()
+        self.bed.start()
+        settings = self.controllers[0].settings
+        ovs.limit_table(self.plan.bridge, settings.connection_table,
+                        connection_flow_limit(settings, 1))
+        self.bed.connect_controller([c.port for c in self.controllers])
+        for controller in self.controllers:
+            controller.wait_switch_connected(self.plan.datapath_id)
+        self.wait_master()
+        self.servers = _start_identity_servers(self.scope, self.bed)
+        return self
+
+    def roles(self):
+        """{controller label: its role of the switch} from each running
+        controller's control socket ('down' if it does not answer)."""
+        roles = {}
+        dpid = f'{self.plan.datapath_id:#x}'
+        for controller in self.controllers:
+            roles[controller.label] = controller.switch_role(dpid)
+        return roles
+
+    def wait_master(self, timeout=20.0, excluding=()):
+        """The controller that is MASTER of the switch, once there is
+        exactly one (and it is not among `excluding`)."""
+        found = []
+
+        def one_master():
+            masters = [label for label, role in self.roles().items()
+                       if role == 'master']
+            found[:] = masters
+            return len(masters) == 1 and masters[0] not in excluding
+        scope_mod.wait_until(one_master, timeout, interval=0.02,
+                             what='one controller to be MASTER')
+        return next(c for c in self.controllers if c.label == found[0])
 
 
 class ProxyScenario:

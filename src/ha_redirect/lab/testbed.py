@@ -176,11 +176,17 @@ class SdnTestbed(Testbed):
         return self.plan.primary.address, self.plan.tcp_ports[0]
 
     def connect_controller(self, port, host='127.0.0.1'):
-        """Point the service bridge at a controller on loopback."""
-        scope_mod.run([
-            'ovs-vsctl', '--timeout=10', '--', '--id=@c', 'create',
-            'Controller', f'target="tcp:{host}:{port}"', 'max_backoff=1000',
-            '--', 'set', 'Bridge', self.plan.bridge, 'controller=[@c]'])
+        """Point the service bridge at a controller on loopback, or at
+        several (`port` a list): OpenFlow roles decide who writes."""
+        ports = port if isinstance(port, (list, tuple)) else [port]
+        argv = ['ovs-vsctl', '--timeout=10']
+        for index, each in enumerate(ports):
+            argv += ['--', f'--id=@c{index}', 'create', 'Controller',
+                     f'target="tcp:{host}:{each}"', 'max_backoff=1000']
+        argv += ['--', 'set', 'Bridge', self.plan.bridge,
+                 'controller=[' + ','.join(
+                     f'@c{i}' for i in range(len(ports))) + ']']
+        scope_mod.run(argv)
 
     def dump_flows(self):
         """The service bridge's flow table, as ovs-ofctl prints it."""

@@ -46,3 +46,8 @@ class Monitor(abc.ABC):
     def on_tick(self, now: float) -> typing.List[model.Message]:
         """Called periodically; returns packets to send (probes)."""
         return []
+
+    def adopt(self, server_index: int, healthy: bool, now: float) -> None:
+        """Start from a verdict another controller reached (a takeover): the
+        switch showed the server as `healthy`. Monitors that read the
+        switch itself (port status) keep their own."""

@@ -100,6 +100,11 @@ class TcpProbeMonitor(base.Monitor):
         self._outstanding.clear()
         self._expired.clear()
 
+    def adopt(self, server_index, healthy, now):
+        self._up[server_index] = healthy
+        self._good_in_a_row[server_index] = 0
+        self._bad_in_a_row[server_index] = 0
+
     def on_tick(self, now):
         settings = self.settings
         for port, (_, _, forget_at) in list(self._expired.items()):

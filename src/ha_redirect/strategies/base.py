@@ -51,6 +51,9 @@ class Strategy(abc.ABC):
     #: whether those pins are flows (one forward pin per connection, with
     #: the server's connection cookie), so the switch can count them
     pins_in_flows = True
+    #: whether the controller installs those pins itself, one PacketIn per
+    #: connection (and so must remember them, also after a takeover)
+    pins_by_controller = False
 
     def reply_fallback_table(self, settings: model.PolicySettings
                              ) -> typing.Optional[int]:

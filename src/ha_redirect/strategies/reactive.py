@@ -15,6 +15,8 @@ from ha_redirect.strategies import base
 
 
 class ReactiveStrategy(base.Strategy):
+    pins_by_controller = True
+
     def service_flows(self, view):
         flows = base.server_bypass_flows(view)
         for tcp_port in view.service.tcp_ports:
