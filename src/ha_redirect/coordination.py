@@ -121,6 +121,9 @@ class Election:
         warnings.filterwarnings('ignore', message='.*Eventlet is deprecated')
         import redis                      # both only when configured
         from tooz import coordination
+        # tooz logs each failed lock renewal with a traceback; step() says
+        # in one line what failed, and what it means for the lease.
+        logging.getLogger('tooz').setLevel(logging.ERROR)
         url = self._url()
         self._coordinator = coordination.get_coordinator(
             url, self.member_id.encode())

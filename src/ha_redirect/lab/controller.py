@@ -253,7 +253,7 @@ class ControllerProcess:
 
     def switch_role(self, dpid_hex):
         """'master', 'slave', 'claiming', or 'down' (no answer)."""
-        answer = self.status()
+        answer = self.status(timeout=0.5)
         if not answer or not answer.get('ok'):
             return 'down'
         controller = answer.get('controller', {})
