@@ -619,6 +619,9 @@ class RedirectApp(app_manager.OSKenApp):
     def _status(self, counts):
         services = self.policy.status()
         for service in services:
+            if self.election is not None:
+                service['switch_role'] = self._roles.get(
+                    service['datapath_id'], 'not connected')
             for index, server in enumerate(service['servers']):
                 server['open_connections'] = None if counts is None else (
                     counts.get(service['service'], {}).get(index, 0))
@@ -639,6 +642,7 @@ class RedirectApp(app_manager.OSKenApp):
             'lease_left_s': round(max(0.0, election.lease_deadline
                                       - self.clock()), 3) if leading else 0,
             'members': sorted(election.members),
+            'master': election.master,
             'coordination_error': election.last_error,
             'switches': {f'{dpid:#x}': role if role != 'master' or leading
                          else 'lease expired'

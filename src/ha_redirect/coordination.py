@@ -86,6 +86,7 @@ class Election:
         self.lease_deadline = 0.0
         self.last_error = ''
         self.members: typing.Dict[str, typing.Any] = {}
+        self.master = ''       # 'member generation', as the leader says
         self._coordinator = None
         self._lock = None
         self._redis = None
@@ -191,6 +192,11 @@ class Election:
                 events.append(('elected', self.generation))
                 LOG.warning('coordination: %s leads %s, generation %d',
                             self.member_id, self.group, self.generation)
+            if self.is_leader:
+                # For everyone's status: expires with the lease.
+                self._redis.set(f'{self.group}.master',
+                                f'{self.member_id} (generation '
+                                f'{self.generation})', px=self.lease * 1000)
             self.last_error = ''
             self._read_members()
         except Exception as exc:
@@ -236,6 +242,8 @@ class Election:
         self._members_read = now
         members = self._coordinator.get_members(self.group.encode()).get()
         self.members = {m.decode(): True for m in members}
+        master = self._redis.get(f'{self.group}.master')
+        self.master = master.decode() if master else ''
 
     def note_switch_generation(self, generation: int) -> None:
         """A switch showed this generation (a role reply): the next one we

@@ -20,10 +20,35 @@ from ha_redirect import control
 DEFAULT_SOCKET = '/run/ha_redirect/control.sock'
 
 
+def _format_controller(controller):
+    if controller.get('role', 'single') == 'single':
+        return ['controller: the only one (no [coordination] backend_url)']
+    lines = [f"controller {controller['member']}: {controller['role'].upper()}"
+             f" in group {controller['group']}, generation "
+             f"{controller['generation'] or controller['seen_generation']}"
+             + (f", lease {controller['lease_left_s']:.2f} s left"
+                if controller['role'] == 'master' else '')]
+    if controller.get('coordination_error'):
+        lines.append('  coordination error: '
+                     + controller['coordination_error'])
+    lines.append(f"  master: {controller['master'] or 'none known'}")
+    lines.append('  members: ' + (', '.join(controller['members']) or '?'))
+    for dpid, role in controller['switches'].items():
+        lines.append(f'  switch {dpid}: {role}')
+    return lines
+
+
 def _format(answer):
-    lines = []
+    lines = _format_controller(answer.get('controller', {}))
     for service in answer['services']:
         state = 'connected' if service['connected'] else 'switch not connected'
+        role = service.get('switch_role')
+        if role not in (None, 'master'):
+            # Only the master runs the policy: ask it.
+            lines.append(f"service {service['service']} (dpid "
+                         f"{service['datapath_id']:#x}, {role} here: the "
+                         f"master has its state)")
+            continue
         lines.append(f"service {service['service']} "
                      f"(dpid {service['datapath_id']:#x}, {state})")
         for server in service['servers']:

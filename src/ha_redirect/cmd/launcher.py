@@ -31,6 +31,7 @@ from os_ken import cfg as osken_cfg
 from os_ken.controller import controller as osken_controller  # noqa: F401
 from os_ken import log as osken_log
 
+from ha_redirect import coordination
 from ha_redirect import model
 from ha_redirect import opts
 from ha_redirect import plugins
@@ -100,7 +101,22 @@ def prepare(conf, app_names, policy_required):
     _check_listen_addresses(conf)
     if policy is not None:
         _check_control_socket(conf[opts.GROUP].control_socket)
+        _check_coordination(conf[opts.COORDINATION_GROUP].backend_url)
     return manager
+
+
+def _check_coordination(url):
+    if not url:
+        return
+    try:
+        coordination.check_backend_url(url)
+        import redis  # noqa: F401
+        import tooz.coordination  # noqa: F401
+    except coordination.CoordinationError as exc:
+        raise LaunchError(f'[{opts.COORDINATION_GROUP}] {exc}') from None
+    except ImportError as exc:
+        raise LaunchError(f'[{opts.COORDINATION_GROUP}] backend_url needs '
+                          f'tooz and redis installed: {exc}') from None
 
 
 def _check_importable(module):

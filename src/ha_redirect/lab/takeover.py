@@ -17,8 +17,10 @@ from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import testbed as testbed_mod
 from ha_redirect import model
 
-_EVENT = re.compile(r'event=(ADDED|DELETED|MODIFIED)\b.*?\bcookie=(0x[0-9a-f]+)')
-_MASTER = re.compile(r't=([\d.]+) dpid=(0x[0-9a-f]+): MASTER \(generation (\d+)\)')
+_EVENT = re.compile(
+    r'event=(ADDED|DELETED|MODIFIED)\b.*?\bcookie=(0x[0-9a-f]+)')
+_MASTER = re.compile(
+    r't=([\d.]+) dpid=(0x[0-9a-f]+): MASTER \(generation (\d+)\)')
 
 
 class FlowMonitor:
