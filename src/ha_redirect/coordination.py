@@ -116,7 +116,18 @@ class Election:
         options.setdefault('timeout', str(self.lease * 2))
         return parsed._replace(query=urllib.parse.urlencode(options)).geturl()
 
-    def start(self) -> None:
+    def start(self, coordinator=None, redis_client=None) -> None:
+        """Connect to the coordination server (or use the given tooz
+        coordinator and Redis client: tests do)."""
+        if coordinator is None or redis_client is None:
+            coordinator, redis_client = self._connect()
+        self._coordinator = coordinator
+        self._redis = redis_client
+        self._lock = coordinator.get_lock(f'{self.group}.leader'.encode())
+        LOG.info('coordination: member %s of %s at %s, lease %d s',
+                 self.member_id, self.group, self._safe_url(), self.lease)
+
+    def _connect(self):
         # futurist, under tooz, warns that eventlet is deprecated merely
         # because os-ken installed it.
         warnings.filterwarnings('ignore', message='.*Eventlet is deprecated')
@@ -126,20 +137,17 @@ class Election:
         # in one line what failed, and what it means for the lease.
         logging.getLogger('tooz').setLevel(logging.ERROR)
         url = self._url()
-        self._coordinator = coordination.get_coordinator(
+        coordinator = coordination.get_coordinator(
             url, self.member_id.encode())
-        self._coordinator.start(start_heart=False)
+        coordinator.start(start_heart=False)
         parsed = urllib.parse.urlparse(url)
         db = parsed.path.strip('/')
-        self._redis = redis.Redis(
+        client = redis.Redis(
             host=parsed.hostname, port=parsed.port or 6379,
             password=parsed.password, db=int(db) if db.isdigit() else 0,
             socket_timeout=self.lease / 4,
             socket_connect_timeout=self.lease / 4)
-        self._lock = self._coordinator.get_lock(
-            f'{self.group}.leader'.encode())
-        LOG.info('coordination: member %s of %s at %s, lease %d s',
-                 self.member_id, self.group, self._safe_url(), self.lease)
+        return coordinator, client
 
     def _safe_url(self):
         parsed = urllib.parse.urlparse(self.backend_url)
@@ -211,16 +219,15 @@ class Election:
         return events
 
     def _join(self):
-        from tooz import coordination
         group = self.group.encode()
-        try:
-            self._coordinator.create_group(group).get()
-        except coordination.GroupAlreadyExist:
-            pass
-        try:
-            self._coordinator.join_group(group).get()
-        except coordination.MemberAlreadyExist:
-            pass
+        for call in (self._coordinator.create_group,
+                     self._coordinator.join_group):
+            try:
+                call(group).get()
+            except Exception as exc:
+                # tooz's GroupAlreadyExist and MemberAlreadyExist are fine.
+                if 'AlreadyExist' not in type(exc).__name__:
+                    raise
         self._joined = True
 
     def _next_generation(self) -> int:

@@ -359,6 +359,7 @@ class RedirectPolicy:
                       for s in self._states_on(datapath_id))
         port_up = [port_states.get(server.port, False)
                    for server in service.servers]
+        shown = []
         for healthy, eligible, active in _candidates(
                 len(service.servers), self.settings.failback, port_up):
             if not healthy[0] and not responder_held:
@@ -370,8 +371,20 @@ class RedirectPolicy:
             flows = self._with_meters(datapath_id,
                                       self.strategy.service_flows(view))
             if all(snapshot.contains(m) for m in flows):
-                return healthy, eligible, active
-        return None
+                shown.append((healthy, eligible, active))
+        # Where the service flows do not tell the active server apart
+        # (reactive's go to the controller), the backups' reply fallbacks
+        # may: they rewrite a backup's replies while it stands in.
+        previous = state.active
+        try:
+            for candidate in shown:
+                state.active = candidate[2]
+                if all(snapshot.contains(m) for m in self._reply_fallbacks(
+                        datapath_id, involving=service)):
+                    return candidate
+        finally:
+            state.active = previous
+        return shown[0] if shown else None
 
     @staticmethod
     def _pinned_in(state, pins):
