@@ -176,12 +176,8 @@ def sweep(cfg, out_dir, progress=True):
             run_dir = os.path.join(out_dir, 'runs',
                                    _run_id(scheme, rate, rep))
             try:
-                try:
-                    result = run_mod.run_once(cfg, scheme, rate, rep,
-                                              run_dir)
-                finally:
-                    if not cfg.keep_pcaps:
-                        _remove_pcaps(run_dir)
+                result = _run_with_one_retry(cfg, scheme, rate, rep, run_dir,
+                                             bar)
             except (KeyboardInterrupt, scope_mod.Terminated) as exc:
                 interrupted = type(exc).__name__
                 result = dict(scheme=scheme, rate=rate, repetition=rep,
@@ -207,6 +203,23 @@ def sweep(cfg, out_dir, progress=True):
     finally:
         bar.close()
     return results, interrupted
+
+
+def _run_with_one_retry(cfg, scheme, rate, rep, run_dir, bar):
+    """One run; again, once, if the wall clock was stepped under it (its
+    captures could not be placed in time: nothing about the scheme)."""
+    for attempt in (1, 2):
+        try:
+            try:
+                return run_mod.run_once(cfg, scheme, rate, rep, run_dir)
+            finally:
+                if not cfg.keep_pcaps:
+                    _remove_pcaps(run_dir)
+        except run_mod.ClockStepped as exc:
+            if attempt == 2:
+                raise
+            bar.write(f'run {_run_id(scheme, rate, rep)}: {exc}; running '
+                      'it again')
 
 
 def environment():

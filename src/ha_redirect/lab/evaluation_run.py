@@ -49,6 +49,13 @@ SNAPLEN = 128
 PROBE_LEAD = 1.0      # seconds the prober runs before the failure
 PROBE_TAIL = 0.5      # ... and after the backup first answered it
 PROBE_TIMEOUT_MS = 3000
+# Past this, the wall clock was stepped (NTP, the VM host) during the run:
+# capture timestamps (CLOCK_REALTIME) cannot be mapped to CLOCK_MONOTONIC.
+CLOCK_STEP_LIMIT_S = 0.001
+
+
+class ClockStepped(scope_mod.LabError):
+    """The wall clock moved against the monotonic clock during a run."""
 
 
 def clock_offset(samples=7):
@@ -475,6 +482,11 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
         time.sleep(0.2)   # let the last answers reach the captures
         drops = {name: cap.stop() for name, cap in captures.items()}
         offset1, offset_err1 = clock_offset()
+        if abs(offset1 - offset0) > CLOCK_STEP_LIMIT_S:
+            raise ClockStepped(
+                f'the wall clock moved {offset1 - offset0:+.6f} s against '
+                'the monotonic clock during the run: its capture times '
+                'cannot be trusted')
         rows += _outcomes(clients, 'failure')
         probes = traffic.attempts(events.prober.records())
         gap = traffic.service_gap(probes, t_fail, BACKUP_ROLE)
