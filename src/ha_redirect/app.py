@@ -490,10 +490,15 @@ class RedirectApp(app_manager.OSKenApp):
         self._adoptions[datapath.id] = {'flows': None, 'groups': None,
                                         'parts': {'flows': [], 'groups': []},
                                         'since': self.clock()}
+        # Per-connection pins can be tens of thousands: read them only
+        # where the policy must remember them.
+        mask = model.COOKIE_OURS_MASK
+        if not self.policy.strategy.pins_by_controller:
+            mask |= model.COOKIE_PIN_ROLE_MASK
         flows = parser.OFPFlowStatsRequest(
             datapath, 0, ofproto.OFPTT_ALL, ofproto.OFPP_ANY,
-            ofproto.OFPG_ANY, self.policy.settings.cookie << 32,
-            model.COOKIE_OURS_MASK, parser.OFPMatch())
+            ofproto.OFPG_ANY, self.policy.settings.cookie << 32, mask,
+            parser.OFPMatch())
         groups = parser.OFPGroupDescStatsRequest(datapath, 0)
         for request, purpose in ((flows, 'adopt flows'),
                                  (groups, 'adopt groups')):
@@ -568,7 +573,10 @@ class RedirectApp(app_manager.OSKenApp):
                 return
             LOG.info('operator: %s %s %s', command, request['service'],
                      request['server'])
-        queries = self.policy.pin_queries()
+        # Counting open connections reads every pin from the switch: a
+        # caller that polls (the lab, a monitoring script) may skip it.
+        queries = self.policy.pin_queries() if request.get(
+            'counts', True) else []
         sent = []
         for query in queries:
             datapath = self._datapaths.get(query.datapath_id)

@@ -52,6 +52,8 @@ def parse_request(line: bytes) -> dict:
     if command not in COMMANDS:
         raise ControlError(f'unknown command {command!r} (known: '
                            f'{", ".join(COMMANDS)})')
+    if not isinstance(request.get('counts', True), bool):
+        raise ControlError('"counts" must be true or false')
     if command in ('drain', 'undrain'):
         for key in ('service', 'server'):
             if not isinstance(request.get(key), str) or not request[key]:

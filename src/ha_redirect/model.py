@@ -675,6 +675,8 @@ ROLE_SERVICE = 0x0000             # service-wide flows
 ROLE_ARP = 0x0001                 # ARP responder for the primary
 ROLE_PROBE = 0x0002               # health probe replies and probe ARP
 ROLE_CONNECTION_BASE = 0x0100     # + server index: flows pinned to a server
+# With COOKIE_OURS_MASK: selects our flows other than pins (roles < 0x100).
+COOKIE_PIN_ROLE_MASK = 0x000000000000ff00
 GLOBAL_SERVICE_INDEX = 0xffff     # flows that belong to no single service
 
 

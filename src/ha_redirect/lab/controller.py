@@ -239,21 +239,23 @@ class ControllerProcess:
                              f'{self.label}')
         return time.monotonic()
 
-    def status(self, timeout=2.0):
+    def status(self, timeout=2.0, counts=True):
         """The control socket's `status` answer, or None if it gives
-        none (stopped, not started)."""
+        none (stopped, not started). `counts`: with open connections,
+        read from the switch."""
         from ha_redirect import control
         if self.popen is None or self.popen.poll() is not None:
             return None
         try:
-            return control.request(self.control_socket,
-                                   {'command': 'status'}, timeout=timeout)
+            return control.request(
+                self.control_socket, {'command': 'status', 'counts': counts},
+                timeout=timeout)
         except (OSError, ValueError):
             return None
 
     def switch_role(self, dpid_hex):
         """'master', 'slave', 'claiming', or 'down' (no answer)."""
-        answer = self.status(timeout=0.5)
+        answer = self.status(timeout=0.5, counts=False)
         if not answer or not answer.get('ok'):
             return 'down'
         controller = answer.get('controller', {})
