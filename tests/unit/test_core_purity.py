@@ -12,6 +12,7 @@ CORE_MODULES = ['ha_redirect', 'ha_redirect.model', 'ha_redirect.policy',
                 'ha_redirect.strategies.stateful',
                 'ha_redirect.monitors.port_status',
                 'ha_redirect.monitors.tcp_probe', 'ha_redirect.backlog',
+                'ha_redirect.coordination',
                 'ha_redirect.testing']
 
 
