@@ -49,15 +49,25 @@ class RedirectPolicy:
     stevedore namespace. Each service's `monitors` are looked up by name in
     `monitor_classes`, or else in the `ha_redirect.monitors` namespace.
     Every `on_*` method returns the messages (flow data) to send to the
-    switch, in order.
+    switch, in order. `observer`, if given, has
+    `server_changed(service_name, previous, active, why)` (server indexes
+    or None) and `probe_result(service_name, server_index, outcome,
+    rtt_seconds)`, called as things happen.
     """
 
     def __init__(self, services: typing.Iterable[model.Service],
                  settings: typing.Optional[model.PolicySettings] = None,
                  strategy: typing.Optional[base.Strategy] = None,
                  monitor_classes: typing.Optional[
-                     typing.Mapping[str, type]] = None):
+                     typing.Mapping[str, type]] = None,
+                 observer: typing.Any = None):
         self.settings = settings or model.PolicySettings()
+        # Told of decisions as they happen (see `observer` in the class
+        # docstring); ha_redirect.metrics is one.
+        self.observer = observer
+        # Moves whenever any service's servers change state: a cheap way
+        # for the app to know when status() has news.
+        self.version = 0
         self.services = tuple(services)
         _check_services(self.services, self.settings)
         if strategy is None:
@@ -71,6 +81,8 @@ class RedirectPolicy:
                                        model.ROLE_PROBE)
             monitors = [_monitor_class(name, monitor_classes)(
                 service, self.settings, cookie) for name in service.monitors]
+            for monitor in monitors:
+                monitor.observer = observer
             self._states.append(_ServiceState(
                 service, index, healthy=(False,) * len(service.servers),
                 monitors=monitors))
@@ -137,6 +149,7 @@ class RedirectPolicy:
                     'active': index == state.active})
             report.append({'service': state.service.name,
                            'datapath_id': state.service.datapath_id,
+                           'tracked_connections': len(state.connections),
                            'connected': state.service.datapath_id
                            in self._connected,
                            'servers': servers})
@@ -155,12 +168,14 @@ class RedirectPolicy:
                 'connections: a drain would reset them')
         state = self._state_named(service_name)
         state.drained.add(server_index)
+        self.version += 1
         return self._reconcile(state, now, f'server {server_index} drained')
 
     def undrain(self, service_name: str, server_index: int, now: float
                 ) -> typing.List[model.Message]:
         state = self._state_named(service_name)
         state.drained.discard(server_index)
+        self.version += 1
         return self._reconcile(state, now,
                                f'server {server_index} back in service')
 
@@ -293,7 +308,7 @@ class RedirectPolicy:
                                in enumerate(state.healthy) if ok}
         state.eligible = self._eligible(state, now)
         previous, state.active = state.active, self._choose_active(state)
-        _log_transition(state, previous, now, why)
+        self._transition(state, previous, now, why)
 
     def _start_from_switch(self, state, shown, now):
         healthy, eligible, active = shown
@@ -301,6 +316,7 @@ class RedirectPolicy:
             for server, ok in enumerate(healthy):
                 monitor.adopt(server, ok, now)
         state.healthy, state.eligible, state.active = shown
+        self.version += 1
         # A server in its hold-down starts it again.
         state.healthy_since = {
             i: -math.inf if eligible[i] else now
@@ -406,6 +422,7 @@ class RedirectPolicy:
                                ) -> typing.List[model.Message]:
         # The resync on reconnect removes every pin we installed.
         self._connected.discard(datapath_id)
+        self.version += 1
         for state in self._states_on(datapath_id):
             state.connections.clear()
             state.at_capacity = False
@@ -511,8 +528,7 @@ class RedirectPolicy:
         messages: typing.List[model.Message] = []
         previous, state.active = state.active, self._choose_active(state)
         view = self._view(state)
-        if previous != state.active:
-            _log_transition(state, previous, now, why)
+        self._transition(state, previous, now, why)
         messages += self.strategy.on_servers_changed(view, previous)
         if previous != state.active:
             messages += self._reply_fallbacks(state.service.datapath_id,
@@ -738,6 +754,16 @@ class RedirectPolicy:
             cookie_mask=model.COOKIE_EXACT_MASK
             if command != model.FlowCommand.ADD else 0)
 
+    def _transition(self, state, previous, now, why):
+        """Servers changed state; maybe new connections go elsewhere."""
+        self.version += 1
+        if previous == state.active:
+            return
+        _log_transition(state, previous, now, why)
+        if self.observer is not None:
+            self.observer.server_changed(state.service.name, previous,
+                                         state.active, why)
+
     @staticmethod
     def _health_of(state):
         return tuple(all(m.is_healthy(server) for m in state.monitors)
@@ -766,10 +792,9 @@ def _server_label(state, server):
 
 
 def _log_transition(state, previous, now, why):
-    if previous != state.active:
-        LOG.info('t=%.6f service %s: new connections to %s (was %s): %s',
-                 now, state.service.name, _server_label(state, state.active),
-                 _server_label(state, previous), why)
+    LOG.info('t=%.6f service %s: new connections to %s (was %s): %s',
+             now, state.service.name, _server_label(state, state.active),
+             _server_label(state, previous), why)
 
 
 # Past this many servers, a takeover considers only the states where the

@@ -16,6 +16,11 @@ from ha_redirect import model
 class Monitor(abc.ABC):
     """Health verdicts for the servers of one service, primary first."""
 
+    #: told of each check's result, if set: an object with
+    #: probe_result(service_name, server_index, outcome, rtt_seconds)
+    #: (ha_redirect.metrics exports them to Prometheus)
+    observer: typing.Any = None
+
     def __init__(self, service: model.Service,
                  settings: model.PolicySettings, cookie: int):
         self.service = service

@@ -117,6 +117,7 @@ class TcpProbeMonitor(base.Monitor):
                                        now + settings.probe_timeout)
                 self._record(server, False, now, 'no answer within '
                              f'{settings.probe_timeout:g}s')
+                self._observe(server, 'timeout', None)
         probes = []
         for index, server in enumerate(self.service.servers):
             due = self._next_probe[index]
@@ -183,9 +184,15 @@ class TcpProbeMonitor(base.Monitor):
                 tcp_flags=model.TCP_RST, tcp_seq=packet.tcp_ack))
             if outstanding is not None:
                 self._record(sender, True, now, 'SYN-ACK')
+                self._observe(sender, 'ok', now - outstanding[1])
         elif packet.tcp_flags & model.TCP_RST and outstanding is not None:
             self._record(sender, False, now, 'refused (RST)')
+            self._observe(sender, 'refused', now - outstanding[1])
         return answers
+
+    def _observe(self, index, outcome, rtt):
+        if self.observer is not None:
+            self.observer.probe_result(self.service.name, index, outcome, rtt)
 
     @staticmethod
     def _answers(packet, sender, server, seq):
