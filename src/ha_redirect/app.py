@@ -21,6 +21,7 @@ from os_ken.ofproto import ofproto_v1_5
 from ha_redirect import backlog
 from ha_redirect import control
 from ha_redirect import coordination
+from ha_redirect import metrics as metrics_mod
 from ha_redirect import model
 from ha_redirect import openflow
 from ha_redirect import opts
@@ -99,6 +100,8 @@ class RedirectApp(app_manager.OSKenApp):
         # With an Election, this is one of several controllers: it writes
         # to a switch only as its MASTER, while it leads.
         self.election = kwargs.pop('election', None)
+        # (host, port) of the Prometheus endpoint, or None: none.
+        self._metrics_address = kwargs.pop('metrics_address', None)
         super().__init__(*args, **kwargs)
         if redirect_policy is None:
             opts.register_opts(self.CONF)
@@ -106,12 +109,20 @@ class RedirectApp(app_manager.OSKenApp):
             redirect_policy = policy_mod.RedirectPolicy(
                 config.services, config.settings)
             self.control_socket = self.CONF[opts.GROUP].control_socket
+            metrics_opts = self.CONF[opts.METRICS_GROUP]
+            if metrics_opts.port:
+                self._metrics_address = (metrics_opts.host,
+                                         metrics_opts.port)
             coord = self.CONF[opts.COORDINATION_GROUP]
             if coord.backend_url:
                 self.election = coordination.Election(
                     coord.backend_url, coord.member_id, coord.group,
                     coord.lease)
         self.policy = redirect_policy
+        self.metrics = metrics_mod.ControllerMetrics()
+        redirect_policy.set_observer(self.metrics)
+        self._metrics_version = None
+        self._metrics_switches = set()
         self._roles = {}         # dpid -> 'slave', 'claiming', 'master'
         self._role_requests = {}  # (dpid, xid) -> what we asked for
         self._adoptions = {}     # dpid -> what the switch holds, so far
@@ -137,9 +148,12 @@ class RedirectApp(app_manager.OSKenApp):
             if not self._backlog.admit(
                     (msg.datapath.id, msg.match.get('in_port')), ev,
                     exempt_from_total=msg.cookie & 0xffff == model.ROLE_PROBE):
+                self.metrics.packet_ins_dropped.inc()
                 self._report_shed()
                 return
         else:
+            if isinstance(ev, ofp_event.EventOFPPortStatus):
+                ev.received_at = time.monotonic()
             self._backlog.note_event()
         super()._send_event(ev, state)
 
@@ -171,6 +185,27 @@ class RedirectApp(app_manager.OSKenApp):
                                   'on', self.name,
                                   getattr(event_handler, '__name__',
                                           event_handler), type(ev).__name__)
+            try:
+                self._refresh_metrics()
+            except Exception:
+                LOG.exception('metrics: refresh failed; serving on')
+
+    def _refresh_metrics(self):
+        """The gauges, after an event that may have moved them."""
+        if self.policy.version != self._metrics_version:
+            self._metrics_version = self.policy.version
+            self.metrics.refresh_services(self.policy.status())
+        # Connections come and go without a state change.
+        for name, count in self.policy.tracked_connections().items():
+            self.metrics.tracked.labels(name).set(count)
+        switches = set(self._datapaths)
+        for dpid in switches | self._metrics_switches:
+            self.metrics.switch_state(
+                dpid, dpid in switches, dpid in switches and (
+                    self.election is None or (
+                        self._roles.get(dpid) == 'master'
+                        and self.election.may_write(self.clock()))))
+        self._metrics_switches = switches
 
     def start(self):
         thread = super().start()
@@ -179,6 +214,13 @@ class RedirectApp(app_manager.OSKenApp):
             hub.spawn(self._tick_loop, interval)
         if self.election is not None:
             hub.spawn(self._election_loop)
+        if self._metrics_address:
+            try:
+                self.metrics.serve(*self._metrics_address)
+            except OSError as exc:
+                # Redirecting matters more than being scraped.
+                LOG.error('no metrics endpoint on %s:%d: %s',
+                          *self._metrics_address, exc)
         if self.control_socket:
             server = control.ControlServer(self.control_socket,
                                            self._ask_app_thread)
@@ -196,6 +238,7 @@ class RedirectApp(app_manager.OSKenApp):
         if self.election is not None:
             # Resigning lets another controller take over at once.
             self.election.stop()
+        self.metrics.close()
         super().close()
 
     def _ask_app_thread(self, request):
@@ -329,8 +372,11 @@ class RedirectApp(app_manager.OSKenApp):
             msg.desc.port_no] = is_up
         if not self._is_master(datapath.id):
             return
-        self._send(datapath, self.policy.on_port_status(
-            datapath.id, msg.desc.port_no, is_up, now))
+        messages = self.policy.on_port_status(datapath.id, msg.desc.port_no,
+                                              is_up, now)
+        self._send(datapath, messages)
+        if messages and hasattr(ev, 'received_at'):
+            self.metrics.reaction.observe(time.monotonic() - ev.received_at)
 
     @handler.set_ev_cls(ofp_event.EventOFPPacketIn, MAIN)
     def on_packet_in(self, ev):
@@ -347,6 +393,7 @@ class RedirectApp(app_manager.OSKenApp):
             return
         if packet is None:
             return
+        self.metrics.packet_ins.labels(f'{datapath.id:#x}').inc()
         self._send(datapath, self.policy.on_packet(datapath.id, packet,
                                                    self.clock()))
 
@@ -369,6 +416,8 @@ class RedirectApp(app_manager.OSKenApp):
             return
         if self.election is not None and self._on_role_error(datapath, msg):
             return
+        self.metrics.switch_errors.labels(f'{datapath.id:#x}',
+                                          str(msg.type)).inc()
         LOG.error('dpid=%#x rejected %s: %s', datapath.id,
                   openflow.describe(culprit) if culprit else f'xid {msg.xid}',
                   openflow.describe_error(msg))
@@ -685,3 +734,13 @@ class RedirectApp(app_manager.OSKenApp):
                 if len(self._sent) > _SENT_MEMORY:
                     self._sent.popitem(last=False)
                 datapath.send_msg(ofp_msg)
+            self._count_sent(datapath.id, message)
+
+    def _count_sent(self, datapath_id, message):
+        if isinstance(message, model.Bundle):
+            for inner in message.messages:
+                self._count_sent(datapath_id, inner)
+        elif isinstance(message, model.FlowMod):
+            self.metrics.sent(datapath_id, 'flow', message.command.name)
+        elif isinstance(message, model.GroupMod):
+            self.metrics.sent(datapath_id, 'group', message.command.name)

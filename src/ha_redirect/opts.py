@@ -232,18 +232,35 @@ _COORDINATION_OPTS = [
                     'same switches use the same group.'),
 ]
 
+METRICS_GROUP = 'metrics'
+
+_METRICS_OPTS = [
+    cfg.PortOpt('port', default=0,
+                help='Serve Prometheus metrics over HTTP on this TCP port '
+                     '(/metrics); 0, the default, serves none. Off by '
+                     'default: several controllers may share a host (see '
+                     '[coordination]) and would contend for one port, and '
+                     'the metrics name the services and their servers.'),
+    cfg.HostAddressOpt('host', default='127.0.0.1',
+                       help='Address the metrics endpoint listens on: '
+                            'loopback by default, so only local scrapers '
+                            '(or a local Prometheus agent) see them.'),
+]
+
 _OPTS_BY_GROUP = {
     GROUP: {opt.dest: opt for opt in _POLICY_OPTS},
     SERVICE_GROUP_PREFIX: {opt.dest: opt for opt in _SERVICE_OPTS},
     COORDINATION_GROUP: {opt.dest: opt for opt in _COORDINATION_OPTS},
+    METRICS_GROUP: {opt.dest: opt for opt in _METRICS_OPTS},
 }
 
 
 def register_opts(conf):
-    """Register the `[ha_redirect]` and `[coordination]` options on `conf`
-    (safe to repeat)."""
+    """Register the `[ha_redirect]`, `[coordination]` and `[metrics]`
+    options on `conf` (safe to repeat)."""
     conf.register_opts(_POLICY_OPTS, group=GROUP)
     conf.register_opts(_COORDINATION_OPTS, group=COORDINATION_GROUP)
+    conf.register_opts(_METRICS_OPTS, group=METRICS_GROUP)
 
 
 def list_opts():
@@ -255,6 +272,7 @@ def list_opts():
     return [
         (GROUP, list(_POLICY_OPTS)),
         (COORDINATION_GROUP, list(_COORDINATION_OPTS)),
+        (METRICS_GROUP, list(_METRICS_OPTS)),
         (SAMPLE_SERVICE_GROUP, list(_SERVICE_OPTS)),
     ]
 
@@ -355,7 +373,7 @@ class _ConfigFiles:
 
     def check_unknown(self, conf, only_ours):
         for section, values in self.sections.items():
-            ours = (section in (GROUP, COORDINATION_GROUP) or
+            ours = (section in (GROUP, COORDINATION_GROUP, METRICS_GROUP) or
                     section.startswith(SERVICE_GROUP_PREFIX))
             if only_ours and not ours:
                 continue

@@ -90,6 +90,14 @@ class RedirectPolicy:
         # Switches with our meters -> their client ports' own meters.
         self._metered: typing.Dict[int, typing.Dict[int, int]] = {}
 
+    def set_observer(self, observer: typing.Any) -> None:
+        """Tell `observer` (see the class docstring) of what happens from
+        now on; None: nobody."""
+        self.observer = observer
+        for state in self._states:
+            for monitor in state.monitors:
+                monitor.observer = observer
+
     @property
     def tick_interval(self) -> typing.Optional[float]:
         """How often `on_tick` should be called, or None if never needed."""
@@ -118,6 +126,11 @@ class RedirectPolicy:
         state = self._state_named(service_name)
         return {key: state.service.servers[server]
                 for key, server in state.connections.items()}
+
+    def tracked_connections(self) -> typing.Dict[str, int]:
+        """How many connections each service remembers (reactive pins)."""
+        return {state.service.name: len(state.connections)
+                for state in self._states}
 
     def server_index(self, service_name: str, server: str) -> int:
         """Resolve 'primary', 'backupN' or a server's IP to its index."""

@@ -281,7 +281,8 @@ def test_bad_datapath_ids(text):
 
 def test_list_opts_shows_the_service_options_under_an_example_group():
     groups = dict(opts.list_opts())
-    assert set(groups) == {'ha_redirect', 'coordination', 'service:example'}
+    assert set(groups) == {'ha_redirect', 'coordination', 'metrics',
+                           'service:example'}
     assert 'services' in {o.name for o in groups['ha_redirect']}
     assert {'primary_ip', 'backup_ips'} <= {
         o.name for o in groups['service:example']}
