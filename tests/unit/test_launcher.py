@@ -5,10 +5,12 @@ A bad configuration is refused before anything listens.
 Each test starts its own process on a free loopback port and ends it by PID.
 """
 
+import importlib.metadata
 import os
 import pathlib
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -77,7 +79,8 @@ class Launched:
     """A launcher process whose stderr goes to a file (no pipe to fill)."""
 
     def __init__(self, tmp_path, command, config_text=CONFIG, port=None,
-                 extra_path=None):
+                 extra_path=None, args=(),
+                 port_option='--ofp-tcp-listen-port'):
         self.port = port or free_port()
         self.config = tmp_path / 'ha_redirect.conf'
         self.control_socket = tmp_path / 'control.sock'
@@ -94,10 +97,12 @@ class Launched:
             p for p in (extra_path, str(ROOT / 'src'),
                         env.get('PYTHONPATH')) if p)
         self.stderr_file = open(self.stderr_path, 'w')
+        self.stdout_path = tmp_path / 'stdout.log'
+        self.stdout_file = open(self.stdout_path, 'w')
         self.process = subprocess.Popen(
             command + ['--config-file', str(self.config),
-                       '--ofp-tcp-listen-port', str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=self.stderr_file, env=env,
+                       port_option, str(self.port)] + list(args),
+            stdout=self.stdout_file, stderr=self.stderr_file, env=env,
             cwd=tmp_path)
 
     def wait_listening(self):
@@ -126,11 +131,15 @@ class Launched:
     def stderr(self):
         return self.stderr_path.read_text()
 
+    def stdout(self):
+        return self.stdout_path.read_text()
+
     def close(self):
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
         self.stderr_file.close()
+        self.stdout_file.close()
 
 
 @pytest.fixture
@@ -267,3 +276,258 @@ def test_unknown_app_is_one_line_and_exit_2(launch):
     lines = process.stderr().splitlines()
     assert len(lines) == 1
     assert "app 'no_such_app_module' cannot be imported" in lines[0]
+
+
+# --version, --debug, --pid-file --------------------------------------------
+
+@pytest.mark.parametrize('command', [CONTROLLER, MANAGER],
+                         ids=['controller', 'manager'])
+def test_version_prints_the_package_version_and_exits_0(command):
+    done = subprocess.run(command + ['--version'], capture_output=True,
+                          text=True, timeout=START_WITHIN)
+    assert done.returncode == 0, done.stderr
+    version = importlib.metadata.version('ha_redirect')
+    assert done.stdout.startswith(f'ha_redirect {version} (os-ken '), done
+    assert done.stderr == ''
+
+
+@pytest.mark.parametrize('flag', ['--debug', '--verbose'])
+def test_debug_and_verbose_log_at_debug_level(launch, flag):
+    controller = launch(CONTROLLER, args=[flag])
+    controller.wait_listening()
+    status, _ = controller.stop()
+    assert status == 0
+    assert ' DEBUG ' in controller.stderr()
+
+
+def test_start_logs_the_version_and_a_summary(launch):
+    controller = launch(CONTROLLER)
+    controller.wait_listening()
+    controller.stop()
+    version = importlib.metadata.version('ha_redirect')
+    assert (f'ha_redirect {version}: strategy reactive, 1 service: iperf '
+            '(dpid 0x1, 5001/tcp, primary 10.0.0.1, 1 backup)'
+            in controller.stderr())
+    assert f'OpenFlow on TCP 127.0.0.1:{controller.port}' in (
+        controller.stderr())
+    assert ' DEBUG ' not in controller.stderr()
+
+
+def test_pid_file_names_the_process_while_it_serves(launch, tmp_path):
+    pid_file = tmp_path / 'run' / 'controller.pid'
+    pid_file.parent.mkdir()
+    controller = launch(CONTROLLER, args=['--pid-file', str(pid_file)])
+    controller.wait_listening()
+    assert pid_file.read_text() == f'{controller.process.pid}\n'
+    status, _ = controller.stop()
+    assert status == 0, controller.stderr()
+    assert not pid_file.exists()
+
+
+def test_unwritable_pid_file_is_one_line_and_exit_2(launch, tmp_path):
+    pid_file = tmp_path / 'missing' / 'controller.pid'
+    process = launch(CONTROLLER, args=['--pid-file', str(pid_file)])
+    assert process.wait_exit() == 2
+    lines = process.stderr().splitlines()
+    assert lines == [f'ha-redirect-controller: error: [DEFAULT] pid_file: '
+                     f'cannot write {pid_file}: No such file or directory']
+    assert not is_listening(process.port)
+
+
+# --check-config -------------------------------------------------------------
+
+@pytest.mark.parametrize('command', [CONTROLLER, MANAGER],
+                         ids=['controller', 'manager'])
+def test_check_config_says_ok_and_opens_nothing(launch, command):
+    # The port is taken, as by the controller that runs this config now:
+    # the check is of the configuration, not of the host.
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        process = launch(command, port=taken.getsockname()[1],
+                         args=['--check-config'])
+        assert process.wait_exit() == 0, process.stderr()
+    assert process.stdout() == 'ok\n'
+    assert process.stderr() == ''
+    assert not process.control_socket.exists()
+
+
+# A few of them: the check and a start share the same validation.
+@pytest.mark.parametrize('config_text, expected',
+                         [BAD_CONFIGS[i] for i in (0, 1, 2, 7)])
+def test_check_config_reports_a_bad_config_in_one_line(
+        launch, config_text, expected):
+    process = launch(CONTROLLER, config_text=config_text,
+                     args=['--check-config'])
+    assert process.wait_exit() == 2
+    lines = process.stderr().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert process.stdout() == ''
+
+
+def test_check_config_checks_the_coordination_backend(launch):
+    config = CONFIG + '\n[coordination]\nbackend_url = zookeeper://h:2181\n'
+    process = launch(CONTROLLER, config_text=config, args=['--check-config'])
+    assert process.wait_exit() == 2
+    lines = process.stderr().splitlines()
+    assert len(lines) == 1 and '[coordination] backend_url' in lines[0]
+
+
+# OpenFlow over TLS ----------------------------------------------------------
+
+def openssl(*args):
+    subprocess.run(['openssl', *args], check=True, capture_output=True,
+                   timeout=30)
+
+
+def make_ca(directory, name):
+    openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt',
+            'ec_paramgen_curve:prime256v1', '-nodes',
+            '-keyout', str(directory / f'{name}.key'),
+            '-out', str(directory / f'{name}.pem'), '-days', '2',
+            '-subj', f'/CN={name}')
+
+
+def make_signed(directory, name, ca, encrypt=False):
+    key_args = (['-passout', 'pass:secret'] if encrypt else ['-nodes'])
+    openssl('req', '-new', '-newkey', 'ec', '-pkeyopt',
+            'ec_paramgen_curve:prime256v1', *key_args,
+            '-keyout', str(directory / f'{name}.key'),
+            '-out', str(directory / f'{name}.csr'), '-subj', f'/CN={name}')
+    openssl('x509', '-req', '-in', str(directory / f'{name}.csr'),
+            '-CA', str(directory / f'{ca}.pem'),
+            '-CAkey', str(directory / f'{ca}.key'), '-CAcreateserial',
+            '-days', '2', '-out', str(directory / f'{name}.pem'))
+
+
+@pytest.fixture(scope='module')
+def pki(tmp_path_factory):
+    """A CA, the controller's and a switch's certificates; a stranger CA
+    and a switch it signed; an encrypted key."""
+    directory = tmp_path_factory.mktemp('pki')
+    make_ca(directory, 'ca')
+    make_ca(directory, 'stranger-ca')
+    make_signed(directory, 'controller', 'ca')
+    make_signed(directory, 'switch', 'ca')
+    make_signed(directory, 'stranger', 'stranger-ca')
+    make_signed(directory, 'locked', 'ca', encrypt=True)
+    (directory / 'notes.txt').write_text('not a certificate\n')
+    return directory
+
+
+def tls_args(pki, key='controller.key', cert='controller.pem', ca='ca.pem'):
+    args = []
+    for option, name in (('--ctl-privkey', key), ('--ctl-cert', cert),
+                         ('--ca-certs', ca)):
+        if name is not None:
+            args += [option, str(pki / name)]
+    return args
+
+
+def tls_handshake(port, pki, name):
+    """Handshake as a switch with certificate `name`; the peer's subject."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(str(pki / 'ca.pem'))
+    context.load_cert_chain(str(pki / f'{name}.pem'),
+                            str(pki / f'{name}.key'))
+    with socket.create_connection(('127.0.0.1', port), timeout=5) as raw:
+        with context.wrap_socket(raw) as tls:
+            # TLS 1.3: the server checks our certificate after the client's
+            # handshake is done; its verdict arrives with the first read.
+            # os-ken sends OFPT_HELLO first.
+            hello = tls.recv(8)
+            return dict(x[0] for x in tls.getpeercert()['subject']), hello
+
+
+def test_tls_controller_takes_a_switch_signed_by_its_ca_only(launch, pki):
+    controller = launch(CONTROLLER, args=tls_args(pki),
+                        port_option='--ofp-ssl-listen-port')
+    controller.wait_listening()
+    subject, hello = tls_handshake(controller.port, pki, 'switch')
+    assert subject['commonName'] == 'controller'
+    assert hello[1] == 0        # OFPT_HELLO
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        tls_handshake(controller.port, pki, 'stranger')
+    status, _ = controller.stop()
+    assert status == 0
+    assert (f'OpenFlow on TLS 127.0.0.1:{controller.port}'
+            in controller.stderr())
+    assert 'Traceback' not in controller.stderr()
+
+
+def test_tls_check_config_ok(launch, pki):
+    process = launch(CONTROLLER, args=tls_args(pki) + ['--check-config'],
+                     port_option='--ofp-ssl-listen-port')
+    assert process.wait_exit() == 0, process.stderr()
+    assert process.stdout() == 'ok\n'
+
+
+BAD_TLS = [
+    (dict(cert=None, ca=None),
+     '[DEFAULT] ctl_cert: not set, but ctl_privkey is'),
+    (dict(key=None, ca=None),
+     '[DEFAULT] ctl_privkey: not set, but ctl_cert is'),
+    (dict(key=None, cert=None),
+     '[DEFAULT] ca_certs: set, but ctl_privkey and ctl_cert are not'),
+    (dict(key='missing.key'), '[DEFAULT] ctl_privkey: cannot read '),
+    (dict(cert='notes.txt'), '[DEFAULT] ctl_cert: '),
+    (dict(key='switch.key'), 'is not the private key of ctl_cert'),
+    (dict(key='notes.txt'), '[DEFAULT] ctl_privkey: '),
+    (dict(key='locked.key', cert='locked.pem'), 'is encrypted'),
+    (dict(ca='notes.txt'), '[DEFAULT] ca_certs: '),
+]
+
+
+# --check-config runs the same checks as a start (test_check_config_*):
+# each case once with it, two without.
+@pytest.mark.parametrize('files, expected, check', [
+    case + (True,) for case in BAD_TLS] + [
+    case + (False,) for case in (BAD_TLS[0], BAD_TLS[5])])
+def test_bad_tls_files_are_one_line_and_exit_2(launch, pki, files, expected,
+                                               check):
+    args = tls_args(pki, **files) + (['--check-config'] if check else [])
+    port_option = ('--ofp-ssl-listen-port' if files.get('cert', 1)
+                   and files.get('key', 1) else '--ofp-tcp-listen-port')
+    process = launch(CONTROLLER, args=args, port_option=port_option)
+    assert process.wait_exit() == 2
+    lines = process.stderr().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert 'instantiating' not in process.stderr()
+    assert not is_listening(process.port)
+
+
+def test_tls_port_in_use_is_one_line_and_exit_2(launch, pki):
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = launch(CONTROLLER, args=tls_args(pki), port=port,
+                         port_option='--ofp-ssl-listen-port')
+        assert process.wait_exit() == 2
+    lines = process.stderr().splitlines()
+    assert lines == [f'ha-redirect-controller: error: [DEFAULT] '
+                     f'ofp_ssl_listen_port: cannot listen on 127.0.0.1:'
+                     f'{port}: Address already in use']
+
+
+def test_tls_without_an_ssl_port_is_one_line_and_exit_2(launch, pki):
+    # os-ken would serve TLS on ofp_ssl_listen_port only: here, nowhere.
+    process = launch(CONTROLLER, args=tls_args(pki))
+    assert process.wait_exit() == 2
+    lines = process.stderr().splitlines()
+    assert len(lines) == 1
+    assert '[DEFAULT] ofp_ssl_listen_port: not set' in lines[0]
+
+
+@pytest.mark.parametrize('ciphers', ['ECDHE-ECDSA-AES128-GCM-SHA256',
+                                     'NO-SUCH-CIPHER'])
+def test_ciphers_is_refused_in_one_line(launch, pki, ciphers):
+    # os-ken hands `ciphers` to SSLContext.wrap_socket(), which has no such
+    # argument: each handshake would die silently in its hub thread.
+    process = launch(CONTROLLER, args=tls_args(pki) + ['--ciphers', ciphers],
+                     port_option='--ofp-ssl-listen-port')
+    assert process.wait_exit() == 2
+    lines = process.stderr().splitlines()
+    assert len(lines) == 1
+    assert f"[DEFAULT] ciphers: '{ciphers}' cannot be applied" in lines[0]
