@@ -5,7 +5,8 @@ a topology (pure, unit-testable); `ControllerProcess` runs
 `ha-redirect-controller --config-file <file>` on a free loopback port,
 waits until it listens -- checking the listening socket belongs to its own
 PID, not to someone else's controller on that port -- and until the switch
-has connected, and stops it by PID.
+has connected, and stops it by PID. With `tls` (a `TlsFiles`, made by
+`make_tls_files`) it listens for OpenFlow over TLS instead of TCP.
 """
 
 import dataclasses
@@ -20,6 +21,50 @@ from ha_redirect import model
 
 LISTEN_HOST = '127.0.0.1'
 CONNECTED_LINE = 'switch connected: dpid='
+TLS_DAYS = 2    # the certificates outlive any run
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA, and a controller and a switch key pair it signed."""
+    ca_cert: str
+    controller_key: str
+    controller_cert: str
+    switch_key: str
+    switch_cert: str
+
+
+def make_tls_files(directory, days=TLS_DAYS):
+    """Make a CA and two certificates with `openssl` in `directory`.
+
+    EC P-256 keys (fast to make), unencrypted, mode 0600.
+    """
+    os.makedirs(directory, exist_ok=True)
+
+    def path(name):
+        return os.path.join(directory, name)
+
+    key_args = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+                '-nodes']
+    scope_mod.run(['openssl', 'req', '-x509', *key_args,
+                   '-keyout', path('ca.key'), '-out', path('ca.pem'),
+                   '-days', str(days), '-subj', '/CN=ha_redirect test CA'])
+    for role in ('controller', 'switch'):
+        scope_mod.run(['openssl', 'req', '-new', *key_args,
+                       '-keyout', path(f'{role}.key'),
+                       '-out', path(f'{role}.csr'),
+                       '-subj', f'/CN=ha_redirect test {role}'])
+        scope_mod.run(['openssl', 'x509', '-req', '-in', path(f'{role}.csr'),
+                       '-CA', path('ca.pem'), '-CAkey', path('ca.key'),
+                       '-CAcreateserial', '-days', str(days),
+                       '-out', path(f'{role}.pem')])
+    for name in ('ca.key', 'controller.key', 'switch.key'):
+        os.chmod(path(name), 0o600)
+    return TlsFiles(ca_cert=path('ca.pem'),
+                    controller_key=path('controller.key'),
+                    controller_cert=path('controller.pem'),
+                    switch_key=path('switch.key'),
+                    switch_cert=path('switch.pem'))
 
 
 def render_controller_config(services, settings=None, control_socket='',
@@ -139,12 +184,14 @@ def pid_owns_socket(pid, inodes):
 class ControllerProcess:
     """`ha-redirect-controller` on a free loopback port, owned by a scope.
 
-    `strategy` overrides the settings' strategy (a stevedore name).
+    `strategy` overrides the settings' strategy (a stevedore name); `tls`
+    (TlsFiles) makes it listen for OpenFlow over TLS on `port`, checking
+    switches' certificates against the CA.
     """
 
     def __init__(self, scope, services, strategy='reactive', settings=None,
                  port=None, label='controller', verbose=False,
-                 coordination=None):
+                 coordination=None, tls=None):
         settings = settings or model.PolicySettings()
         if strategy:
             settings = dataclasses.replace(settings, strategy=strategy)
@@ -159,6 +206,7 @@ class ControllerProcess:
         self.port = port or free_tcp_port()
         self.label = label
         self.verbose = verbose
+        self.tls = tls
         self.config_path = scope.path(f'{label}.conf')
         self.log_path = scope.path(f'{label}.log')
         # The run's own socket: runs side by side never share one.
@@ -181,8 +229,14 @@ class ControllerProcess:
             raise scope_mod.LabError(f'{self.label} is already running')
         argv = controller_command() + [
             '--config-file', self.config_path,
-            '--ofp-tcp-listen-port', str(self.port),
             '--ofp-listen-host', LISTEN_HOST]
+        if self.tls is None:
+            argv += ['--ofp-tcp-listen-port', str(self.port)]
+        else:
+            argv += ['--ofp-ssl-listen-port', str(self.port),
+                     '--ctl-privkey', self.tls.controller_key,
+                     '--ctl-cert', self.tls.controller_cert,
+                     '--ca-certs', self.tls.ca_cert]
         if self.verbose:
             argv.append('--verbose')
         with open(self.log_path, 'ab') as log:

@@ -43,7 +43,9 @@ class SdnScenario:
 
     def __init__(self, scope, strategy='reactive', n_clients=2, n_backups=1,
                  gateway=False, settings=None, datapath=None,
-                 monitors=('port_status',)):
+                 monitors=('port_status',), tls=False):
+        """`tls`: OpenFlow over TLS, with certificates made for the run
+        (Open vSwitch's global SSL settings are restored on close)."""
         self.scope = scope
         self.plan = topology.sdn_plan(scope, n_clients=n_clients,
                                       n_backups=n_backups, gateway=gateway)
@@ -53,9 +55,11 @@ class SdnScenario:
             settings = dataclasses.replace(
                 settings, probe_ip=topology.PROBE_IP,
                 probe_mac=topology.PROBE_MAC)
+        self.tls = (controller_mod.make_tls_files(scope.path('pki'))
+                    if tls else None)
         self.controller = controller_mod.ControllerProcess(
             scope, [self.plan.service(monitors=monitors)],
-            strategy=strategy, settings=settings)
+            strategy=strategy, settings=settings, tls=self.tls)
         self.servers = {}
 
     @property
@@ -73,13 +77,20 @@ class SdnScenario:
         returns when the controller has seen the switch.
         """
         self.controller.start()
+        if self.tls is not None:
+            # Before the bridge, so the scope deletes the bridge (and its
+            # ssl: controller) before it puts the SSL settings back.
+            testbed_mod.use_ovs_ssl(self.scope, self.tls.switch_key,
+                                    self.tls.switch_cert, self.tls.ca_cert)
         self.bed.start()
         # As README's deployment advice: what the switch pins by itself
         # (proactive's learned flows) is capped, with eviction.
         settings = self.controller.settings
         ovs.limit_table(self.plan.bridge, settings.connection_table,
                         connection_flow_limit(settings, 1))
-        self.bed.connect_controller(self.controller.port)
+        self.bed.connect_controller(
+            self.controller.port,
+            scheme='tcp' if self.tls is None else 'ssl')
         self.controller.wait_switch_connected(self.plan.datapath_id)
         self.servers = _start_identity_servers(self.scope, self.bed)
         return self

@@ -175,14 +175,15 @@ class SdnTestbed(Testbed):
         """(ip, port) the clients use: the primary's."""
         return self.plan.primary.address, self.plan.tcp_ports[0]
 
-    def connect_controller(self, port, host='127.0.0.1'):
+    def connect_controller(self, port, host='127.0.0.1', scheme='tcp'):
         """Point the service bridge at a controller on loopback, or at
-        several (`port` a list): OpenFlow roles decide who writes."""
+        several (`port` a list): OpenFlow roles decide who writes.
+        `scheme` 'ssl' connects over TLS (see `use_ovs_ssl`)."""
         ports = port if isinstance(port, (list, tuple)) else [port]
         argv = ['ovs-vsctl', '--timeout=10']
         for index, each in enumerate(ports):
             argv += ['--', f'--id=@c{index}', 'create', 'Controller',
-                     f'target="tcp:{host}:{each}"', 'max_backoff=1000']
+                     f'target="{scheme}:{host}:{each}"', 'max_backoff=1000']
         argv += ['--', 'set', 'Bridge', self.plan.bridge,
                  'controller=[' + ','.join(
                      f'@c{i}' for i in range(len(ports))) + ']']
@@ -192,6 +193,39 @@ class SdnTestbed(Testbed):
         """The service bridge's flow table, as ovs-ofctl prints it."""
         return scope_mod.run(['ovs-ofctl', '-O', OFP_VERSION, 'dump-flows',
                               self.plan.bridge]).stdout
+
+
+SSL_COLUMNS = ('private_key', 'certificate', 'ca_cert')
+
+
+def use_ovs_ssl(scope, private_key, certificate, ca_cert):
+    """Give Open vSwitch the switch's key, certificate and CA for `ssl:`
+    controllers, and put back on close exactly what was there.
+
+    The SSL settings are global to the Open vSwitch instance (the
+    Open_vSwitch table's `ssl` column); `tcp:` controllers of other
+    bridges do not use them. Unset before: unset again (`del-ssl`). Set
+    before (someone's own SSL row): that row's three file columns get our
+    files for the run and their old values back afterwards.
+    """
+    vsctl = ['ovs-vsctl', '--timeout=10']
+    row = scope_mod.run(vsctl + ['get', 'Open_vSwitch', '.',
+                                 'ssl']).stdout.strip()
+    ours = dict(zip(SSL_COLUMNS, (private_key, certificate, ca_cert)))
+    if row in ('', '[]'):
+        scope.on_close('ovs-vsctl del-ssl (it was unset)',
+                       lambda: scope_mod.run(vsctl + ['del-ssl']))
+        scope_mod.run(vsctl + ['set-ssl', private_key, certificate, ca_cert])
+        return
+    before = {column: scope_mod.run(vsctl + ['get', 'SSL', row, column])
+              .stdout.strip() for column in SSL_COLUMNS}
+    LOG.warning('Open vSwitch has SSL settings already (%s); using ours '
+                'for this run and restoring them afterwards', before)
+    scope.on_close('restore the SSL settings of Open vSwitch', lambda: (
+        scope_mod.run(vsctl + ['set', 'SSL', row] + [
+            f'{column}={value}' for column, value in before.items()])))
+    scope_mod.run(vsctl + ['set', 'SSL', row] + [
+        f'{column}="{value}"' for column, value in ours.items()])
 
 
 class ProxyTestbed(Testbed):
