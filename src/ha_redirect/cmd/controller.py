@@ -1,10 +1,13 @@
 """ha-redirect-controller: run the ha_redirect os-ken app.
 
     ha-redirect-controller --config-file /etc/ha_redirect/ha_redirect.conf \
-        [--ofp-listen-host H] [--ofp-tcp-listen-port N] [--verbose]
+        [--ofp-listen-host H] [--ofp-tcp-listen-port N] [--pid-file F] \
+        [--debug | --verbose] [--check-config] [--version]
 
 A bad configuration is reported as one line on stderr, with exit status 2,
-before anything listens. SIGTERM or SIGINT stops it.
+before anything listens; `--check-config` stops there ("ok", status 0).
+SIGTERM or SIGINT stops it. OpenFlow over TLS: `--ofp-ssl-listen-port N
+--ctl-privkey K --ctl-cert C --ca-certs CA` (see the launcher).
 """
 
 import sys
