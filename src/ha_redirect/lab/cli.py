@@ -8,26 +8,52 @@ Needs root.  Errors are one line on stderr with a non-zero exit status.
 """
 
 import argparse
+import importlib.util
 import logging
 import sys
 
 from ha_redirect.lab import command
-from ha_redirect.lab import demo as demo_mod
 from ha_redirect.lab import scope as scope_mod
-from ha_redirect.lab import testbed
+
+# The libraries of the `[lab]` extra. Without them the testbed cannot be
+# imported, and `main` says in one line how to install them rather than
+# letting a traceback out.
+LAB_EXTRA = ('mininet', 'dpkt', 'matplotlib', 'tqdm')
+INSTALL_HINT = ("pip install 'ha_redirect[lab]', or '.[lab]' from a source "
+                "tree")
+missing_extra = None    # a [lab] library this module failed to import
+
+
+def _lab_library(exc):
+    """Whether a ModuleNotFoundError is about a library of the extra."""
+    return (exc.name or '').partition('.')[0] in LAB_EXTRA
+
+
+try:
+    from ha_redirect.lab import demo as demo_mod
+    from ha_redirect.lab import testbed
+except ModuleNotFoundError as exc:
+    if not _lab_library(exc):
+        raise
+    missing_extra = exc.name.partition('.')[0]
+    demo_mod = testbed = None
 
 try:
     from ha_redirect.lab import evaluation
 except ModuleNotFoundError as exc:
     if exc.name != 'ha_redirect.lab.evaluation':
-        raise
+        if not _lab_library(exc):
+            raise
+        missing_extra = missing_extra or exc.name.partition('.')[0]
     evaluation = None
 
 try:
     from ha_redirect.lab import gaps
 except ModuleNotFoundError as exc:
     if exc.name != 'ha_redirect.lab.gaps':
-        raise
+        if not _lab_library(exc):
+            raise
+        missing_extra = missing_extra or exc.name.partition('.')[0]
     gaps = None
 
 
@@ -104,7 +130,22 @@ def demo(args):
     return 0
 
 
+def missing_lab_libraries():
+    """The libraries of the `[lab]` extra that cannot be imported."""
+    missing = [name for name in LAB_EXTRA
+               if importlib.util.find_spec(name) is None]
+    if missing_extra and missing_extra not in missing:
+        missing.append(missing_extra)
+    return missing
+
+
 def main(argv=None):
+    missing = missing_lab_libraries()
+    if missing:
+        print(f'ha-redirect-lab: error: the testbed needs the [lab] extra '
+              f'({", ".join(missing)} not installed): {INSTALL_HINT}',
+              file=sys.stderr)
+        return 1
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else
                         logging.WARNING,

@@ -1,0 +1,88 @@
+"""What the package installs: its licence, the `[lab]` extra and what
+happens without it."""
+
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ha_redirect.lab import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _distribution():
+    return importlib.metadata.distribution('ha_redirect')
+
+
+def test_the_licence_is_apache_2_in_the_file_and_the_metadata():
+    with open(os.path.join(ROOT, 'LICENSE')) as f:
+        text = f.read()
+    assert 'Apache License' in text and 'Version 2.0, January 2004' in text
+    assert 'END OF TERMS AND CONDITIONS' in text
+    metadata = _distribution().metadata
+    assert metadata['License-Expression'] == 'Apache-2.0'
+    assert 'LICENSE' in metadata.get_all('License-File')
+
+
+# -- without the [lab] extra --------------------------------------------
+
+@pytest.mark.parametrize('library', cli.LAB_EXTRA)
+def test_lab_command_without_the_extra_says_how_to_install_it(library):
+    # The console script's own entry point, with the library unimportable
+    # as it is when the extra is not installed. The arguments could not
+    # start a testbed even if the check were gone.
+    script = textwrap.dedent(f'''
+        import importlib.metadata, sys
+        sys.modules[{library!r}] = None
+        (ep,) = [ep for ep in importlib.metadata.entry_points(
+                     group='console_scripts') if ep.name == 'ha-redirect-lab']
+        sys.argv = ['ha-redirect-lab', 'demo', '--schemes', 'no-such']
+        sys.exit(ep.load()())
+    ''')
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ''
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith('ha-redirect-lab: error: the testbed needs '
+                               'the [lab] extra')
+    assert library in lines[0]
+    assert "pip install 'ha_redirect[lab]'" in lines[0]
+
+
+def test_every_library_the_lab_command_checks_is_in_the_extra():
+    lab = {re.match(r'[A-Za-z0-9._-]+', r).group(0)
+           for r in _distribution().requires
+           if re.search(r'extra\s*==\s*.lab.', r)}
+    assert set(cli.LAB_EXTRA) <= lab
+    # mininet needs distutils, which only setuptools provides on 3.12+.
+    assert 'setuptools' in lab
+
+
+def test_mininet_imports_with_the_distutils_of_setuptools():
+    # Python 3.12 has no distutils: `import distutils` finds the one
+    # setuptools ships (_distutils_hack). Use that one here too, and check
+    # it has what mininet.node uses (StrictVersion, to compare OVS versions).
+    script = textwrap.dedent('''
+        import warnings
+        warnings.simplefilter('ignore', DeprecationWarning)
+        import mininet.node
+        import distutils.version
+        assert 'setuptools' in distutils.version.__file__, \\
+            distutils.version.__file__
+        assert mininet.node.StrictVersion is distutils.version.StrictVersion
+        assert mininet.node.StrictVersion('3.1.0') > \\
+            mininet.node.StrictVersion('1.10')
+        print('ok')
+    ''')
+    env = dict(os.environ, SETUPTOOLS_USE_DISTUTILS='local')
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert proc.stdout.strip() == 'ok', proc.stderr
