@@ -1,19 +1,25 @@
 """What the package installs: its licence, the `[lab]` extra and what
-happens without it."""
+happens without it, and the example systemd unit in etc/."""
 
+import configparser
 import importlib.metadata
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
 
+from oslo_config import cfg
 import pytest
 
 from ha_redirect.lab import cli
+from ha_redirect import opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
+UNIT = os.path.join(ROOT, 'etc', 'ha-redirect-controller.service')
 
 
 def _distribution():
@@ -86,3 +92,72 @@ def test_mininet_imports_with_the_distutils_of_setuptools():
     proc = subprocess.run([sys.executable, '-c', script], capture_output=True,
                           text=True, timeout=60, env=env)
     assert proc.stdout.strip() == 'ok', proc.stderr
+
+
+# -- the systemd unit ---------------------------------------------------
+
+def _unit():
+    # systemd's format is close to INI: keys are case-sensitive and may
+    # repeat (the last one counts here), values are taken as written.
+    parser = configparser.ConfigParser(strict=False, interpolation=None,
+                                       comment_prefixes=('#', ';'),
+                                       empty_lines_in_values=False)
+    parser.optionxform = str
+    parser.read(UNIT)
+    return parser
+
+
+def test_unit_runs_a_console_script_of_this_package_on_the_config():
+    service = _unit()['Service']
+    argv = shlex.split(service['ExecStart'])
+    scripts = {ep.name for ep in _distribution().entry_points
+               if ep.group == 'console_scripts'}
+    assert os.path.basename(argv[0]) == 'ha-redirect-controller'
+    assert os.path.basename(argv[0]) in scripts
+    assert argv[1:] == ['--config-file', '/etc/ha_redirect/ha_redirect.conf']
+    assert service['Type'] == 'simple'
+    assert service['Restart'] == 'on-failure'
+    # A bad configuration exits 2: restarting would not help.
+    assert service['RestartPreventExitStatus'] == '2'
+    assert _unit()['Install']['WantedBy'] == 'multi-user.target'
+
+
+def test_unit_runtime_directory_holds_the_default_control_socket():
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    conf(args=[], default_config_files=[])
+    default = conf[opts.GROUP].control_socket
+    service = _unit()['Service']
+    assert os.path.dirname(default) == os.path.join(
+        '/run', service['RuntimeDirectory'])
+    assert service['RuntimeDirectoryMode'] == '0700'
+
+
+def test_unit_hardening_leaves_what_the_controller_needs():
+    service = _unit()['Service']
+    # OpenFlow and Redis over IPv4/IPv6, the control socket over Unix.
+    assert set(service['RestrictAddressFamilies'].split()) >= {
+        'AF_INET', 'AF_INET6', 'AF_UNIX'}
+    # Read-only everywhere but the runtime directory, which systemd keeps
+    # writable under ProtectSystem=strict.
+    assert service['ProtectSystem'] == 'strict'
+    assert 'IPAddressDeny' not in service
+    assert 'PrivateNetwork' not in service
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    analyze = shutil.which('systemd-analyze')
+    if analyze is None:
+        pytest.skip('systemd-analyze is not installed (no systemd here)')
+    # verify wants ExecStart to exist: point it at the installed script.
+    script = shutil.which('ha-redirect-controller') or os.path.join(
+        os.path.dirname(sys.executable), 'ha-redirect-controller')
+    with open(UNIT) as f:
+        text = f.read().replace('/usr/local/bin/ha-redirect-controller',
+                                script)
+    unit = tmp_path / 'ha-redirect-controller.service'
+    unit.write_text(text)
+    proc = subprocess.run([analyze, 'verify', str(unit)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert 'ha-redirect-controller.service' not in proc.stderr, proc.stderr
