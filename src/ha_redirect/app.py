@@ -66,6 +66,25 @@ class EventLeadership(event.EventBase):
         self.detail = detail
 
 
+class _EmptyReply:
+    """A multipart reply with nothing in it (for a refused request)."""
+
+    def __init__(self, datapath, xid):
+        self.datapath = datapath
+        self.xid = xid
+        self.body = []
+        self.flags = 0
+
+
+class EventAdoptionTimeout(event.EventBase):
+    """A takeover's reads of the switch did not all come in time."""
+
+    def __init__(self, datapath_id, since):
+        super().__init__()
+        self.datapath_id = datapath_id
+        self.since = since
+
+
 class EventStatsTimeout(event.EventBase):
     """A status request's flow statistics did not all come in time."""
 
@@ -76,6 +95,8 @@ class EventStatsTimeout(event.EventBase):
 
 # How long a control request may wait for the switch's flow statistics.
 CONTROL_TIMEOUT = 5.0
+# How long a new master waits for the switch's flows and groups.
+ADOPTION_TIMEOUT = 10.0
 
 # PacketIns waiting in the app's queue, in all and per switch port (see
 # ha_redirect.backlog). Past these, new ones are dropped on arrival. The
@@ -263,6 +284,7 @@ class RedirectApp(app_manager.OSKenApp):
         """The election's own thread: its calls block on the network."""
         election = self.election
         started = False
+        last_error = None
         while self.is_active:
             try:
                 if not started:
@@ -271,7 +293,12 @@ class RedirectApp(app_manager.OSKenApp):
                 for kind, detail in election.step():
                     self.send_event(self.name, EventLeadership(kind, detail))
             except Exception as exc:
-                LOG.error('coordination: %s', exc)
+                # Until the coordination server answers, this controller
+                # stays SLAVE: no master is safer than two.
+                if str(exc) != last_error:
+                    LOG.error('coordination: %s; SLAVE until it answers',
+                              exc)
+                last_error = str(exc)
             hub.sleep(election.interval)
 
     @handler.set_ev_cls(EventTick)
@@ -354,6 +381,8 @@ class RedirectApp(app_manager.OSKenApp):
         self._port_desc_parts.pop(datapath.id, None)
         self._roles.pop(datapath.id, None)
         self._adoptions.pop(datapath.id, None)
+        for key in [k for k in self._role_requests if k[0] == datapath.id]:
+            del self._role_requests[key]
         self._send(datapath, self.policy.on_switch_disconnected(
             datapath.id, self.clock()))
 
@@ -368,8 +397,11 @@ class RedirectApp(app_manager.OSKenApp):
         now = self.clock()
         LOG.info('t=%.6f dpid=%#x port %d %s', now, datapath.id,
                  msg.desc.port_no, 'up' if is_up else 'down')
-        self._port_states.setdefault(datapath.id, {})[
-            msg.desc.port_no] = is_up
+        ports = self._port_states.setdefault(datapath.id, {})
+        if msg.reason == datapath.ofproto.OFPPR_DELETE:
+            ports.pop(msg.desc.port_no, None)
+        else:
+            ports[msg.desc.port_no] = is_up
         if not self._is_master(datapath.id):
             return
         messages = self.policy.on_port_status(datapath.id, msg.desc.port_no,
@@ -458,10 +490,13 @@ class RedirectApp(app_manager.OSKenApp):
 
     def _claim(self, datapath):
         """Become the switch's MASTER with our generation; then adopt."""
+        generation = self.election.generation
+        if generation is None or not self.election.may_write(self.clock()):
+            self._yield(datapath)     # lost it meanwhile
+            return
         self._roles[datapath.id] = 'claiming'
         self._adoptions.pop(datapath.id, None)
-        self._ask_role(datapath, 'OFPCR_ROLE_MASTER',
-                       self.election.generation, 'master')
+        self._ask_role(datapath, 'OFPCR_ROLE_MASTER', generation, 'master')
 
     def _yield(self, datapath):
         """Become SLAVE: ask the switch's generation first, since a SLAVE
@@ -500,7 +535,9 @@ class RedirectApp(app_manager.OSKenApp):
             return
         generation = msg.generation_id
         if generation == _NO_GENERATION:
-            generation = self.election.seen_generation
+            # None yet. A SLAVE request sets the one it carries: 0 can
+            # never make the next master's look stale.
+            generation = 0
         self.election.note_switch_generation(generation)
         if purpose == 'query':
             if self._roles.get(datapath.id) == 'slave':
@@ -517,7 +554,17 @@ class RedirectApp(app_manager.OSKenApp):
         """A refused role request, or a write refused because another
         controller is MASTER now: True if it was one."""
         ofproto = datapath.ofproto
-        purpose = self._role_requests.pop((datapath.id, msg.xid), None)
+        purpose = self._role_requests.get((datapath.id, msg.xid))
+        if purpose in ('adopt flows', 'adopt groups'):
+            # Read nothing, then: the takeover installs what is missing.
+            LOG.warning('dpid=%#x: %s refused (%s); taking over without',
+                        datapath.id, purpose,
+                        openflow.describe_error(msg))
+            kind = purpose.split()[1]
+            reply = _EmptyReply(datapath, msg.xid)
+            self._collect_adoption(reply, kind, (datapath.id, msg.xid))
+            return True
+        self._role_requests.pop((datapath.id, msg.xid), None)
         if msg.type == ofproto.OFPET_ROLE_REQUEST_FAILED:
             if purpose in ('master', None):
                 self._demote(f'dpid={datapath.id:#x} refused generation '
@@ -536,9 +583,12 @@ class RedirectApp(app_manager.OSKenApp):
         """MASTER now: read what the switch holds of ours, then change only
         what differs (`on_adoption_complete`)."""
         ofproto, parser = datapath.ofproto, datapath.ofproto_parser
+        since = self.clock()
         self._adoptions[datapath.id] = {'flows': None, 'groups': None,
                                         'parts': {'flows': [], 'groups': []},
-                                        'since': self.clock()}
+                                        'since': since}
+        hub.spawn_after(ADOPTION_TIMEOUT, self.send_event, self.name,
+                        EventAdoptionTimeout(datapath.id, since))
         # Per-connection pins can be tens of thousands: read them only
         # where the policy must remember them.
         mask = model.COOKIE_OURS_MASK
@@ -554,6 +604,18 @@ class RedirectApp(app_manager.OSKenApp):
             datapath.set_xid(request)
             self._role_requests[(datapath.id, request.xid)] = purpose
             datapath.send_msg(request)
+
+    @handler.set_ev_cls(EventAdoptionTimeout)
+    def on_adoption_timeout(self, ev):
+        adoption = self._adoptions.get(ev.datapath_id)
+        datapath = self._datapaths.get(ev.datapath_id)
+        if adoption is None or adoption['since'] != ev.since or (
+                datapath is None):
+            return
+        LOG.warning('dpid=%#x: the switch did not report its flows and '
+                    'groups within %g s; claiming it again', datapath.id,
+                    ADOPTION_TIMEOUT)
+        self._claim(datapath)
 
     @handler.set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN)
     def on_group_desc(self, ev):

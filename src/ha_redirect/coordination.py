@@ -45,6 +45,16 @@ return value
 """
 
 
+def _lock_not_ours(exc):
+    """Whether a failed renewal says the lock is not ours (rather than
+    that Redis could not be asked)."""
+    while exc is not None:
+        if type(exc).__name__ in ('LockNotOwnedError', 'LockError'):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class CoordinationError(Exception):
     """The coordination backend cannot be used (bad URL, unsupported)."""
 
@@ -58,6 +68,11 @@ def check_backend_url(url: str) -> None:
             'generation counter lives in Redis)')
     if not parsed.hostname:
         raise CoordinationError(f'backend_url {url!r}: no host')
+    options = dict(urllib.parse.parse_qsl(parsed.query))
+    if 'sentinel' in options:
+        raise CoordinationError(
+            f'backend_url {url!r}: Redis Sentinel is not supported (the '
+            'generation counter talks to one Redis server)')
 
 
 def default_member_id() -> str:
@@ -92,6 +107,7 @@ class Election:
         self._redis = None
         self._joined = False
         self._members_read = 0.0
+        self._release_pending = False
 
     # Queries (any thread) ----------------------------------------------
 
@@ -109,8 +125,10 @@ class Election:
     def _url(self):
         parsed = urllib.parse.urlparse(self.backend_url)
         options = dict(urllib.parse.parse_qsl(parsed.query))
-        # A blocked call must not outlive the lease by much.
-        options.setdefault('lock_timeout', str(self.lease))
+        # The lock must live exactly as long as the lease we count (a
+        # shorter one would expire while we still write), and a blocked
+        # call must not outlive the lease by much.
+        options['lock_timeout'] = str(self.lease)
         options.setdefault('socket_timeout', str(self.lease / 4))
         options.setdefault('socket_connect_timeout', str(self.lease / 4))
         options.setdefault('timeout', str(self.lease * 2))
@@ -141,12 +159,18 @@ class Election:
             url, self.member_id.encode())
         coordinator.start(start_heart=False)
         parsed = urllib.parse.urlparse(url)
-        db = parsed.path.strip('/')
+        options = dict(urllib.parse.parse_qsl(parsed.query))
+        db = options.get('db') or parsed.path.strip('/') or '0'
+        # One try per call: the election thread tries again each step, and
+        # a call that retries for a minute would outlive the lease.
+        from redis import backoff
+        from redis import retry
         client = redis.Redis(
             host=parsed.hostname, port=parsed.port or 6379,
-            password=parsed.password, db=int(db) if db.isdigit() else 0,
-            socket_timeout=self.lease / 4,
-            socket_connect_timeout=self.lease / 4)
+            username=parsed.username, password=parsed.password,
+            db=int(db), socket_timeout=self.lease / 4,
+            socket_connect_timeout=self.lease / 4,
+            retry=retry.Retry(backoff.NoBackoff(), 0))
         return coordinator, client
 
     def _safe_url(self):
@@ -156,6 +180,7 @@ class Election:
     def stop(self) -> None:
         """Resign (the others need not wait for the lease) and leave."""
         self.resign('stopping')
+        self._release_if_pending()
         if self._coordinator is not None:
             try:
                 self._coordinator.stop()
@@ -163,21 +188,31 @@ class Election:
                 LOG.warning('coordination: leaving: %s', exc)
 
     def resign(self, why: str) -> None:
+        """Stop leading at once; any thread may call it. The lock itself is
+        released by the election thread's next step: a call to Redis here
+        could block the app's event thread."""
         was_leader = self.is_leader
         self.generation = None
         self.lease_deadline = 0.0
         if was_leader:
+            self._release_pending = True
             LOG.warning('coordination: %s no longer leads %s: %s',
                         self.member_id, self.group, why)
-            try:
-                self._lock.release()
-            except Exception as exc:
-                LOG.info('coordination: releasing the lock: %s', exc)
+
+    def _release_if_pending(self):
+        if not self._release_pending or self._lock is None:
+            return
+        self._release_pending = False
+        try:
+            self._lock.release()
+        except Exception as exc:
+            LOG.info('coordination: releasing the lock: %s', exc)
 
     def step(self) -> typing.List[typing.Tuple[str, typing.Any]]:
         """Renew or seek leadership once. Returns the changes, in order:
         ('elected', generation) or ('lost', why)."""
         events = []
+        self._release_if_pending()
         t_sent = self.clock()
         try:
             if not self._joined:
@@ -208,11 +243,17 @@ class Election:
             self.last_error = ''
             self._read_members()
         except Exception as exc:
-            # tooz's errors, redis's, sockets': keep the lease we have; it
-            # runs out below if this goes on.
+            if self.is_leader and _lock_not_ours(exc):
+                # The lock is gone or someone else's (Redis lost its data):
+                # another may be elected now, so stop now.
+                self.resign(f'the leader lock is not ours: {exc}')
+                events.append(('lost', 'lock lost'))
+            # Otherwise (Redis unreachable, slow): keep the lease we have;
+            # it runs out below if this goes on.
             if str(exc) != self.last_error:
                 LOG.warning('coordination: %s', exc)
             self.last_error = str(exc)
+            self._joined = False     # the group may be gone with the data
         if self.is_leader and self.clock() >= self.lease_deadline:
             self.resign('lease expired without renewal')
             events.append(('lost', 'lease expired'))

@@ -271,6 +271,7 @@ class RedirectPolicy:
             return []
         meter_mods = self._meet_switch(datapath_id, port_states,
                                        max_meter_id)
+        self._adopt_port_meters(datapath_id, snapshot)
         pins = snapshot.pins()
         for state in self._states_on(datapath_id):
             state.at_capacity = False
@@ -312,6 +313,21 @@ class RedirectPolicy:
                 if meter <= max_meter_id}
             return self._meter_mods(datapath_id)
         return []
+
+    def _adopt_port_meters(self, datapath_id, snapshot):
+        """Meter per client port only where the old master did: ports it
+        never knew (added since it met the switch) share the first meter,
+        as they would have under it, and nothing changes for them."""
+        port_meters = self._metered.get(datapath_id)
+        if not port_meters:
+            return
+        metered = self._with_meters(datapath_id, [
+            m for m in self._full_state(datapath_id) if _to_controller(m)
+            and m.cookie & 0xffff == model.ROLE_SERVICE])
+        for port, meter_id in list(port_meters.items()):
+            uses = [m for m in metered if model.Meter(meter_id) in m.actions]
+            if uses and not snapshot.contains(uses[0]):
+                del port_meters[port]
 
     def _start_from_monitors(self, state, now, why):
         state.healthy = self._health_of(state)
