@@ -321,9 +321,18 @@ class RedirectPolicy:
         port_meters = self._metered.get(datapath_id)
         if not port_meters:
             return
-        metered = self._with_meters(datapath_id, [
-            m for m in self._full_state(datapath_id) if _to_controller(m)
-            and m.cookie & 0xffff == model.ROLE_SERVICE])
+        # The flows that send clients' packets to the controller do not
+        # depend on the services' state: any state shows them.
+        flows = []
+        for state in self._states_on(datapath_id):
+            count = len(state.service.servers)
+            view = base.ServiceView(state.service, state.index,
+                                    self.settings, (True,) * count, 0,
+                                    (True,) * count)
+            flows += [m for m in self.strategy.service_flows(view)
+                      if _to_controller(m)
+                      and m.cookie & 0xffff == model.ROLE_SERVICE]
+        metered = self._with_meters(datapath_id, flows)
         for port, meter_id in list(port_meters.items()):
             uses = [m for m in metered if model.Meter(meter_id) in m.actions]
             if uses and not snapshot.contains(uses[0]):

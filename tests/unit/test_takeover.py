@@ -85,9 +85,16 @@ def decisions(a_policy):
             for s in a_policy.status()]
 
 
+# As Open vSwitch's userspace datapath: meters for every client port.
+METERS = 1000
+
+
 def old_master(strategy, state, **settings):
     switch = SimulatedSwitch(policy(strategy, **settings))
-    switch.connect(dict(ALL_UP))
+    for port_no in ALL_UP:
+        switch.table.set_port_live(1, port_no, True)
+    switch.apply(switch.policy.on_switch_connected(1, dict(ALL_UP), 0.0,
+                                                   max_meter_id=METERS))
     ports = dict(ALL_UP)
     if state in ('failed over', 'back, held down'):
         switch.port(1, False)
@@ -112,7 +119,8 @@ def test_a_new_master_changes_nothing_its_predecessor_left(strategy, state):
     switch, ports = old_master(strategy, state, failback_hold_down=30.0)
     new = policy(strategy, failback_hold_down=30.0)
     messages = new.on_switch_adopted(1, ports, switch.now,
-                                     snapshot_of(switch.table))
+                                     snapshot_of(switch.table),
+                                     max_meter_id=METERS)
     assert writes(messages) == []
     assert decisions(new) == decisions(switch.policy)
 
@@ -123,7 +131,8 @@ def test_after_a_takeover_a_failure_is_still_redirected(strategy):
     new = policy(strategy)
     successor = SimulatedSwitch(new, table=switch.table)
     successor.apply(new.on_switch_adopted(1, ports, 0.0,
-                                          snapshot_of(switch.table)))
+                                          snapshot_of(switch.table),
+                                          max_meter_id=METERS))
     successor.port(1, False)
     syn = tcp(3, '10.0.0.3', PRIMARY.ip, 40000, 5001, '00:00:00:00:00:03',
               PRIMARY.mac, model.TCP_SYN)
@@ -137,7 +146,8 @@ def test_reactive_keeps_the_connections_pinned_before_the_takeover():
                         '00:00:00:00:00:03', PRIMARY.mac, model.TCP_SYN))
     assert len(switch.policy.pinned_connections('web')) == 2
     new = policy('reactive')
-    messages = new.on_switch_adopted(1, ports, 0.0, snapshot_of(switch.table))
+    messages = new.on_switch_adopted(1, ports, 0.0, snapshot_of(switch.table),
+                                     max_meter_id=METERS)
     assert writes(messages) == []
     assert new.pinned_connections('web') == (
         switch.policy.pinned_connections('web'))
