@@ -6,6 +6,7 @@ through `ha_redirect.openflow`. Nothing here decides anything.
 
 import collections
 import logging
+import math
 import queue
 import time
 
@@ -97,6 +98,8 @@ class EventStatsTimeout(event.EventBase):
 CONTROL_TIMEOUT = 5.0
 # How long a new master waits for the switch's flows and groups.
 ADOPTION_TIMEOUT = 10.0
+# Seconds between refreshes of the gauges that move with every connection.
+METRICS_REFRESH = 0.1
 
 # PacketIns waiting in the app's queue, in all and per switch port (see
 # ha_redirect.backlog). Past these, new ones are dropped on arrival. The
@@ -144,6 +147,7 @@ class RedirectApp(app_manager.OSKenApp):
         redirect_policy.set_observer(self.metrics)
         self._metrics_version = None
         self._metrics_switches = set()
+        self._metrics_refreshed = -math.inf
         self._roles = {}         # dpid -> 'slave', 'claiming', 'master'
         self._role_requests = {}  # (dpid, xid) -> what we asked for
         self._adoptions = {}     # dpid -> what the switch holds, so far
@@ -207,16 +211,23 @@ class RedirectApp(app_manager.OSKenApp):
                                   getattr(event_handler, '__name__',
                                           event_handler), type(ev).__name__)
             try:
-                self._refresh_metrics()
+                self._refresh_metrics(
+                    every_time=not isinstance(ev, ofp_event.EventOFPPacketIn))
             except Exception:
                 LOG.exception('metrics: refresh failed; serving on')
 
-    def _refresh_metrics(self):
-        """The gauges, after an event that may have moved them."""
+    def _refresh_metrics(self, every_time=True):
+        """The gauges, after an event that may have moved them: the
+        servers' at once; after a PacketIn, the rest (connection counts,
+        switches) at most every METRICS_REFRESH s."""
         if self.policy.version != self._metrics_version:
             self._metrics_version = self.policy.version
             self.metrics.refresh_services(self.policy.status())
-        # Connections come and go without a state change.
+        now = time.monotonic()
+        if not every_time and now - self._metrics_refreshed < (
+                METRICS_REFRESH):
+            return
+        self._metrics_refreshed = now
         for name, count in self.policy.tracked_connections().items():
             self.metrics.tracked.labels(name).set(count)
         switches = set(self._datapaths)
