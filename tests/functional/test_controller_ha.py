@@ -43,6 +43,22 @@ def assert_no_handler_failed(ha):
             controller.label, log[-3000:])
 
 
+def watch(scope, ha):
+    """OVS's flow monitor on the bridge and a 5 ms prober, half a second
+    in: (monitor, prober, the time watching began)."""
+    ip, port = ha.address
+    monitor = takeover.FlowMonitor(scope, ha.plan.bridge)
+    prober = traffic.start_prober(scope, ha.bed.clients[0], ip, port,
+                                  interval_ms=5)
+    time.sleep(0.5)
+    return monitor, prober, time.monotonic()
+
+
+def attempts_since(prober, t0):
+    """The prober's attempts from t0 on, once it has stopped."""
+    return [a for a in traffic.attempts(prober.records()) if a['t'] >= t0]
+
+
 def took_over(ha, controller, after):
     """When `controller` became MASTER after monotonic time `after`."""
     times = [t for t, _ in takeover.master_times(
@@ -59,12 +75,8 @@ def test_a_killed_master_is_replaced_without_touching_the_switch(
         ip, port = ha.address
         bridge = ha.plan.bridge
         master = ha.wait_master()
-        monitor = takeover.FlowMonitor(scope, bridge)
         groups = ovs.groups(bridge)
-        prober = traffic.start_prober(scope, ha.bed.clients[0], ip, port,
-                                      interval_ms=5)
-        time.sleep(0.5)
-        t_kill = time.monotonic()
+        monitor, prober, t_kill = watch(scope, ha)
         os.kill(master.popen.pid, signal.SIGKILL)
         new = ha.wait_master(timeout=LEASE * 3, excluding=(master.label,))
         t_master = took_over(ha, new, t_kill)
@@ -145,17 +157,12 @@ def test_restarting_the_coordination_server_leaves_the_data_plane_alone(
     with scope_mod.RunScope() as scope:
         ha = start(scope, 'fast_failover')
         ip, port = ha.address
-        monitor = takeover.FlowMonitor(scope, ha.plan.bridge)
-        prober = traffic.start_prober(scope, ha.bed.clients[0], ip, port,
-                                      interval_ms=5)
-        time.sleep(0.5)
-        t0 = time.monotonic()
+        monitor, prober, t0 = watch(scope, ha)
         ha.redis.restart(down_for=1.0)
         master = ha.wait_master(timeout=LEASE * 4)
         time.sleep(1.0)
         prober.stop()
-        during = [a for a in traffic.attempts(prober.records())
-                  if a['t'] >= t0]
+        during = attempts_since(prober, t0)
         failed = [a for a in during if not a['ok']]
         changes = monitor.service_changes()
         record_fault('restart Redis (1 s down)', 'fast_failover',
@@ -175,19 +182,14 @@ def test_a_rolling_restart_fails_no_connection(strategy, record_fault):
     with scope_mod.RunScope() as scope:
         ha = start(scope, strategy)
         ip, port = ha.address
-        monitor = takeover.FlowMonitor(scope, ha.plan.bridge)
-        prober = traffic.start_prober(scope, ha.bed.clients[0], ip, port,
-                                      interval_ms=5)
-        time.sleep(0.5)
-        t0 = time.monotonic()
+        monitor, prober, t0 = watch(scope, ha)
         for controller in ha.controllers:
             controller.restart()
             controller.wait_switch_connected(ha.plan.datapath_id)
             ha.wait_master(timeout=LEASE * 4)
         time.sleep(0.5)
         prober.stop()
-        during = [a for a in traffic.attempts(prober.records())
-                  if a['t'] >= t0]
+        during = attempts_since(prober, t0)
         failed = [a for a in during if not a['ok']]
         changes = monitor.service_changes()
         record_fault('rolling restart of 3', strategy, probes=len(during),

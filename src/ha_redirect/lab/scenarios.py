@@ -124,10 +124,8 @@ class HaScenario:
                               'lease': lease, 'member_id': f'controller{i}',
                               'group': f'ha_redirect-{scope.token}'})
             for i in range(n_controllers)]
-        # The same conntrack zones for all: they serve the same services.
-        first = self.controllers[0].settings
-        for controller in self.controllers[1:]:
-            controller.settings = first
+        # The same conntrack zones for all (they serve the same services):
+        # ControllerProcess derives them from the scope's token.
         self.servers = {}
 
     @property
