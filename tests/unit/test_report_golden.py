@@ -2,7 +2,8 @@
 
 The texts under `data/golden/` were written by the report code before it
 was refactored; a change to them is a change of the reports users read.
-Regenerate on purpose only: `GOLDEN_WRITE=1 pytest tests/unit/test_report_golden.py`.
+Regenerate on purpose only:
+`GOLDEN_WRITE=1 pytest tests/unit/test_report_golden.py`.
 """
 
 import os
