@@ -9,6 +9,7 @@ import itertools
 import json
 import random
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ import dpkt
 import pytest
 
 from ha_redirect.lab import agent
+from ha_redirect.lab import frames as frames_mod
+from ha_redirect.lab import fuzz
 from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import traffic
 
@@ -29,7 +32,7 @@ PORT = 8080
 
 def frames(count, seed=1, categories=None):
     return list(itertools.islice(
-        agent.fuzz_frames(seed, MAC, IP, PORT, categories), count))
+        fuzz.fuzz_frames(seed, MAC, IP, PORT, categories), count))
 
 
 def of(category, count=2000, seed=1):
@@ -61,10 +64,10 @@ def ones_complement_ok(data):
 # -- the generator as a whole -------------------------------------------------
 
 def test_every_category_produces_frames_in_turn():
-    got = frames(10 * len(agent.FUZZ_CATEGORIES))
-    assert [c for c, _ in got] == list(agent.FUZZ_CATEGORIES) * 10
+    got = frames(10 * len(fuzz.FUZZ_CATEGORIES))
+    assert [c for c, _ in got] == list(fuzz.FUZZ_CATEGORIES) * 10
     assert all(isinstance(f, bytes) for _, f in got)
-    for category in agent.FUZZ_CATEGORIES:
+    for category in fuzz.FUZZ_CATEGORIES:
         assert any(f for c, f in got if c == category), category
 
 
@@ -72,7 +75,7 @@ def test_frames_are_deterministic_per_seed():
     assert frames(3000, seed=5) == frames(3000, seed=5)
     a, b = frames(3000, seed=5), frames(3000, seed=6)
     assert a != b
-    for category in agent.FUZZ_CATEGORIES:
+    for category in fuzz.FUZZ_CATEGORIES:
         if category != 'truncated':   # cuts at 0..13 bytes coincide
             assert [f for c, f in a if c == category] != \
                 [f for c, f in b if c == category], category
@@ -80,21 +83,31 @@ def test_frames_are_deterministic_per_seed():
 
 def test_a_category_does_not_depend_on_the_others_chosen():
     alone = of('bad-ipv4', 200)
-    mixed = [f for c, f in frames(200 * len(agent.FUZZ_CATEGORIES))
+    mixed = [f for c, f in frames(200 * len(fuzz.FUZZ_CATEGORIES))
              if c == 'bad-ipv4']
     assert alone == mixed
 
 
 def test_frames_never_exceed_an_ethernet_frame():
-    assert max(len(f) for _, f in frames(20000)) <= agent.MAX_FRAME
+    assert max(len(f) for _, f in frames(20000)) <= frames_mod.MAX_FRAME
 
 
-def test_fast_checksum_matches_the_plain_one():
+def plain_checksum(data):
+    """RFC 1071 word by word, to check the big-integer one against."""
+    if len(data) % 2:
+        data += b'\0'
+    total = sum(struct.unpack(f'!{len(data) // 2}H', data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return ~total & 0xffff
+
+
+def test_checksum_matches_the_plain_one():
     rng = random.Random(3)
     samples = [b'', b'\0', b'\xff\xff', b'\0' * 20, b'\xff' * 1514]
     samples += [rng.randbytes(rng.randint(0, 1514)) for _ in range(300)]
     for data in samples:
-        assert agent._fast_checksum(data) == agent._checksum(data)
+        assert frames_mod.checksum(data) == plain_checksum(data)
 
 
 # -- categories ---------------------------------------------------------------
@@ -124,7 +137,7 @@ def test_truncated_frames_are_cut_at_every_offset():
     lengths = [len(f) for f in of('truncated', 400)]
     first = lengths[:lengths.index(0, 1)]     # the first template's cuts
     assert first == list(range(len(first))) and len(first) >= 54
-    full = agent._templates(random.Random(0), agent.FuzzTarget.parse(
+    full = fuzz._templates(random.Random(0), fuzz.FuzzTarget.parse(
         MAC, IP, PORT))[0]
     assert dpkt.ethernet.Ethernet(full).data.data.dport == PORT
 
@@ -173,7 +186,7 @@ def test_fragments_to_the_service():
         assert f[23] == 6 and f[30:34] == IP_RAW
         assert ones_complement_ok(f[14:34])
         frag = int.from_bytes(f[20:22], 'big')
-        fields.append((bool(frag & agent.MF), frag & 0x1fff))
+        fields.append((bool(frag & frames_mod.MF), frag & 0x1fff))
     assert (True, 0) in fields                       # MF, first
     assert any(mf and off for mf, off in fields)     # MF, middle
     assert any(not mf and off for mf, off in fields)  # last
@@ -246,13 +259,13 @@ def test_special_ports():
         eth = dpkt.ethernet.Ethernet(f)
         tcp = eth.data.data
         assert checksums_ok(dpkt.ethernet.Ethernet(f))
-        for port in agent.SPECIAL_PORTS:
+        for port in fuzz.SPECIAL_PORTS:
             if tcp.dport == port:
                 seen[('to', port)] += 1
             if tcp.sport == port and tcp.dport == PORT:
                 seen[('from', port)] += 1
     assert set(seen) == {(d, p) for d in ('to', 'from')
-                         for p in agent.SPECIAL_PORTS}
+                         for p in fuzz.SPECIAL_PORTS}
     payloads = [dpkt.ethernet.Ethernet(f).data.data.data
                 for f in of('special-ports', 400)]
     assert any(p.startswith(b'\xff' * 16) for p in payloads)     # BGP-ish
@@ -263,7 +276,7 @@ def test_special_ports():
 
 def test_syn_flood_frames_are_valid_syns_from_random_sources():
     flood = list(itertools.islice(
-        agent.syn_flood_frames(4, MAC, IP, PORT, '10.200.0.0/16'), 500))
+        fuzz.syn_flood_frames(4, MAC, IP, PORT, '10.200.0.0/16'), 500))
     net = ipaddress.ip_network('10.200.0.0/16')
     sources = set()
     for f in flood:
@@ -282,12 +295,12 @@ def test_syn_flood_frames_are_valid_syns_from_random_sources():
         sources.add((eth.src, ip.src, tcp.sport))
     assert len(sources) == 500
     assert flood == list(itertools.islice(
-        agent.syn_flood_frames(4, MAC, IP, PORT, '10.200.0.0/16'), 500))
+        fuzz.syn_flood_frames(4, MAC, IP, PORT, '10.200.0.0/16'), 500))
 
 
 def test_syn_flood_in_a_tiny_net():
     flood = itertools.islice(
-        agent.syn_flood_frames(0, MAC, IP, PORT, '192.0.2.7/32'), 20)
+        fuzz.syn_flood_frames(0, MAC, IP, PORT, '192.0.2.7/32'), 20)
     assert {dpkt.ethernet.Ethernet(f).data.src for f in flood} == {
         bytes([192, 0, 2, 7])}
 
@@ -360,7 +373,7 @@ def test_fuzz_command_prints_a_line_per_category(monkeypatch):
         '--eth-dst', MAC, '--ip-dst', IP, '--tcp-dst', str(PORT)])
     assert code == 0
     assert [r['category'] for r in records[:-1]] == list(
-        agent.FUZZ_CATEGORIES)
+        fuzz.FUZZ_CATEGORIES)
     assert records[-1]['event'] == 'done' and records[-1]['frames'] == 1000
     assert records[-1]['sent'] + records[-1]['refused'] == 1000
 
@@ -407,7 +420,7 @@ def test_send_fuzz_returns_the_counts(monkeypatch):
     host = FakeHost(monkeypatch)
     counts = traffic.send_fuzz(host, IP, PORT, MAC, count=500, seed=2,
                                rate=100000)
-    assert set(counts) == set(agent.FUZZ_CATEGORIES)
+    assert set(counts) == set(fuzz.FUZZ_CATEGORIES)
     assert counts['tcp-syn'] == 50 and counts.refused['tcp-syn'] == 0
     assert sum(counts.values()) + sum(counts.refused.values()) == 500
     assert counts.refused['random-bytes'] > 0

@@ -2,30 +2,31 @@
 
 import dpkt
 
-from ha_redirect.lab import agent
+from ha_redirect.lab import frames
 from ha_redirect.lab import traffic
 
 
 def test_forged_frames_have_valid_checksums_and_the_given_headers():
-    frame = agent.tcp_frame('00:00:00:00:00:02', '00:00:00:00:00:0c',
-                            '10.0.0.2', '10.0.0.12', 5001, 47123, seq=1000)
+    frame = frames.tcp_frame('00:00:00:00:00:02', '00:00:00:00:00:0c',
+                             '10.0.0.2', '10.0.0.12', 5001, 47123, seq=1000)
     eth = dpkt.ethernet.Ethernet(frame)
     ip = eth.data
     tcp = ip.data
     assert (ip.sum, tcp.sum) != (0, 0)
+    assert (ip.id, ip.ttl, tcp.flags, tcp.win) == (1000, 64, 0x12, 65535)
     ip_sum, tcp_sum = ip.sum, tcp.sum
     ip.sum = tcp.sum = 0
     recomputed = dpkt.ethernet.Ethernet(bytes(eth))  # dpkt fills sums
     assert (recomputed.data.sum, recomputed.data.data.sum) == (ip_sum,
                                                                tcp_sum)
-    assert agent.parse_tcp_frame(frame) == (
+    assert frames.parse_tcp_frame(frame) == (
         '00:00:00:00:00:02', '00:00:00:00:00:0c', '10.0.0.2', '10.0.0.12',
         5001, 47123, 1000)
 
 
 def test_non_tcp_frames_are_ignored():
     arp = b'\xff' * 6 + b'\x00' * 6 + b'\x08\x06' + b'\x00' * 28
-    assert agent.parse_tcp_frame(arp) is None
+    assert frames.parse_tcp_frame(arp) is None
 
 
 def attempt(t, ok, who=None, done=None):
