@@ -9,10 +9,16 @@
 
 Each returns the CLOCK_MONOTONIC time at which the failure was applied, the
 reference for service gaps.
+
+`LinkCutter` and `ServiceKiller` are the same failures armed ahead of time,
+for runs that time them to the microsecond: `fire()` applies the failure
+and returns the CLOCK_MONOTONIC times just before and just after.
 """
 
 import contextlib
 import signal
+import subprocess
+import sys
 import time
 
 from ha_redirect.lab import scope as scope_mod
@@ -66,3 +72,64 @@ def kill_services(agents, timeout=5.0):
     for p in popens:
         p.wait(timeout)
     return t0, t1
+
+
+# Takes the interface down with one ioctl when a line arrives on stdin, and
+# prints CLOCK_MONOTONIC just before and after it.  Started ahead of time,
+# so the failure instant is not blurred by starting `ip` in the namespace
+# (about 10 ms on a loaded host).
+_LINK_DOWN = r"""
+import fcntl, socket, struct, sys, time
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+name = sys.argv[1].encode()
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+req = struct.pack('16sH22x', name, 0)
+flags = struct.unpack('16sH', fcntl.ioctl(sock, SIOCGIFFLAGS, req)[:18])[1]
+print('ready', flush=True)
+if sys.stdin.readline():
+    t0 = time.monotonic()
+    fcntl.ioctl(sock, SIOCSIFFLAGS,
+                struct.pack('16sH22x', name, flags & ~IFF_UP))
+    t1 = time.monotonic()
+    print(repr(t0), repr(t1), flush=True)
+"""
+
+
+class LinkCutter:
+    """The paper's failure: the server's own interface goes down."""
+
+    def __init__(self, scope, host):
+        self.intf = str(host.defaultIntf())
+        self.popen = host.popen([sys.executable, '-c', _LINK_DOWN,
+                                 self.intf], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        scope.own_process(self.popen, f'link-down {self.intf}')
+        line = self.popen.stdout.readline()
+        if line.strip() != b'ready':
+            raise scope_mod.LabError(
+                f'link-down helper for {self.intf} failed: '
+                f'{self.popen.stderr.read().decode().strip()[-300:]}')
+
+    def fire(self):
+        """Down now; (monotonic just before, just after) the ioctl."""
+        self.popen.stdin.write(b'go\n')
+        self.popen.stdin.flush()
+        line = self.popen.stdout.readline().split()
+        if len(line) != 2:
+            raise scope_mod.LabError(
+                f'taking {self.intf} down failed: '
+                f'{self.popen.stderr.read().decode().strip()[-300:]}')
+        return float(line[0]), float(line[1])
+
+
+class ServiceKiller:
+    """The failure beyond the paper: the primary's service processes die
+    (SIGKILL) while its link stays up."""
+
+    def __init__(self, agents):
+        self.agents = list(agents)
+
+    def fire(self):
+        """Kill now; (monotonic just before the first, after the last)."""
+        return kill_services(self.agents)
