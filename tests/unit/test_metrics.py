@@ -8,6 +8,10 @@ import socket
 import dpkt
 import pytest
 
+from ha_redirect.lab.measure import clients
+from ha_redirect.lab.measure import health_log
+from ha_redirect.lab.measure import segments
+from ha_redirect.lab.measure import stats
 from ha_redirect.lab import metrics
 
 DATA = os.path.join(os.path.dirname(__file__), 'data')
@@ -45,7 +49,7 @@ def test_read_segments_moves_to_the_monotonic_clock_and_decodes(tmp_path):
         (T_FAIL + 0.5, frame(PRIMARY, 5001, CLIENT, 40000, SYN | ACK, 7)),
         (T_FAIL + 0.25, frame(CLIENT, 40000, PRIMARY, 5001, SYN, 3)),
     ])
-    segs = metrics.read_segments(path, OFFSET)
+    segs = segments.read_segments(path, OFFSET)
     assert [round(s.t - T_FAIL, 6) for s in segs] == [0.25, 0.5]
     first = segs[0]
     assert (first.src, first.sport, first.dst, first.dport, first.seq) == (
@@ -58,9 +62,9 @@ def test_truncated_frames_keep_their_payload_length(tmp_path):
     path = write_pcap(tmp_path / 'c.pcap', [
         (T_FAIL, frame(PRIMARY, 5001, CLIENT, 40000, ACK | PSH, 1, payload))],
         snaplen=128)
-    seg, = metrics.read_segments(path, OFFSET)
+    seg, = segments.read_segments(path, OFFSET)
     assert seg.payload_len == 400
-    assert seg.payload == payload[:metrics.PAYLOAD_PREFIX][:len(seg.payload)]
+    assert seg.payload == payload[:segments.PAYLOAD_PREFIX][:len(seg.payload)]
 
 
 def test_non_tcp_frames_are_skipped(tmp_path):
@@ -69,13 +73,14 @@ def test_non_tcp_frames_are_skipped(tmp_path):
                      data=dpkt.udp.UDP(sport=1, dport=2))
     eth = dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=udp)
     path = write_pcap(tmp_path / 'c.pcap', [(T_FAIL, bytes(eth))])
-    assert metrics.read_segments(path, OFFSET) == []
+    assert segments.read_segments(path, OFFSET) == []
 
 
 def seg(t, src, sport, dst, dport, flags, seq=0, payload=b''):
-    return metrics.Segment(t=t, src=src, sport=sport, dst=dst, dport=dport,
-                           flags=flags, seq=seq, payload_len=len(payload),
-                           payload=payload[:metrics.PAYLOAD_PREFIX])
+    return segments.Segment(
+        t=t, src=src, sport=sport, dst=dst, dport=dport, flags=flags,
+        seq=seq, payload_len=len(payload),
+        payload=payload[:segments.PAYLOAD_PREFIX])
 
 
 def test_connections_count_syn_retries_and_split_port_reuse():
@@ -87,7 +92,7 @@ def test_connections_count_syn_retries_and_split_port_reuse():
         seg(3.0, CLIENT, 40000, PRIMARY, 5201, SYN, 500),      # reuse
         seg(3.0, CLIENT, 40001, PRIMARY, 9999, SYN, 1),        # not ours
     ]
-    first, second = metrics.connections(segs, {5201})
+    first, second = clients.connections(segs, {5201})
     assert (first.syns, first.t_synack, first.rst_in) == (2, 2.1, [2.2])
     assert first.established_before(2.5)
     assert not first.established_before(2.0)
@@ -105,21 +110,21 @@ def test_failover_resets_ignore_the_resets_after_a_normal_close():
         seg(102.0, PRIMARY, 5202, CLIENT, 40001, RST),
         seg(102.0, PRIMARY, 5202, CLIENT, 40001, RST),
     ]
-    conns = metrics.connections(segs, {5201, 5202})
-    assert metrics.resets_after(conns, T_FAIL) == 1
-    assert metrics.reset_connections(conns, T_FAIL) == 1
+    conns = clients.connections(segs, {5201, 5202})
+    assert clients.resets_after(conns, T_FAIL) == 1
+    assert clients.reset_connections(conns, T_FAIL) == 1
     # Before the failure nothing counts.
-    assert metrics.resets_after(conns, 101.0) == 0
+    assert clients.resets_after(conns, 101.0) == 0
 
 
 def test_client_class():
     segs = [seg(99.0, CLIENT, 40000, PRIMARY, 5201, SYN, 1),
             seg(99.1, PRIMARY, 5201, CLIENT, 40000, SYN | ACK, 2)]
-    conns = metrics.connections(segs, {5201})
-    assert metrics.client_class(conns, T_FAIL) == 'before'
-    assert metrics.client_class(conns, T_FAIL, t_exit=99.5) == 'finished'
-    assert metrics.client_class(conns, 99.05) == 'after'
-    assert metrics.client_class([], T_FAIL) == 'after'
+    conns = clients.connections(segs, {5201})
+    assert clients.client_class(conns, T_FAIL) == 'before'
+    assert clients.client_class(conns, T_FAIL, t_exit=99.5) == 'finished'
+    assert clients.client_class(conns, 99.05) == 'after'
+    assert clients.client_class([], T_FAIL) == 'after'
 
 
 def test_same_connection_method_finds_the_backup_behind_the_primary_address(
@@ -139,9 +144,9 @@ def test_same_connection_method_finds_the_backup_behind_the_primary_address(
     backup = write_pcap(tmp_path / 'backup.pcap', [
         (T_FAIL + 0.039, frame(BACKUP, 5001, CLIENT, 40001, SYN | ACK, 333)),
     ])
-    gap, found = metrics.first_backup_response(
-        metrics.read_segments(client, OFFSET),
-        metrics.read_segments(backup, OFFSET), T_FAIL, {5001},
+    gap, found = clients.first_backup_response(
+        segments.read_segments(client, OFFSET),
+        segments.read_segments(backup, OFFSET), T_FAIL, {5001},
         'same-connection')
     assert gap == pytest.approx(0.040, abs=2e-6)
     assert (found.dport, found.seq) == (40001, 333)
@@ -152,13 +157,13 @@ def test_same_connection_method_counts_backup_data_segments():
                   77, b'\x09')]
     backup = [seg(T_FAIL + 0.2, BACKUP, 5201, CLIENT, 40000, ACK | PSH,
                   77, b'\x09')]
-    gap, _ = metrics.first_backup_response(client, backup, T_FAIL, {5201},
+    gap, _ = clients.first_backup_response(client, backup, T_FAIL, {5201},
                                            'same-connection')
     assert gap == pytest.approx(0.2)
     # A pure ACK is neither a SYN-ACK nor data.
     client = [seg(T_FAIL + 0.1, PRIMARY, 5201, CLIENT, 40000, ACK, 77)]
     backup = [seg(T_FAIL + 0.1, BACKUP, 5201, CLIENT, 40000, ACK, 77)]
-    assert metrics.first_backup_response(
+    assert clients.first_backup_response(
         client, backup, T_FAIL, {5201}, 'same-connection') == (None, None)
 
 
@@ -175,13 +180,13 @@ def test_relayed_method_matches_the_payload_the_backup_sent():
         seg(T_FAIL + 7.1995, BACKUP, 5001, PROXY_BACK, 33000, ACK | PSH, 9,
             b'backup1\n'),
     ]
-    gap, found = metrics.first_backup_response(client, backup, T_FAIL,
+    gap, found = clients.first_backup_response(client, backup, T_FAIL,
                                                {5001}, 'relayed')
     assert gap == pytest.approx(7.2)
     assert found.dport == 40001
     # Too long after the backup sent it: not the relay of that segment.
     late = [dataclass_replace(client[2], t=T_FAIL + 9.0)]
-    assert metrics.first_backup_response(
+    assert clients.first_backup_response(
         late, backup, T_FAIL, {5001}, 'relayed', window=1.0) == (None, None)
 
 
@@ -192,7 +197,7 @@ def dataclass_replace(obj, **changes):
 
 def test_unknown_method_is_an_error():
     with pytest.raises(ValueError):
-        metrics.first_backup_response([], [], 0, {1}, 'psychic')
+        clients.first_backup_response([], [], 0, {1}, 'psychic')
 
 
 def load(name):
@@ -201,7 +206,7 @@ def load(name):
 
 
 def test_iperf3_completed_test_counts_what_the_server_received():
-    out = metrics.iperf3_outcome(load('iperf3_ok.json'), lifetime=1.2)
+    out = clients.iperf3_outcome(load('iperf3_ok.json'), lifetime=1.2)
     assert out.ok and out.error is None
     assert out.bytes == 12582912
     assert out.bits_per_second == pytest.approx(100551281.87, rel=1e-6)
@@ -210,26 +215,33 @@ def test_iperf3_completed_test_counts_what_the_server_received():
 def test_iperf3_interrupted_test_counts_sent_bytes_over_its_lifetime():
     report = load('iperf3_interrupted.json')
     sent = sum(i['sum']['bytes'] for i in report['intervals'])
-    out = metrics.iperf3_outcome(report, lifetime=2.0)
+    out = clients.iperf3_outcome(report, lifetime=2.0)
     assert not out.ok
     assert out.error == 'interrupt - the client has terminated'
     assert out.bytes == sent > 0
     assert out.bits_per_second == pytest.approx(sent * 8 / 2.0)
-    assert metrics.iperf3_outcome(report).bits_per_second == 0.0
+    assert clients.iperf3_outcome(report).bits_per_second == 0.0
 
 
 def test_iperf3_error_before_any_data_and_missing_report():
     report = {'start': {}, 'intervals': [],
               'error': 'unable to send control message: Broken pipe'}
-    out = metrics.iperf3_outcome(report, lifetime=3.0)
+    out = clients.iperf3_outcome(report, lifetime=3.0)
     assert (out.ok, out.bytes, out.bits_per_second) == (False, 0, 0.0)
     assert 'Broken pipe' in out.error
-    assert metrics.iperf3_outcome(None).error == 'no JSON report'
+    assert clients.iperf3_outcome(None).error == 'no JSON report'
 
 
 def test_spread_and_mean():
-    s = metrics.Spread.of([3.0, None, 1.0, 2.0])
+    s = stats.Spread.of([3.0, None, 1.0, 2.0])
     assert (s.median, s.low, s.high, s.n) == (2.0, 1.0, 3.0, 3)
-    assert metrics.Spread.of([None]).median is None
-    assert metrics.mean([1, None, 3]) == 2
-    assert metrics.mean([]) is None
+    assert stats.Spread.of([None]).median is None
+    assert stats.mean([1, None, 3]) == 2
+    assert stats.mean([]) is None
+
+
+def test_lab_metrics_keeps_every_name_from_its_home():
+    homes = (segments, clients, health_log, stats)
+    for name in metrics.__all__:
+        assert any(getattr(home, name, None) is getattr(metrics, name)
+                   for home in homes), name

@@ -10,7 +10,7 @@ import logging
 import random
 
 from ha_redirect.cmd import launcher
-from ha_redirect.lab import metrics
+from ha_redirect.lab.measure import health_log
 from ha_redirect import model
 from ha_redirect.monitors.port_status import PortStatusMonitor
 from ha_redirect.monitors.tcp_probe import TcpProbeMonitor
@@ -84,7 +84,7 @@ def test_controller_transitions_of_a_killed_primary_and_a_stalled_backup():
         return {1: 'closed' if now >= 1002.0 else 'listening',
                 2: 'silent' if 1000.5 <= now < 1001.5 else 'listening'}
     text = controller_log(script, until=1003.0)
-    found = metrics.controller_transitions(text)
+    found = health_log.controller_transitions(text)
     assert [(x.server, x.up, x.monitor) for x in found] == [
         ('backup1', False, 'tcp_probe'), ('backup1', True, 'tcp_probe'),
         ('primary', False, 'tcp_probe')]
@@ -94,11 +94,11 @@ def test_controller_transitions_of_a_killed_primary_and_a_stalled_backup():
     # fall 3 x interval 0.1 (one interval of phase, 10% jitter) after it.
     assert 1002.15 < kill.t < 1002.45
     assert 1000.5 + 0.3 < stall.t < 1000.5 + 0.3 + 0.45
-    assert metrics.detection_time(found, 'primary', 1002.0) == \
+    assert health_log.detection_time(found, 'primary', 1002.0) == \
         kill.t - 1002.0
-    false = metrics.false_failovers(found, 'primary', 1002.0, 1000.0)
+    false = health_log.false_failovers(found, 'primary', 1002.0, 1000.0)
     assert false == [stall]
-    assert metrics.controller_transitions(text, service='other') == []
+    assert health_log.controller_transitions(text, service='other') == []
 
 
 def test_controller_redirects_follow_the_primary_down():
@@ -106,17 +106,17 @@ def test_controller_redirects_follow_the_primary_down():
         return {1: 'closed' if now >= 1001.0 else 'listening',
                 2: 'listening'}
     text = controller_log(script, until=1002.0)
-    redirects = metrics.controller_redirects(text)
+    redirects = health_log.controller_redirects(text)
     assert [(to, was) for _, to, was, _ in redirects][-1] == (
         'backup1', 'primary')
-    down = metrics.controller_transitions(text)[-1]
+    down = health_log.controller_transitions(text)[-1]
     assert redirects[-1][0] == down.t
 
 
 def test_no_transition_when_every_server_answers():
     text = controller_log(lambda now: {1: 'listening', 2: 'listening'},
                           until=1002.0)
-    assert metrics.controller_transitions(text) == []
+    assert health_log.controller_transitions(text) == []
 
 
 def test_unrelated_and_malformed_lines_are_ignored():
@@ -128,7 +128,7 @@ def test_unrelated_and_malformed_lines_are_ignored():
         't=13.25 service web: tcp_probe marks backup 2 10.0.0.3 DOWN '
         '(no answer within 0.3s)',
     ])
-    [x] = metrics.controller_transitions(text)
+    [x] = health_log.controller_transitions(text)
     assert (x.t, x.server, x.up) == (13.25, 'backup2', False)
 
 
@@ -155,7 +155,7 @@ def test_haproxy_transitions_move_to_the_monotonic_clock():
         'Server web_back/primary is DOWN, reason: Layer4 timeout',
         '[WARNING]  (77) : Server web_back/primary is DOWN, reason: x',
     ])
-    found = metrics.haproxy_transitions(text, OFFSET)
+    found = health_log.haproxy_transitions(text, OFFSET)
     assert [(x.server, x.up, x.monitor) for x in found] == [
         ('primary', False, 'haproxy'), ('primary', True, 'haproxy'),
         ('backup1', False, 'haproxy')]
@@ -166,7 +166,7 @@ def test_haproxy_transitions_move_to_the_monotonic_clock():
 
 def test_false_failovers_count_serving_servers_marked_down():
     def x(t, server, up=False):
-        return metrics.HealthTransition(t, 'tcp_probe', server, up)
+        return health_log.HealthTransition(t, 'tcp_probe', server, up)
     found = [x(1.0, 'primary'),            # before the load: start-up
              x(1.5, 'primary', up=True),
              x(3.0, 'primary'),            # under load, before the kill
@@ -174,12 +174,12 @@ def test_false_failovers_count_serving_servers_marked_down():
              x(5.2, 'primary'),            # the kill, detected
              x(6.0, 'backup1'),            # the backup, after the kill
              x(9.5, 'backup1')]            # after the run ended
-    false = metrics.false_failovers(found, 'primary', t_fail=5.0,
-                                    t_start=2.0, t_end=9.0)
+    false = health_log.false_failovers(found, 'primary', t_fail=5.0,
+                                       t_start=2.0, t_end=9.0)
     assert [(f.t, f.server) for f in false] == [(3.0, 'primary'),
                                                 (6.0, 'backup1')]
-    assert metrics.detection_time(found, 'primary', 5.0) == \
+    assert health_log.detection_time(found, 'primary', 5.0) == \
         found[4].t - 5.0
-    assert metrics.detection_time(found, 'backup1', 7.0) == 9.5 - 7.0
-    assert metrics.detection_time(found[:4], 'primary', 5.0) is None
-    assert metrics.false_failovers([], 'primary', 5.0, 0.0) == []
+    assert health_log.detection_time(found, 'backup1', 7.0) == 9.5 - 7.0
+    assert health_log.detection_time(found[:4], 'primary', 5.0) is None
+    assert health_log.false_failovers([], 'primary', 5.0, 0.0) == []
