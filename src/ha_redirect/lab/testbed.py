@@ -189,11 +189,6 @@ class SdnTestbed(Testbed):
                      f'@c{i}' for i in range(len(ports))) + ']']
         scope_mod.run(argv)
 
-    def dump_flows(self):
-        """The service bridge's flow table, as ovs-ofctl prints it."""
-        return scope_mod.run(['ovs-ofctl', '-O', OFP_VERSION, 'dump-flows',
-                              self.plan.bridge]).stdout
-
 
 SSL_COLUMNS = ('private_key', 'certificate', 'ca_cert')
 

@@ -7,7 +7,6 @@ in the run's working directory, which these wrappers read back.
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import time
@@ -166,20 +165,6 @@ def probe_once(host, ip, port, timeout=3.0):
 
 
 # -- iperf3 -------------------------------------------------------------------
-
-def start_iperf3_server(scope, host, port, label=None):
-    """`iperf3 -s` in the foreground, so we own its PID."""
-    label = label or f'iperf3-s-{host.name}-{port}'
-    agent = AgentProcess(scope, host, label,
-                         ['iperf3', '-s', '-p', str(port)])
-    # iperf3 -s prints a banner once it listens.
-    scope_mod.wait_until(
-        lambda: os.path.getsize(agent.out_path) > 0
-        or agent.popen.poll() is not None, 5, what='iperf3 server')
-    if agent.popen.poll() is not None:
-        raise scope_mod.LabError(f'iperf3 server exited: {agent.stderr()}')
-    return agent
-
 
 def run_iperf3_client(scope, host, ip, port, seconds=10, label=None,
                       extra=()):
