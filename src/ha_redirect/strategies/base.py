@@ -43,34 +43,52 @@ class ServiceView:
 
 
 class Strategy(abc.ABC):
-    """Base class of the plugins in the `ha_redirect.strategies` namespace."""
+    """Base class of the plugins in the `ha_redirect.strategies` namespace.
 
-    #: whether a connection stays on its server until it ends (lossless
-    #: failback), or follows the active server
-    pins_connections = True
-    #: whether those pins are flows (one forward pin per connection, with
-    #: the server's connection cookie), so the switch can count them
-    pins_in_flows = True
-    #: whether the controller installs those pins itself, one PacketIn per
-    #: connection (and so must remember them, also after a takeover)
-    pins_by_controller = False
+    The contract, all of it read by the policy or the app: a strategy is
+    built with no arguments and keeps no state; it must provide
+    `service_flows` and `on_servers_changed`; every other attribute and
+    hook below has a default that suits a strategy whose pins are flows
+    the switch installs itself.
+    """
+
+    pins_connections: typing.ClassVar[bool] = True
+    """Whether a connection stays on its server until it ends (a failback
+    loses nothing), rather than following the active server. The policy
+    refuses to drain a server when False: its connections would be reset.
+    Default True."""
+
+    pins_in_flows: typing.ClassVar[bool] = True
+    """Whether those pins are flows (one forward pin per connection, with
+    the server's connection cookie), so the policy can count open
+    connections from the switch's flows (`pin_queries`, `count_pins`).
+    Default True."""
+
+    pins_by_controller: typing.ClassVar[bool] = False
+    """Whether the controller installs the pins itself, one PacketIn per
+    connection (`connection_flows`), and so must remember them, also
+    after a takeover, where the app reads them from the switch. Default
+    False."""
 
     def reply_fallback_table(self, settings: model.PolicySettings
                              ) -> typing.Optional[int]:
         """The table where the policy puts flows for backups' service
         replies that no pin claims (the active backup's are sent as the
-        primary's), or None if the strategy rewrites every reply itself."""
+        primary's), or None (the default) if the strategy rewrites every
+        reply itself."""
         return None
 
     def check_services(self, services: typing.Sequence[model.Service],
                        settings: model.PolicySettings) -> None:
         """Raise model.ServiceError, naming the culprit, if these services
         cannot work with this strategy: checked once, before anything is
-        installed, so a bad config stops the controller at start."""
+        installed, so a bad config stops the controller at start. The
+        default accepts any."""
 
     def switch_flows(self, settings: model.PolicySettings, datapath_id: int,
                      cookie: int) -> typing.List[model.Message]:
-        """Flows the strategy needs once per switch, whatever the services."""
+        """Flows the strategy needs once per switch, whatever the services
+        (default: none)."""
         return []
 
     @abc.abstractmethod
@@ -87,7 +105,8 @@ class Strategy(abc.ABC):
     def connection_flows(self, view: ServiceView, packet: model.TcpPacket,
                          server_index: int) -> typing.List[model.Message]:
         """Pin one client connection to a server, both directions, then let
-        the packet that revealed it continue on the same path."""
+        the packet that revealed it continue on the same path. Called for
+        the client packets the strategy's flows send to the controller."""
         service = view.service
         server = view.server(server_index)
         cookie = view.connection_cookie(server_index)
@@ -128,7 +147,8 @@ class Strategy(abc.ABC):
 
     def release(self, view: ServiceView, packet: model.TcpPacket,
                 server_index: int) -> model.PacketOut:
-        """Send a packet of a pinned connection on to its server."""
+        """Send a packet of a pinned connection on to its server (also one
+        the policy forwards without a pin, past its connection limit)."""
         server = view.server(server_index)
         return model.PacketOut(
             view.datapath_id,
@@ -171,6 +191,17 @@ def reply_as_primary(service: model.Service, server: model.Endpoint
             Output(model.SpecialPort.NORMAL))
 
 
+def service_flow(view: ServiceView, table: int, match: Match,
+                 actions: typing.Tuple[model.Action, ...], offset: int
+                 ) -> model.FlowMod:
+    """A service-wide flow (not one connection's pin) at priority `offset`
+    above the base, with the service's cookie."""
+    return model.FlowMod(
+        view.datapath_id, model.FlowCommand.ADD, match=match,
+        actions=actions, table=table, priority=view.priority(offset),
+        cookie=view.cookie(model.ROLE_SERVICE))
+
+
 def client_service_matches(service: model.Service, tcp_port: int
                            ) -> typing.List[Match]:
     """Client traffic to the primary's service port, per client port."""
@@ -195,12 +226,10 @@ def server_bypass_flows(view: ServiceView) -> typing.List[model.FlowMod]:
             match = dataclasses.replace(
                 client_service_matches(service, tcp_port)[0],
                 in_port=server_port)
-            flows.append(model.FlowMod(
-                view.datapath_id, model.FlowCommand.ADD, match=match,
-                actions=(Output(model.SpecialPort.NORMAL),),
-                table=view.settings.table,
-                priority=view.priority(model.PRIORITY_SERVER_BYPASS),
-                cookie=view.cookie(model.ROLE_SERVICE)))
+            flows.append(service_flow(
+                view, view.settings.table, match,
+                (Output(model.SpecialPort.NORMAL),),
+                model.PRIORITY_SERVER_BYPASS))
     return flows
 
 

@@ -91,8 +91,5 @@ class FastFailoverStrategy(base.Strategy):
 
     @staticmethod
     def _flow(view, match, actions):
-        return model.FlowMod(
-            view.datapath_id, model.FlowCommand.ADD, match=match,
-            actions=actions, table=view.settings.table,
-            priority=view.priority(model.PRIORITY_SERVICE),
-            cookie=view.cookie(model.ROLE_SERVICE))
+        return base.service_flow(view, view.settings.table, match, actions,
+                                 model.PRIORITY_SERVICE)

@@ -28,18 +28,18 @@ class ProactiveStrategy(base.Strategy):
         flows = base.server_bypass_flows(view)
         for tcp_port in service.tcp_ports:
             for match in base.client_service_matches(service, tcp_port):
-                flows.append(self._flow(view, settings.table, match,
-                                        into_connections,
-                                        model.PRIORITY_SERVICE))
+                flows.append(base.service_flow(
+                    view, settings.table, match, into_connections,
+                    model.PRIORITY_SERVICE))
             # Server replies are looked up among the learned pins.
             for server in service.servers:
                 reply = Match(in_port=server.port, eth_src=server.mac,
                               eth_type=model.ETH_TYPE_IPV4,
                               ip_proto=model.IP_PROTO_TCP,
                               ipv4_src=server.ip, tcp_src=tcp_port)
-                flows.append(self._flow(view, settings.table, reply,
-                                        into_connections,
-                                        model.PRIORITY_SERVICE))
+                flows.append(base.service_flow(
+                    view, settings.table, reply, into_connections,
+                    model.PRIORITY_SERVICE))
         flows.extend(self._default_flows(view))
         return flows
 
@@ -71,7 +71,7 @@ class ProactiveStrategy(base.Strategy):
             actions = ()
             if view.active is not None:
                 actions = self._pin_and_forward(view, view.active, tcp_port)
-            flows.append(self._flow(
+            flows.append(base.service_flow(
                 view, view.settings.connection_table,
                 self._new_connection_match(view, tcp_port), actions,
                 model.PRIORITY_SERVICE))
@@ -116,10 +116,3 @@ class ProactiveStrategy(base.Strategy):
             output_from='in_port', **common)
         return (learn_forward, learn_reverse) + towards + (
             Output(server.port),)
-
-    @staticmethod
-    def _flow(view, table, match, actions, offset):
-        return model.FlowMod(
-            view.datapath_id, model.FlowCommand.ADD, match=match,
-            actions=actions, table=table, priority=view.priority(offset),
-            cookie=view.cookie(model.ROLE_SERVICE))

@@ -30,13 +30,10 @@ class ReactiveStrategy(base.Strategy):
                                               tcp_flags=model.TCP_OPENING)
                 for match_, offset in ((opening, model.PRIORITY_SERVICE_SYN),
                                        (match, model.PRIORITY_SERVICE)):
-                    flows.append(model.FlowMod(
-                        view.datapath_id, model.FlowCommand.ADD,
-                        match=match_,
-                        actions=(model.Output(model.SpecialPort.CONTROLLER),),
-                        table=view.settings.table,
-                        priority=view.priority(offset),
-                        cookie=view.cookie(model.ROLE_SERVICE)))
+                    flows.append(base.service_flow(
+                        view, view.settings.table, match_,
+                        (model.Output(model.SpecialPort.CONTROLLER),),
+                        offset))
         return flows
 
     def reply_fallback_table(self, settings):

@@ -98,13 +98,15 @@ class StatefulStrategy(base.Strategy):
         flows += base.server_bypass_flows(view)
         for tcp_port in service.tcp_ports:
             for match in base.client_service_matches(service, tcp_port):
-                flows.append(self._flow(view, settings.table, match, track,
-                                        model.PRIORITY_SERVICE))
+                flows.append(base.service_flow(
+                    view, settings.table, match, track,
+                    model.PRIORITY_SERVICE))
             for server in service.servers:
                 reply = Match(in_port=server.port, eth_src=server.mac,
                               ipv4_src=server.ip, tcp_src=tcp_port, **_TCP)
-                flows.append(self._flow(view, settings.table, reply, track,
-                                        model.PRIORITY_SERVICE))
+                flows.append(base.service_flow(
+                    view, settings.table, reply, track,
+                    model.PRIORITY_SERVICE))
         flows += self._tracked_flows(view, zone)
         flows += self._route_flows(view, zone)
         return flows + self._forget_dead(view)
@@ -131,7 +133,7 @@ class StatefulStrategy(base.Strategy):
         """connection_table: what to do with a packet the tracker has seen."""
         service = view.service
         table = view.settings.connection_table
-        flows = [self._flow(
+        flows = [base.service_flow(
             view, table,
             Match(ct_state=model.ct_state(model.CT_TRK | model.CT_RPL),
                   ct_zone=zone, **_TCP),
@@ -139,7 +141,7 @@ class StatefulStrategy(base.Strategy):
              OutputFrom('ct_label', CLIENT_PORT_BITS)),
             PRIORITY_TRACKED_REPLY)]
         for server in service.servers:
-            flows.append(self._flow(
+            flows.append(base.service_flow(
                 view, table,
                 Match(in_port=server.port,
                       ct_state=model.ct_state(model.CT_TRK, model.CT_RPL),
@@ -149,11 +151,11 @@ class StatefulStrategy(base.Strategy):
                 PRIORITY_SERVER_UNTRACKED))
         from_client = model.ct_state(model.CT_TRK,
                                      model.CT_RPL | model.CT_INV)
-        flows.append(self._flow(
+        flows.append(base.service_flow(
             view, table,
             Match(ct_state=from_client, ct_zone=zone, ct_mark=0, **_TCP),
             (Group(fast_failover.group_id(view)),), PRIORITY_NEW_CONNECTION))
-        flows.append(self._flow(
+        flows.append(base.service_flow(
             view, table, Match(ct_state=from_client, ct_zone=zone, **_TCP),
             (GotoTable(view.settings.stateful_route_table),),
             PRIORITY_TRACKED))
@@ -175,7 +177,7 @@ class StatefulStrategy(base.Strategy):
                            Output(other.port))
             else:
                 actions = ()
-            flows.append(self._flow(
+            flows.append(base.service_flow(
                 view, view.settings.stateful_route_table,
                 Match(ct_zone=zone, ct_mark=server_mark(index), **_TCP),
                 actions, model.PRIORITY_CONNECTION))
@@ -189,10 +191,3 @@ class StatefulStrategy(base.Strategy):
             commit=True, nat_dst=None if index == 0 else server.ip,
             actions=(SetField('ct_mark', server_mark(index)),
                      Move('in_port', 'ct_label', CLIENT_PORT_BITS))),)
-
-    @staticmethod
-    def _flow(view, table, match, actions, offset):
-        return model.FlowMod(
-            view.datapath_id, model.FlowCommand.ADD, match=match,
-            actions=actions, table=table, priority=view.priority(offset),
-            cookie=view.cookie(model.ROLE_SERVICE))
