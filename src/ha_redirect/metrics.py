@@ -5,18 +5,22 @@
     host = 127.0.0.1
 
 `ControllerMetrics` owns its own registry (several apps, or tests, in one
-process do not collide). The app counts what crosses the OpenFlow channel
-and refreshes the per-service gauges when the policy's state moves; the
-policy tells it of failovers and probe results as its `observer`.
+process do not collide). The app has it count what crosses the OpenFlow
+channel and `refresh` the gauges after each event; the policy tells it of
+failovers and probe results as its `observer`.
 """
 
 import logging
+import math
+import time
 import typing
 
 import prometheus_client
 from prometheus_client import Counter
 from prometheus_client import Gauge
 from prometheus_client import Histogram
+
+from ha_redirect import model
 
 LOG = logging.getLogger(__name__)
 
@@ -28,6 +32,8 @@ _PROBE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
 # for it leaving: milliseconds matter.
 _REACTION_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
                      0.25, 1.0)
+# Seconds between refreshes of the gauges that move with every connection.
+REFRESH_INTERVAL = 0.1
 
 
 def _dpid(datapath_id: int) -> str:
@@ -99,6 +105,9 @@ class ControllerMetrics:
                             'controller is the switch\'s MASTER (always 1 '
                             'without [coordination])', ('dpid',), registry=r)
         self._server = None
+        self._policy_version = None
+        self._switches = set()      # the dpids the gauges last showed
+        self._refreshed = -math.inf
 
     # The policy's observer ----------------------------------------------
 
@@ -128,10 +137,39 @@ class ControllerMetrics:
                 self.active.labels(*labels).set(int(server['active']))
                 self.drained.labels(*labels).set(int(server['drained']))
 
+    def refresh(self, policy, switches, leads, every_time=True):
+        """The gauges, after an event that may have moved them: the
+        servers' at once; after a PacketIn, the rest (connection counts,
+        switches) at most every REFRESH_INTERVAL s. `switches` are the
+        connected dpids, `leads(dpid)` whether we are MASTER there."""
+        if policy.version != self._policy_version:
+            self._policy_version = policy.version
+            self.refresh_services(policy.status())
+        now = time.monotonic()
+        if not every_time and now - self._refreshed < REFRESH_INTERVAL:
+            return
+        self._refreshed = now
+        for name, count in policy.tracked_connections().items():
+            self.tracked.labels(name).set(count)
+        for dpid in switches | self._switches:
+            self.switch_state(dpid, dpid in switches,
+                              dpid in switches and leads(dpid))
+        self._switches = switches
+
     def sent(self, datapath_id, message_kind, command):
         counter = self.flow_mods if message_kind == 'flow' else (
             self.group_mods)
         counter.labels(_dpid(datapath_id), command).inc()
+
+    def count_sent(self, datapath_id, message):
+        """A message sent: its flow and group changes, bundled or not."""
+        if isinstance(message, model.Bundle):
+            for inner in message.messages:
+                self.count_sent(datapath_id, inner)
+        elif isinstance(message, model.FlowMod):
+            self.sent(datapath_id, 'flow', message.command.name)
+        elif isinstance(message, model.GroupMod):
+            self.sent(datapath_id, 'group', message.command.name)
 
     def switch_state(self, datapath_id, connected, master):
         self.connected.labels(_dpid(datapath_id)).set(int(connected))

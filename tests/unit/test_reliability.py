@@ -479,10 +479,10 @@ def test_a_timed_out_status_request_leaves_nothing_behind():
     _connect(app, datapath)
     request = app_mod.EventControl({'command': 'status'})
     app.on_control(request)
-    assert app._stats_waiting
-    pending = next(iter(app._stats_waiting.values()))
+    assert app._operator.stats_waiting
+    pending = next(iter(app._operator.stats_waiting.values()))
     app.on_stats_timeout(app_mod.EventStatsTimeout(pending))
-    assert app._stats_waiting == {}
+    assert app._operator.stats_waiting == {}
     answer = request.answers.get(timeout=1)
     assert answer['ok'] and answer['services'][0]['servers'][0][
         'open_connections'] is None
