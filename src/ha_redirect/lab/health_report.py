@@ -17,7 +17,9 @@ tuned HAProxy's health checks, measured in the same invocation:
 import dataclasses
 import typing
 
+from ha_redirect.lab import formatting
 from ha_redirect.lab import metrics
+from ha_redirect.lab import report_sections
 from ha_redirect import model
 
 TITLE = 'Service killed, link up: tcp_probe against tuned HAProxy'
@@ -140,44 +142,23 @@ def monitoring_text(run):
     return ', '.join(h.get('monitors', [])) or 'unknown'
 
 
-def _ms(spread):
-    if spread.median is None:
-        return '-'
-
-    def f(v):
-        return f'{v * 1000:.0f}'
-    if spread.low == spread.high:
-        return f(spread.median)
-    return f'{f(spread.median)} [{f(spread.low)}-{f(spread.high)}]'
-
-
-def _count(spread):
-    if spread.median is None:
-        return '-'
-    if spread.low == spread.high:
-        return f'{spread.median:g}'
-    return f'{spread.median:g} [{spread.low:g}-{spread.high:g}]'
+TABLE_HEAD = ['scheme', 'rate/s', 'runs',
+              'detection: kill to first answer from the backup (ms)',
+              'detection: kill to monitor DOWN logged (ms)',
+              'failed connection attempts',
+              'false failovers: primary before kill / backup',
+              'runs with a false failover']
 
 
 def table(table_rows):
-    lines = [
-        '| scheme | rate/s | runs | detection: kill to first answer from '
-        'the backup (ms) | detection: kill to monitor DOWN logged (ms) | '
-        'failed connection attempts | false failovers: primary before '
-        'kill / backup | runs with a false failover |',
-        '|---|---|---|---|---|---|---|---|']
-    for row in table_rows:
-        rate = 'all' if row.rate is None else f'{row.rate:g}'
-        lines.append(
-            f'| {row.scheme} | {rate} | {row.runs} | {_ms(row.gap)} | '
-            f'{_ms(row.detection)} | {_count(row.failed)} | '
-            f'{row.false_primary} / {row.false_backup} | '
-            f'{row.runs_with_false} of {row.runs} |')
-    return '\n'.join(lines)
-
-
-def _runs(n):
-    return f'{n} run' + ('' if n == 1 else 's')
+    return '\n'.join(report_sections.table(TABLE_HEAD, [
+        [row.scheme, 'all' if row.rate is None else f'{row.rate:g}',
+         str(row.runs), formatting.spread(row.gap, formatting.whole_ms),
+         formatting.spread(row.detection, formatting.whole_ms),
+         formatting.spread(row.failed, formatting.count),
+         f'{row.false_primary} / {row.false_backup}',
+         f'{row.runs_with_false} of {row.runs}']
+        for row in table_rows]))
 
 
 def _verdicts(results, table_rows, config):
@@ -196,7 +177,8 @@ def _verdicts(results, table_rows, config):
         load = ', '.join(f'{r:g}' for r in rates)
         if not mine:
             lines.append(f'- **{row.scheme}**: no false failover in '
-                         f'{_runs(row.runs)} (arrival rates {load}/s).')
+                         f'{formatting.plural(row.runs, "run")} (arrival '
+                         f'rates {load}/s).')
             continue
         by_rate = {}
         for _, rate, _, _, _ in mine:
@@ -209,7 +191,8 @@ def _verdicts(results, table_rows, config):
                    f'{interval} ms prober ran')
         lines.append(f'- **{row.scheme}**: {len(mine)} false '
                      f'failover{"s" if len(mine) > 1 else ""} in '
-                     f'{row.runs_with_false} of {_runs(row.runs)}: {where}'
+                     f'{row.runs_with_false} of '
+                     f'{formatting.plural(row.runs, "run")}: {where}'
                      f'{probing}.')
     if events:
         lines += ['', 'Every false failover (time relative to the kill; '

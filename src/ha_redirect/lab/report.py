@@ -15,8 +15,10 @@ import os
 import statistics
 import sys
 
+from ha_redirect.lab import formatting
 from ha_redirect.lab import health_report
 from ha_redirect.lab import metrics
+from ha_redirect.lab import report_sections
 
 # (key in run['metrics'], label, scale to the unit shown, unit)
 TABLE_METRICS = (
@@ -159,20 +161,6 @@ def _medians(agg, scheme, key):
             if key in m and m[key].median is not None]
 
 
-def _fmt_s(value):
-    if value is None:
-        return '-'
-    return f'{value * 1000:.0f} ms' if value < 1 else f'{value:.2f} s'
-
-
-def _range_text(values, fmt):
-    values = [v for v in values if v is not None]
-    if not values:
-        return 'no data'
-    lo, hi = min(values), max(values)
-    return fmt(lo) if lo == hi else f'{fmt(lo)} to {fmt(hi)}'
-
-
 def _spearman(pairs):
     """Rank correlation of (x, y) pairs; None when undefined."""
     if len(pairs) < 3:
@@ -217,71 +205,80 @@ def claims(agg, schemes):
     reproduced (<SDN schemes that hold>)', 'not reproduced' or 'not
     tested'."""
     sdn = [s for s in schemes if is_sdn(s) and s in agg]
-    out = []
+    proxies = [s for s in schemes if not is_sdn(s) and s in agg]
+    return [_response_claim(agg, sdn), _aborts_claim(agg, sdn),
+            _throughput_claim(agg, sdn, proxies)]
 
-    # 1. SDN answers in (at most) hundreds of ms, HAProxy takes seconds.
+
+def _response_claim(agg, sdn):
+    """1. SDN answers in (at most) hundreds of ms, HAProxy takes seconds."""
     claim = ('SDN redirection responds in hundreds of milliseconds, while '
              'HAProxy (3 s health checks) takes seconds (Fig. 2)')
     if not sdn or PAPER_PROXY not in agg:
-        out.append((claim, 'not tested', f'needs an sdn-* scheme and '
-                    f'{PAPER_PROXY}'))
-    else:
-        sdn_vals = {s: [v for _, v in _medians(agg, s, 'backup_response_s')]
-                    for s in sdn}
-        px = [v for _, v in _medians(agg, PAPER_PROXY, 'backup_response_s')]
-        verdict = _verdict(
-            bool(px) and all(v >= FAST for v in px),
-            {s: bool(v) and all(x < FAST for x in v)
-             for s, v in sdn_vals.items()})
-        evidence = '; '.join(
-            f'{s}: {_range_text(v, _fmt_s)}' for s, v in sdn_vals.items())
-        evidence += f'; {PAPER_PROXY}: {_range_text(px, _fmt_s)}'
-        if TUNED_PROXY in agg:
-            tuned = [v for _, v in _medians(agg, TUNED_PROXY,
-                                            'backup_response_s')]
-            evidence += f'; {TUNED_PROXY}: {_range_text(tuned, _fmt_s)}'
-        out.append((claim, verdict, 'median backup response time per '
-                    f'rate (fast = under {FAST:g} s): ' + evidence))
+        return (claim, 'not tested', f'needs an sdn-* scheme and '
+                f'{PAPER_PROXY}')
+    sdn_vals = {s: [v for _, v in _medians(agg, s, 'backup_response_s')]
+                for s in sdn}
+    px = [v for _, v in _medians(agg, PAPER_PROXY, 'backup_response_s')]
+    verdict = _verdict(
+        bool(px) and all(v >= FAST for v in px),
+        {s: bool(v) and all(x < FAST for x in v)
+         for s, v in sdn_vals.items()})
+    evidence = '; '.join(
+        f'{s}: {formatting.value_range(v, formatting.duration)}'
+        for s, v in sdn_vals.items())
+    evidence += (f'; {PAPER_PROXY}: '
+                 f'{formatting.value_range(px, formatting.duration)}')
+    if TUNED_PROXY in agg:
+        tuned = [v for _, v in _medians(agg, TUNED_PROXY,
+                                        'backup_response_s')]
+        evidence += (f'; {TUNED_PROXY}: '
+                     f'{formatting.value_range(tuned, formatting.duration)}')
+    return (claim, verdict, 'median backup response time per '
+            f'rate (fast = under {FAST:g} s): ' + evidence)
 
-    # 2. HAProxy's aborts grow with the rate, SDN's stay flat.
+
+def _aborts_claim(agg, sdn):
+    """2. HAProxy's aborts grow with the rate, SDN's stay flat."""
     claim = ('HAProxy aborts connections in proportion to the arrival rate, '
              'while SDN keeps them about constant (Fig. 3)')
     key = 'aborted_after'
     n_rates = len(agg.get(PAPER_PROXY, {}))
     if not sdn or PAPER_PROXY not in agg or n_rates < 3:
-        out.append((claim, 'not tested', f'needs {PAPER_PROXY}, an sdn-* '
-                    'scheme and at least 3 rates'))
-    else:
-        px = _medians(agg, PAPER_PROXY, key)
-        rho = _spearman(px)
-        px_vals = [v for _, v in px]
-        px_rise = px_vals[-1] - px_vals[0] if px_vals else 0
-        grows = rho is not None and rho >= 0.8 and px_rise > 0
-        flat = {}
-        for s in sdn:
-            vals = [v for _, v in _medians(agg, s, key)]
-            flat[s] = bool(vals) and max(vals) - min(vals) <= max(
-                1.0, 0.25 * abs(px_rise))
-        evidence = (
-            'median aborted clients among those attempted after the '
-            f'failure, by rate: {PAPER_PROXY} '
-            + ', '.join(f'{r:g}/s: {v:g}' for r, v in px)
-            + (f' (rank correlation with rate {rho:.2f})'
-               if rho is not None else ''))
-        for s in sdn:
-            evidence += f'; {s} ' + ', '.join(
-                f'{r:g}/s: {v:g}' for r, v in _medians(agg, s, key))
-        evidence += (' (flat = range at most max(1, a quarter of '
-                     f'{PAPER_PROXY}\'s rise))')
-        out.append((claim, _verdict(grows, flat), evidence))
+        return (claim, 'not tested', f'needs {PAPER_PROXY}, an sdn-* '
+                'scheme and at least 3 rates')
+    px = _medians(agg, PAPER_PROXY, key)
+    rho = _spearman(px)
+    px_vals = [v for _, v in px]
+    px_rise = px_vals[-1] - px_vals[0] if px_vals else 0
+    grows = rho is not None and rho >= 0.8 and px_rise > 0
+    flat = {}
+    for s in sdn:
+        vals = [v for _, v in _medians(agg, s, key)]
+        flat[s] = bool(vals) and max(vals) - min(vals) <= max(
+            1.0, 0.25 * abs(px_rise))
 
-    # 3. SDN's throughput beats the proxy's.
+    def by_rate(medians):
+        return ', '.join(f'{r:g}/s: {formatting.count(v)}'
+                         for r, v in medians)
+    evidence = (
+        'median aborted clients among those attempted after the '
+        f'failure, by rate: {PAPER_PROXY} ' + by_rate(px)
+        + (f' (rank correlation with rate {rho:.2f})'
+           if rho is not None else ''))
+    for s in sdn:
+        evidence += f'; {s} ' + by_rate(_medians(agg, s, key))
+    evidence += (' (flat = range at most max(1, a quarter of '
+                 f'{PAPER_PROXY}\'s rise))')
+    return (claim, _verdict(grows, flat), evidence)
+
+
+def _throughput_claim(agg, sdn, proxies):
+    """3. SDN's throughput beats the proxy's."""
     claim = ('SDN achieves higher average throughput per client than the '
              'reverse proxy, without failure and with it (Fig. 4)')
-    proxies = [s for s in schemes if not is_sdn(s) and s in agg]
     if not sdn or not proxies:
-        out.append((claim, 'not tested', 'needs sdn-* and haproxy-* schemes'))
-        return out
+        return (claim, 'not tested', 'needs sdn-* and haproxy-* schemes')
     parts = []
     beats = {}
     for key, what in (('baseline_throughput_mbps', 'no failure'),
@@ -305,8 +302,7 @@ def claims(agg, schemes):
                 f'{s} {statistics.median(med[s].values()):.0f}'
                 for s in sdn + proxies) + ' Mbit/s')
     verdict = _verdict(True, beats) if beats else 'not tested'
-    out.append((claim, verdict, '; '.join(parts)))
-    return out
+    return (claim, verdict, '; '.join(parts))
 
 
 def gap_ratios(results, schemes):
@@ -341,31 +337,22 @@ def gap_ratios(results, schemes):
 # -- report.md ----------------------------------------------------------------
 
 def _cell(spread, scale):
-    if spread is None or spread.median is None:
-        return '-'
-
-    def f(v):
-        v *= scale
-        return f'{v:.0f}' if abs(v) >= 100 else f'{v:.3g}'
-    if spread.low == spread.high:
-        return f(spread.median)
-    return f'{f(spread.median)} [{f(spread.low)}-{f(spread.high)}]'
+    return formatting.spread(
+        spread, lambda v: formatting.three_digits(v * scale))
 
 
 def main_table(agg, schemes):
     head = ['scheme', 'rate/s', 'runs'] + [
         f'{label} ({unit})' if unit else label
         for _, label, _, unit in TABLE_METRICS]
-    lines = ['| ' + ' | '.join(head) + ' |',
-             '|' + '---|' * len(head)]
+    rows = []
     for scheme in schemes:
         for rate, m in agg.get(scheme, {}).items():
             n = max((s.n for s in m.values()), default=0)
-            cells = [scheme, f'{rate:g}', str(n)] + [
+            rows.append([scheme, f'{rate:g}', str(n)] + [
                 _cell(m.get(key), scale) for key, _, scale, _ in
-                TABLE_METRICS]
-            lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
+                TABLE_METRICS])
+    return '\n'.join(report_sections.table(head, rows))
 
 
 def _resolution(results, config):
@@ -413,13 +400,59 @@ def write_report(out_dir, results, meta):
     agg = aggregate(results)
     figures = write_figures(out_dir, agg, schemes) if agg else []
     config = meta.get('config', {})
+    lines = _introduction(results, meta)
+    lines += ['## Results: median [min-max] over repetitions', '',
+              main_table(agg, schemes), '', COLUMNS, '']
+    lines += health_report.section(results, meta)
+    lines += ['## Figures', '']
+    lines += [f'![{name}]({name})' for name in figures] + ['']
+    lines += _claims_section(agg, schemes, config)
+    lines += _gap_ratio_section(results, schemes)
+    lines += report_sections.environment(meta.get('environment', {}))
+    lines += ['', '## Measurement resolution', '']
+    lines += _resolution(results, config)
+    lines += report_sections.failed_runs('Failed runs', [
+        (f'{r["scheme"]} rate {r["rate"]:g} repetition {r["repetition"]}',
+         f'{r.get("status")}: {r.get("reason")}')
+        for r in results if r.get('status') != 'ok'])
+    lines += ['', '## Files', '', FILES, '']
+    path = os.path.join(out_dir, 'report.md')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    return path
+
+
+COLUMNS = (
+    'Columns: *backup response* = failure to the first SYN-ACK or data '
+    'segment from the backup that a client received (Fig. 2); '
+    '*service gap* = failure to the first new connection answered by '
+    'the backup, and *failed probes* = probe connections that failed '
+    'after the failure; *failover RSTs* = RST segments on iperf3 '
+    'connections after the failure and before the connection began to '
+    'close (an iperf3 server always resets the last in-flight segments '
+    'after its FIN; those are not counted); *aborted* = iperf3 clients '
+    'that did not complete, split into those with a connection '
+    'established before the failure (no redirect can save them) and '
+    'those not yet established at the failure (Fig. 3); *throughput* = '
+    'mean over clients of what the server received per second, an '
+    'aborted client counting what it sent over its lifetime (Fig. 4).')
+
+FILES = ('`runs/*.json` raw per-run results (clients, clock offsets, '
+         'HAProxy health transitions), `runs.csv` one row per run, '
+         '`clients.csv` one row per iperf3 client, '
+         '`evaluation.json` the configuration and environment.')
+
+
+def _introduction(results, meta):
+    """The title, how many runs succeeded, and the set-up in words."""
+    config = meta.get('config', {})
     kill = config.get('failure') == 'kill'
     ok = sum(1 for r in results if r.get('status') == 'ok')
     lines = ['# Traffic redirection for high availability: evaluation', '']
     if meta.get('interrupted'):
         lines += [f'**Partial report**: the sweep was interrupted '
                   f'({meta["interrupted"]}) after {len(results)} runs.', '']
-    lines += [
+    return lines + [
         f'{ok} of {len(results)} runs succeeded in '
         f'{meta.get("elapsed_s", 0):.0f} s. Command: '
         f'`{meta.get("command", "")}`.', '',
@@ -435,29 +468,12 @@ def write_report(out_dir, results, meta):
            'process) for the baseline throughput. '
            if config.get('baseline') else '')
         + f'A client still running {config.get("grace")} s after its '
-        'planned end is stopped and counts as aborted.', '',
-        '## Results: median [min-max] over repetitions', '',
-        main_table(agg, schemes), '',
-        'Columns: *backup response* = failure to the first SYN-ACK or data '
-        'segment from the backup that a client received (Fig. 2); '
-        '*service gap* = failure to the first new connection answered by '
-        'the backup, and *failed probes* = probe connections that failed '
-        'after the failure; *failover RSTs* = RST segments on iperf3 '
-        'connections after the failure and before the connection began to '
-        'close (an iperf3 server always resets the last in-flight segments '
-        'after its FIN; those are not counted); *aborted* = iperf3 clients '
-        'that did not complete, split into those with a connection '
-        'established before the failure (no redirect can save them) and '
-        'those not yet established at the failure (Fig. 3); *throughput* = '
-        'mean over clients of what the server received per second, an '
-        'aborted client counting what it sent over its lifetime (Fig. 4).',
-        '',
-    ]
-    lines += health_report.section(results, meta)
-    lines += ['## Figures', '']
-    lines += [f'![{name}]({name})' for name in figures] + ['']
-    lines += ['## The paper\'s claims', '']
-    if kill:
+        'planned end is stopped and counts as aborted.', '']
+
+
+def _claims_section(agg, schemes, config):
+    lines = ['## The paper\'s claims', '']
+    if config.get('failure') == 'kill':
         lines += ['Not checked: the paper\'s claims are about a link '
                   'failure; run without `--failure kill`.']
     else:
@@ -467,40 +483,21 @@ def write_report(out_dir, results, meta):
         lines += ['', 'A claim is reproduced when it holds for every SDN '
                   'strategy measured; "partly" names the strategies it '
                   'holds for.']
-    lines += ['']
+    return lines + ['']
+
+
+def _gap_ratio_section(results, schemes):
     ratios = gap_ratios(results, schemes)
-    lines += ['## Service gap: SDN strategy / tuned HAProxy (same '
-              'invocation)', '']
-    if ratios:
-        lines += ['| SDN scheme | rate/s | ratio | SDN gap | tuned HAProxy '
-                  'gap |', '|---|---|---|---|---|']
-        for s, rate, ratio, a, b in ratios:
-            r = '-' if ratio is None else f'{ratio:.3f}'
-            lines.append(f'| {s} | {rate} | {r} | {_fmt_s(a)} | '
-                         f'{_fmt_s(b)} |')
-    else:
-        lines.append(f'Not measured: needs {TUNED_PROXY} and an sdn-* '
-                     'scheme with service gaps.')
-    lines += ['', '## Environment', '', '| | |', '|---|---|']
-    lines += [f'| {k} | {v} |' for k, v in
-              meta.get('environment', {}).items()]
-    lines += ['', '## Measurement resolution', '']
-    lines += _resolution(results, config)
-    failed = [r for r in results if r.get('status') != 'ok']
-    if failed:
-        lines += ['', '## Failed runs', '']
-        lines += [f'- {r["scheme"]} rate {r["rate"]:g} repetition '
-                  f'{r["repetition"]}: {r.get("status")}: '
-                  f'{r.get("reason")}' for r in failed]
-    lines += ['', '## Files', '',
-              '`runs/*.json` raw per-run results (clients, clock offsets, '
-              'HAProxy health transitions), `runs.csv` one row per run, '
-              '`clients.csv` one row per iperf3 client, '
-              '`evaluation.json` the configuration and environment.', '']
-    path = os.path.join(out_dir, 'report.md')
-    with open(path, 'w') as f:
-        f.write('\n'.join(lines))
-    return path
+    lines = ['## Service gap: SDN strategy / tuned HAProxy (same '
+             'invocation)', '']
+    if not ratios:
+        return lines + [f'Not measured: needs {TUNED_PROXY} and an sdn-* '
+                        'scheme with service gaps.']
+    return lines + report_sections.table(
+        ['SDN scheme', 'rate/s', 'ratio', 'SDN gap', 'tuned HAProxy gap'],
+        [[s, rate, formatting.optional(ratio, '.3f'),
+          formatting.duration(a), formatting.duration(b)]
+         for s, rate, ratio, a, b in ratios])
 
 
 def main(argv=None):
