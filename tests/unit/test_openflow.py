@@ -31,6 +31,7 @@ from os_ken.ofproto import ofproto_v1_5_parser
 
 from ha_redirect import model
 from ha_redirect import openflow
+from ha_redirect.openflow import renderer
 
 VERSIONS = {
     '1.3': (ofproto_v1_3, ofproto_v1_3_parser),
@@ -735,7 +736,7 @@ def test_conntrack_fields_come_back_from_flow_removed():
 def test_fast_match_serialises_like_os_ken(version, fields):
     dp = datapath(version)
     parser = dp.ofproto_parser
-    fast = openflow._match(parser, dp.ofproto, fields)
+    fast = renderer._match(parser, dp.ofproto, fields)
     slow = parser.OFPMatch(**fields)
     fast_buf, slow_buf = bytearray(), bytearray()
     fast.serialize(fast_buf, 0)
