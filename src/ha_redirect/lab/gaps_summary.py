@@ -8,6 +8,8 @@ import json
 import os
 import statistics
 
+from ha_redirect.lab import formatting
+from ha_redirect.lab import report_sections
 from ha_redirect import plugins
 
 REFERENCE = 'sdn-proactive'
@@ -43,7 +45,8 @@ def summarize(results, schemes, long_lived):
             gap_min_ms=min(gaps) if gaps else None,
             gap_max_ms=max(gaps) if gaps else None,
             moved_median_ms=_median([
-                _ms(r['metrics'].get('first_backup_start_s')) for r in ok]),
+                formatting.to_ms(r['metrics'].get('first_backup_start_s'))
+                for r in ok]),
             failed_attempts=[r['metrics']['failed_after'] for r in ok],
             failed_median=_median([r['metrics']['failed_after']
                                    for r in ok]),
@@ -56,9 +59,10 @@ def summarize(results, schemes, long_lived):
             survivors=None if back is None else back['survivors'],
             long_lived=long_lived,
             pins_connections=_pins(kind, variant),
-            failback_gap_ms=_ms(back and back['gap_s']),
+            failback_gap_ms=formatting.to_ms(back and back['gap_s']),
             failback_failed=None if back is None else back['failed_after'],
-            failback_to_primary_ms=_ms(back and back['to_primary_s']),
+            failback_to_primary_ms=formatting.to_ms(
+                back and back['to_primary_s']),
             failures=[dict(kind=r['kind'], repetition=r['repetition'],
                            reason=r.get('reason'))
                       for r in results if r['scheme'] == scheme
@@ -80,10 +84,6 @@ def summarize(results, schemes, long_lived):
         spacing_max_near_failure_ms=max(
             [v for v in near if v is not None], default=None))
     return dict(schemes=rows, resolution=resolution, goals=goals(rows))
-
-
-def _ms(seconds):
-    return None if seconds is None else seconds * 1000
 
 
 def _pins(kind, variant):
@@ -118,8 +118,12 @@ def goals(rows):
     return out
 
 
-def _fmt(value, spec='.1f', none='-'):
-    return none if value is None else format(value, spec)
+_fmt = formatting.optional
+
+TABLE_HEAD = ['scheme', 'gap median ms', 'gap range ms', 'ratio to proactive',
+              'moved at ms', 'failed attempts median (range)',
+              'latency before ms', 'widest probe spacing ms',
+              'failback survivors', 'failback gap ms', 'back to primary ms']
 
 
 def markdown(summary, meta):
@@ -137,52 +141,59 @@ def markdown(summary, meta):
         f'{meta["interval_ms"]:g} ms. Gap = failure to the first new '
         'connection answered by the backup. Failback: '
         f'{meta["long_lived"]} long-lived connections on the backup while '
-        'the primary\'s link comes back.', '',
-        '| scheme | gap median ms | gap range ms | ratio to proactive | '
-        'moved at ms | '
-        'failed attempts median (range) | latency before ms | '
-        'widest probe spacing ms | failback survivors | failback gap ms | '
-        'back to primary ms |',
-        '|---|---|---|---|---|---|---|---|---|---|---|']
-    for scheme, r in summary['schemes'].items():
-        failed = r['failed_attempts']
-        rng = (f'{_fmt(r["gap_min_ms"])}-{_fmt(r["gap_max_ms"])}'
-               if r['gaps_ms'] else '-')
-        note = f' ({r["runs_ok"]}/{r["runs"]} runs' + (
-            f', {r["no_gap"]} without a gap' if r['no_gap'] else '') + ')'
-        surv = ('-' if r['survivors'] is None
-                else f'{r["survivors"]}/{r["long_lived"]}')
-        if r['pins_connections'] is False:
-            surv += ' (stateless)'
-        lines.append(
-            f'| {scheme} | {_fmt(r["gap_median_ms"])} | {rng}{note} | '
-            f'{_fmt(r["ratio_to_proactive"], ".2f")} | '
-            f'{_fmt(r["moved_median_ms"])} | '
-            f'{_fmt(r["failed_median"], "g")} '
-            f'({min(failed) if failed else "-"}-'
-            f'{max(failed) if failed else "-"}) | '
-            f'{_fmt(r["latency_before_ms"])} | '
-            f'{_fmt(r["spacing_near_max_ms"])} | {surv} | '
-            f'{_fmt(r["failback_gap_ms"])} | '
-            f'{_fmt(r["failback_to_primary_ms"])} |')
+        'the primary\'s link comes back.', '']
+    lines += report_sections.table(TABLE_HEAD, [
+        _table_row(scheme, r) for scheme, r in summary['schemes'].items()])
     lines += ['', '## Goals', '']
     for g in summary['goals']:
         lines.append(f'- {g["goal"]}: {g["measured"]} -- '
                      f'{"met" if g["met"] else "NOT met"}')
-    res = summary['resolution']
     lines += ['', '## Prober resolution', '']
-    if res:
-        lines.append(
-            f'Asked for one attempt every {meta["interval_ms"]:g} ms; '
-            f'achieved {res["rate_per_s"]:.0f} attempts/s (median of runs), '
-            f'spacing median {res["spacing_median_ms"]:.2f} ms, p99 '
-            f'{res["spacing_p99_ms"]:.1f} ms; the widest spacing between '
-            'the failure and the backup\'s first answer was '
-            f'{_fmt(res["spacing_max_near_failure_ms"])} ms.')
-    else:
-        lines.append('No link run completed.')
-    lines += [
-        '', '"moved at" is the median start of the first connection the '
+    lines.append(_resolution(summary['resolution'], meta))
+    lines += ['', _notes(meta)]
+    lines += report_sections.failed_runs('Runs that failed', [
+        (f'{s} {f["kind"]} {_fmt(f["repetition"], "")}', f['reason'])
+        for s, r in summary['schemes'].items() for f in r['failures']])
+    lines += report_sections.environment(meta['environment'])
+    return '\n'.join(lines) + '\n'
+
+
+def _table_row(scheme, r):
+    failed = r['failed_attempts']
+    rng = (f'{_fmt(r["gap_min_ms"])}-{_fmt(r["gap_max_ms"])}'
+           if r['gaps_ms'] else '-')
+    note = f' ({r["runs_ok"]}/{r["runs"]} runs' + (
+        f', {r["no_gap"]} without a gap' if r['no_gap'] else '') + ')'
+    surv = ('-' if r['survivors'] is None
+            else f'{r["survivors"]}/{r["long_lived"]}')
+    if r['pins_connections'] is False:
+        surv += ' (stateless)'
+    return [scheme, _fmt(r['gap_median_ms']), rng + note,
+            _fmt(r['ratio_to_proactive'], '.2f'), _fmt(r['moved_median_ms']),
+            f'{_fmt(r["failed_median"], "g")} '
+            f'({min(failed) if failed else "-"}-'
+            f'{max(failed) if failed else "-"})',
+            _fmt(r['latency_before_ms']), _fmt(r['spacing_near_max_ms']),
+            surv, _fmt(r['failback_gap_ms']),
+            _fmt(r['failback_to_primary_ms'])]
+
+
+def _resolution(res, meta):
+    if not res:
+        return 'No link run completed.'
+    return (
+        f'Asked for one attempt every {meta["interval_ms"]:g} ms; '
+        f'achieved {res["rate_per_s"]:.0f} attempts/s (median of runs), '
+        f'spacing median {res["spacing_median_ms"]:.2f} ms, p99 '
+        f'{res["spacing_p99_ms"]:.1f} ms; the widest spacing between '
+        'the failure and the backup\'s first answer was '
+        f'{_fmt(res["spacing_max_near_failure_ms"])} ms.')
+
+
+def _notes(meta):
+    """What the less obvious columns mean."""
+    return (
+        '"moved at" is the median start of the first connection the '
         'backup answered: for switch-local strategies, when the switch sent '
         'new connections to the backup (the gap adds the time that '
         'connection took to complete); under reactive (SYN queued for the '
@@ -200,16 +211,7 @@ def markdown(summary, meta):
         'A connection survives when it stayed open without error and '
         f'echoed {meta["survivor_echoes"]}+ times from 1 s after link-up; '
         '"stateless" strategies do not pin connections and are expected '
-        'to reset them.']
-    failed = [(s, f) for s, r in summary['schemes'].items()
-              for f in r['failures']]
-    if failed:
-        lines += ['', '## Runs that failed', '']
-        lines += [f'- {s} {f["kind"]} {_fmt(f["repetition"], "")}: '
-                  f'{f["reason"]}' for s, f in failed]
-    lines += ['', '## Environment', '', '| | |', '|---|---|']
-    lines += [f'| {k} | {v} |' for k, v in meta['environment'].items()]
-    return '\n'.join(lines) + '\n'
+        'to reset them.')
 
 
 def write_outputs(out_dir, results, meta):
