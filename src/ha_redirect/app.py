@@ -1,7 +1,11 @@
 """The os-ken app: a thin shell that feeds switch events to a RedirectPolicy.
 
 Each handler finds the datapath, asks the policy, and sends what it returns
-through `ha_redirect.openflow`. Nothing here decides anything.
+through `ha_redirect.openflow`. Nothing here decides anything. With several
+controllers, `ha_redirect.roles` keeps each switch's role and gates every
+write (its takeover read is `ha_redirect.adoption`); the operator's requests
+are `ha_redirect.operator_requests`'. They are plain objects: os-ken's
+handlers stay here, in the one OSKenApp class of this module.
 """
 
 import collections
@@ -42,14 +46,13 @@ class EventTick(event.EventBase):
     policy is only ever called from the app's event thread)."""
 
 
-# The collaborators' events and timeouts, where they were first imported.
+# The collaborators' events and timeouts, importable from here as before.
 EventControl = operator_requests.EventControl
 EventStatsTimeout = operator_requests.EventStatsTimeout
 EventLeadership = roles_mod.EventLeadership
 EventAdoptionTimeout = adoption.EventAdoptionTimeout
 CONTROL_TIMEOUT = operator_requests.CONTROL_TIMEOUT
 ADOPTION_TIMEOUT = adoption.ADOPTION_TIMEOUT
-
 METRICS_REFRESH = metrics_mod.REFRESH_INTERVAL
 
 # PacketIns waiting in the app's queue, in all and per switch port (see

@@ -32,6 +32,19 @@ _PROBE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
 # for it leaving: milliseconds matter.
 _REACTION_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
                      0.25, 1.0)
+# Label sets: a service's server, a service, a switch.
+_SERVER = ('service', 'server')
+_SERVICE = ('service',)
+_SWITCH = ('dpid',)
+# The per-server flags of `RedirectPolicy.status()`, each a gauge
+# `ha_redirect_server_<flag>`.
+_SERVER_FLAGS = {
+    'healthy': "Whether the service's monitors call the server healthy",
+    'eligible': 'Whether the server may take new connections (healthy, '
+                'past the hold-down, not drained)',
+    'active': 'Whether new connections of the service go to this server',
+    'drained': 'Whether an operator drained the server',
+}
 # Seconds between refreshes of the gauges that move with every connection.
 REFRESH_INTERVAL = 0.1
 
@@ -48,66 +61,59 @@ class ControllerMetrics:
         self.registry = prometheus_client.CollectorRegistry()
         # service -> server labels (primary, backup1, ...) by index
         self._server_names = dict(server_names or {})
-        r = self.registry
-        server = ('service', 'server')
-        self.healthy = Gauge('ha_redirect_server_healthy', 'Whether the '
-                             'service\'s monitors call the server healthy',
-                             server, registry=r)
-        self.eligible = Gauge('ha_redirect_server_eligible', 'Whether the '
-                              'server may take new connections (healthy, '
-                              'past the hold-down, not drained)', server,
-                              registry=r)
-        self.active = Gauge('ha_redirect_server_active', 'Whether new '
-                            'connections of the service go to this server',
-                            server, registry=r)
-        self.drained = Gauge('ha_redirect_server_drained', 'Whether an '
-                             'operator drained the server', server,
-                             registry=r)
-        self.probe_verdict = Gauge(
-            'ha_redirect_probe_last_ok', 'The last tcp_probe result: 1 ok, '
-            '0 refused or timed out', server, registry=r)
-        self.tracked = Gauge('ha_redirect_tracked_connections', 'Connections '
-                             'the controller pinned and remembers (reactive)',
-                             ('service',), registry=r)
-        self.failovers = Counter('ha_redirect_failovers', 'Times new '
-                                 'connections moved to a later server (or to '
-                                 'none)', ('service',), registry=r)
-        self.failbacks = Counter('ha_redirect_failbacks', 'Times new '
-                                 'connections moved back to an earlier '
-                                 'server', ('service',), registry=r)
-        self.probes = Counter('ha_redirect_probes', 'tcp_probe results by '
-                              'outcome (ok, refused, timeout)',
-                              server + ('outcome',), registry=r)
-        self.probe_rtt = Histogram(
-            'ha_redirect_probe_rtt_seconds', 'tcp_probe round trip: SYN out '
-            'to SYN-ACK or RST back', ('service',), buckets=_PROBE_BUCKETS,
-            registry=r)
-        self.packet_ins = Counter('ha_redirect_packet_ins', 'PacketIns '
-                                  'handled', ('dpid',), registry=r)
-        self.packet_ins_dropped = Counter(
-            'ha_redirect_packet_ins_dropped', 'PacketIns dropped on arrival '
-            '(backlog full)', registry=r)
-        self.flow_mods = Counter('ha_redirect_flow_mods', 'FlowMods sent',
-                                 ('dpid', 'command'), registry=r)
-        self.group_mods = Counter('ha_redirect_group_mods', 'GroupMods sent',
-                                  ('dpid', 'command'), registry=r)
-        self.switch_errors = Counter('ha_redirect_switch_errors', 'Errors '
-                                     'the switch returned (unexpected ones)',
-                                     ('dpid', 'type'), registry=r)
-        self.reaction = Histogram(
-            'ha_redirect_port_status_reaction_seconds', 'From a PortStatus '
-            'reaching the controller to its last message sent',
-            buckets=_REACTION_BUCKETS, registry=r)
-        self.connected = Gauge('ha_redirect_switch_connected', 'Whether the '
-                               'switch is connected to this controller',
-                               ('dpid',), registry=r)
-        self.master = Gauge('ha_redirect_switch_master', 'Whether this '
-                            'controller is the switch\'s MASTER (always 1 '
-                            'without [coordination])', ('dpid',), registry=r)
+        self._server_flags = {
+            flag: self._new(Gauge, f'server_{flag}', _SERVER, documentation)
+            for flag, documentation in _SERVER_FLAGS.items()}
+        self.probe_verdict = self._new(
+            Gauge, 'probe_last_ok', _SERVER,
+            'The last tcp_probe result: 1 ok, 0 refused or timed out')
+        self.tracked = self._new(
+            Gauge, 'tracked_connections', _SERVICE,
+            'Connections the controller pinned and remembers (reactive)')
+        self.failovers = self._new(
+            Counter, 'failovers', _SERVICE,
+            'Times new connections moved to a later server (or to none)')
+        self.failbacks = self._new(
+            Counter, 'failbacks', _SERVICE,
+            'Times new connections moved back to an earlier server')
+        self.probes = self._new(
+            Counter, 'probes', _SERVER + ('outcome',),
+            'tcp_probe results by outcome (ok, refused, timeout)')
+        self.probe_rtt = self._new(
+            Histogram, 'probe_rtt_seconds', _SERVICE,
+            'tcp_probe round trip: SYN out to SYN-ACK or RST back',
+            buckets=_PROBE_BUCKETS)
+        self.packet_ins = self._new(Counter, 'packet_ins', _SWITCH,
+                                    'PacketIns handled')
+        self.packet_ins_dropped = self._new(
+            Counter, 'packet_ins_dropped', (),
+            'PacketIns dropped on arrival (backlog full)')
+        self.flow_mods = self._new(Counter, 'flow_mods',
+                                   _SWITCH + ('command',), 'FlowMods sent')
+        self.group_mods = self._new(Counter, 'group_mods',
+                                    _SWITCH + ('command',), 'GroupMods sent')
+        self.switch_errors = self._new(
+            Counter, 'switch_errors', _SWITCH + ('type',),
+            'Errors the switch returned (unexpected ones)')
+        self.reaction = self._new(
+            Histogram, 'port_status_reaction_seconds', (),
+            'From a PortStatus reaching the controller to its last message '
+            'sent', buckets=_REACTION_BUCKETS)
+        self.connected = self._new(
+            Gauge, 'switch_connected', _SWITCH,
+            'Whether the switch is connected to this controller')
+        self.master = self._new(
+            Gauge, 'switch_master', _SWITCH, "Whether this controller is the "
+            "switch's MASTER (always 1 without [coordination])")
         self._server = None
         self._policy_version = None
         self._switches = set()      # the dpids the gauges last showed
         self._refreshed = -math.inf
+
+    def _new(self, kind, name, labels, documentation, **options):
+        """One metric, `ha_redirect_` + `name`, in this registry."""
+        return kind(name, documentation, labels, namespace='ha_redirect',
+                    registry=self.registry, **options)
 
     # The policy's observer ----------------------------------------------
 
@@ -132,10 +138,8 @@ class ControllerMetrics:
             name = service['service']
             for server in service['servers']:
                 labels = (name, server['name'])
-                self.healthy.labels(*labels).set(int(server['healthy']))
-                self.eligible.labels(*labels).set(int(server['eligible']))
-                self.active.labels(*labels).set(int(server['active']))
-                self.drained.labels(*labels).set(int(server['drained']))
+                for flag, gauge in self._server_flags.items():
+                    gauge.labels(*labels).set(int(server[flag]))
 
     def refresh(self, policy, switches, leads, every_time=True):
         """The gauges, after an event that may have moved them: the
