@@ -29,8 +29,14 @@ import time
 import typing
 
 from ha_redirect.lab import captures as captures_mod
+# Moved to `captures` and `failures`; still importable from here, where
+# other modules and tests import them today.
+from ha_redirect.lab.captures import capture_filter  # noqa: F401
+from ha_redirect.lab.captures import ClockStepped  # noqa: F401
 from ha_redirect.lab import controller as controller_mod
 from ha_redirect.lab import failures
+from ha_redirect.lab.failures import LinkCutter  # noqa: F401
+from ha_redirect.lab.failures import ServiceKiller  # noqa: F401
 from ha_redirect.lab import haproxy as haproxy_mod
 from ha_redirect.lab import metrics
 from ha_redirect.lab import run_metrics
@@ -40,16 +46,6 @@ from ha_redirect.lab import topology
 from ha_redirect.lab import traffic
 from ha_redirect.lab import workload
 from ha_redirect import model
-
-# Moved to their own modules; still importable from here.
-Capture = captures_mod.Capture
-ClockStepped = captures_mod.ClockStepped
-capture_filter = captures_mod.capture_filter
-clock_offset = captures_mod.clock_offset
-CLOCK_STEP_LIMIT_S = captures_mod.CLOCK_STEP_LIMIT_S
-SNAPLEN = captures_mod.SNAPLEN
-LinkCutter = failures.LinkCutter
-ServiceKiller = failures.ServiceKiller
 
 PROBE_PORT = 5001
 FIRST_CLIENT_PORT = 5201
