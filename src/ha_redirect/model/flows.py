@@ -1,0 +1,431 @@
+"""The flow vocabulary: matches, actions, the messages the policy returns
+for the switch, and the packets it is shown.
+
+Plain frozen data with value equality; `ha_redirect.openflow` is the only
+place that turns it into OpenFlow messages.
+"""
+
+import dataclasses
+import enum
+import functools
+import typing
+
+from ha_redirect.model.validation import FlowError
+from ha_redirect.model.validation import freeze_tuples
+from ha_redirect.model.validation import normalize_ipv4
+
+__all__ = [
+    'ETH_TYPE_IPV4', 'ETH_TYPE_ARP', 'IP_PROTO_TCP', 'ARP_REQUEST',
+    'ARP_REPLY', 'SpecialPort', 'PortRef', 'PREREQUISITES', 'MATCH_FIELDS',
+    'CT_NEW', 'CT_EST', 'CT_REL', 'CT_RPL', 'CT_INV', 'CT_TRK', 'ct_state',
+    'Match', 'Output', 'SetField', 'GotoTable', 'Learn', 'Group', 'Move',
+    'OutputFrom', 'Conntrack', 'FinTimeout', 'Meter', 'Action', 'Bucket',
+    'GroupOrMeterCommand', 'GroupCommand', 'GroupMod', 'MeterCommand',
+    'MeterMod', 'FlowCommand', 'FlowMod', 'PacketOut', 'ArpReply',
+    'TcpSegment', 'FlowStatsRequest', 'ConntrackFlush', 'Barrier', 'Bundle',
+    'Message', 'TcpPacket', 'ArpRequest', 'Packet', 'TCP_FIN', 'TCP_SYN',
+    'TCP_RST', 'TCP_ACK', 'TCP_OPENING']
+
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_ARP = 0x0806
+IP_PROTO_TCP = 6
+ARP_REQUEST = 1
+ARP_REPLY = 2
+
+
+class SpecialPort(enum.Enum):
+    CONTROLLER = 'controller'
+    NORMAL = 'normal'
+    IN_PORT = 'in_port'
+
+
+PortRef = typing.Union[int, SpecialPort]
+
+# What a match field needs earlier in the same match (OpenFlow 1.3 spec,
+# section 7.2.3.8); Open vSwitch refuses matches, set-fields and learn specs
+# without it (OFPBMC_BAD_PREREQ / OFPBAC_MATCH_INCONSISTENT).
+PREREQUISITES = {
+    'ip_proto': ('eth_type', ETH_TYPE_IPV4),
+    'ipv4_src': ('eth_type', ETH_TYPE_IPV4),
+    'ipv4_dst': ('eth_type', ETH_TYPE_IPV4),
+    'tcp_src': ('ip_proto', IP_PROTO_TCP),
+    'tcp_dst': ('ip_proto', IP_PROTO_TCP),
+    'tcp_flags': ('ip_proto', IP_PROTO_TCP),
+    'arp_op': ('eth_type', ETH_TYPE_ARP),
+    'arp_spa': ('eth_type', ETH_TYPE_ARP),
+    'arp_tpa': ('eth_type', ETH_TYPE_ARP),
+}
+
+# Match field names follow OXM (and os-ken's OFPMatch keywords).
+MATCH_FIELDS = ('in_port', 'eth_src', 'eth_dst', 'eth_type', 'ip_proto',
+                'ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'tcp_flags',
+                'arp_op',
+                'arp_spa', 'arp_tpa', 'ct_state', 'ct_zone', 'ct_mark')
+
+# Connection tracking state bits (Open vSwitch's ct_state field).
+CT_NEW = 0x01    # the first packet(s) of a connection not yet answered
+CT_EST = 0x02    # a connection that has seen traffic both ways
+CT_REL = 0x04    # related to a tracked connection (e.g. ICMP errors)
+CT_RPL = 0x08    # in the reply direction
+CT_INV = 0x10    # the tracker could not make sense of the packet
+CT_TRK = 0x20    # the packet has been through the tracker
+
+
+def ct_state(on: int, off: int = 0) -> typing.Tuple[int, int]:
+    """A `Match.ct_state` (value, mask): bits `on` set, bits `off` clear;
+    `ct_state(CT_TRK | CT_RPL, CT_INV)` is OVS's `+trk+rpl-inv`."""
+    if on & off:
+        raise FlowError.for_field('ct_state',
+                                  f'{on & off:#x} both set and clear')
+    return (on, on | off)
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """An OpenFlow match; a field left as None is wildcarded."""
+    in_port: typing.Optional[int] = None
+    eth_src: typing.Optional[str] = None
+    eth_dst: typing.Optional[str] = None
+    eth_type: typing.Optional[int] = None
+    ip_proto: typing.Optional[int] = None
+    ipv4_src: typing.Optional[str] = None
+    ipv4_dst: typing.Optional[str] = None
+    tcp_src: typing.Optional[int] = None
+    tcp_dst: typing.Optional[int] = None
+    # (value, mask), as ct_state: see TCP_OPENING.
+    tcp_flags: typing.Optional[typing.Tuple[int, int]] = None
+    arp_op: typing.Optional[int] = None
+    arp_spa: typing.Optional[str] = None
+    arp_tpa: typing.Optional[str] = None
+    # Conntrack fields, valid after a Conntrack action with a `table`:
+    # ct_state is (value, mask) -- see `ct_state()`.
+    ct_state: typing.Optional[typing.Tuple[int, int]] = None
+    ct_zone: typing.Optional[int] = None
+    ct_mark: typing.Optional[int] = None
+
+    def fields(self) -> typing.Dict[str, typing.Any]:
+        """The fields that are set, in a stable order."""
+        return {name: getattr(self, name) for name in MATCH_FIELDS
+                if getattr(self, name) is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    port: PortRef
+
+
+@dataclasses.dataclass(frozen=True)
+class SetField:
+    field: str
+    value: typing.Any
+
+
+@dataclasses.dataclass(frozen=True)
+class GotoTable:
+    table: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Learn:
+    """OVS `learn`: the packet installs a flow derived from its own headers.
+
+    `match_from` pairs (field of the learned match, field of this packet);
+    `match_values` and `set_values` are constants; the learned flow outputs to
+    `output_port`, or to the port named by the packet field `output_from`.
+    """
+    table: int
+    priority: int
+    cookie: int
+    idle_timeout: int = 0
+    fin_idle_timeout: int = 0
+    match_values: typing.Tuple[typing.Tuple[str, typing.Any], ...] = ()
+    match_from: typing.Tuple[typing.Tuple[str, str], ...] = ()
+    set_values: typing.Tuple[typing.Tuple[str, typing.Any], ...] = ()
+    output_port: typing.Optional[int] = None
+    output_from: typing.Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Hand the packet to a group (ours are fast-failover groups)."""
+    group_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """Copy `n_bits` of packet field `src` (from bit `src_ofs`) into `dst`
+    (from bit `dst_ofs`): OVS `move`. Inside a Conntrack's actions it writes
+    the connection's `ct_mark` or `ct_label`."""
+    src: str
+    dst: str
+    n_bits: int
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputFrom:
+    """Output to the port number held in bits [ofs, ofs + n_bits) of a
+    packet field (OVS `output:NXM_NX_CT_LABEL[0..15]`)."""
+    field: str
+    n_bits: int = 16
+    ofs: int = 0
+
+
+def _check_zone(zone, error):
+    if not 0 <= zone <= 0xffff:
+        raise error('zone', f'{zone!r} is not 16 bits')
+
+
+@dataclasses.dataclass(frozen=True)
+class Conntrack:
+    """OVS `ct`: send the packet through the connection tracker.
+
+    `zone` separates connection tables (one per service). With `table`, a
+    copy of the packet continues in that table carrying ct_state, ct_zone,
+    ct_mark and ct_label (and translated addresses, with `nat`); without it
+    the packet only passes through the tracker. `commit` remembers a new
+    connection; `nat_dst` (needs `commit`) gives it a destination NAT, and
+    `nat` applies the connection's existing translation (forward packets
+    are readdressed, replies un-translated). `actions` (need `commit`) set
+    the connection's ct_mark/ct_label: SetField or Move into them.
+    """
+    zone: int
+    table: typing.Optional[int] = None
+    commit: bool = False
+    nat: bool = False
+    nat_dst: typing.Optional[str] = None
+    actions: typing.Tuple[typing.Union[SetField, Move], ...] = ()
+
+    def __post_init__(self):
+        freeze_tuples(self, 'actions')
+        error = functools.partial(FlowError.for_field, owner='conntrack')
+        _check_zone(self.zone, error)
+        if self.nat_dst is not None:
+            object.__setattr__(self, 'nat_dst',
+                               normalize_ipv4(self.nat_dst, 'nat_dst', error))
+        if self.nat_dst is not None and not self.commit:
+            raise error('nat_dst', 'needs commit')
+        if self.actions and not self.commit:
+            raise error('actions', 'need commit')
+        for action in self.actions:
+            target = action.field if isinstance(action, SetField) else (
+                action.dst if isinstance(action, Move) else None)
+            if target not in ('ct_mark', 'ct_label'):
+                raise error('actions',
+                            f'{action!r} must set ct_mark or ct_label')
+
+
+@dataclasses.dataclass(frozen=True)
+class FinTimeout:
+    """OVS `fin_timeout`: once the flow sees a FIN or RST, it expires after
+    `idle_timeout` idle seconds, so closed connections leave the table."""
+    idle_timeout: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Meter:
+    """Pass the packet through an OpenFlow meter first (ours drop what
+    exceeds a packet rate, so a flood cannot swamp the controller)."""
+    meter_id: int
+
+
+Action = typing.Union[Output, SetField, GotoTable, Learn, Group, Move,
+                      OutputFrom, Conntrack, FinTimeout, Meter]
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """One way out of a fast-failover group, live while `watch_port` is."""
+    actions: typing.Tuple[Action, ...]
+    watch_port: int
+
+    def __post_init__(self):
+        freeze_tuples(self, 'actions')
+
+
+class GroupOrMeterCommand(enum.Enum):
+    """OpenFlow gives group mods and meter mods the same three commands."""
+    ADD = 'add'
+    MODIFY = 'modify'
+    DELETE = 'delete'
+
+
+GroupCommand = MeterCommand = GroupOrMeterCommand
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupMod:
+    """A fast-failover group: the switch uses the first live bucket, on
+    its own, the moment a watched port goes down."""
+    datapath_id: int
+    command: GroupCommand
+    group_id: int
+    buckets: typing.Tuple[Bucket, ...] = ()
+
+    def __post_init__(self):
+        freeze_tuples(self, 'buckets')
+
+
+@dataclasses.dataclass(frozen=True)
+class MeterMod:
+    """A meter that drops packets above `rate` per second (bursts of up to
+    `burst` packets pass)."""
+    datapath_id: int
+    command: MeterCommand
+    meter_id: int
+    rate: int = 0
+    burst: int = 0
+
+
+class FlowCommand(enum.Enum):
+    ADD = 'add'
+    MODIFY_STRICT = 'modify_strict'
+    DELETE = 'delete'
+    DELETE_STRICT = 'delete_strict'
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowMod:
+    """Add, change or remove flows; deletes are always scoped by cookie."""
+    datapath_id: int
+    command: FlowCommand
+    match: Match = Match()
+    actions: typing.Tuple[Action, ...] = ()
+    table: int = 0
+    priority: int = 0
+    cookie: int = 0
+    cookie_mask: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    notify_removed: bool = False
+
+    def __post_init__(self):
+        freeze_tuples(self, 'actions')
+
+
+@dataclasses.dataclass(frozen=True)
+class PacketOut:
+    """Send a packet the switch already has (buffer_id) or the given bytes."""
+    datapath_id: int
+    actions: typing.Tuple[Action, ...]
+    in_port: PortRef = SpecialPort.CONTROLLER
+    data: bytes = b''
+    buffer_id: typing.Optional[int] = None
+
+    def __post_init__(self):
+        freeze_tuples(self, 'actions')
+
+
+@dataclasses.dataclass(frozen=True)
+class ArpReply:
+    """Answer an ARP request on a server's behalf, out of `out_port`."""
+    datapath_id: int
+    out_port: int
+    sender_mac: str
+    sender_ip: str
+    target_mac: str
+    target_ip: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TcpSegment:
+    """A TCP segment the controller originates (health probes and the RST
+    that closes them), sent out of `out_port`."""
+    datapath_id: int
+    out_port: int
+    eth_src: str
+    eth_dst: str
+    ipv4_src: str
+    ipv4_dst: str
+    tcp_src: int
+    tcp_dst: int
+    tcp_flags: int
+    tcp_seq: int = 0
+    tcp_ack: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowStatsRequest:
+    """Ask the switch for its flows with this cookie (under the mask)."""
+    datapath_id: int
+    cookie: int
+    cookie_mask: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ConntrackFlush:
+    """Forget the tracked connections of one zone whose replies come from
+    `reply_src` (Open vSwitch 3.1+ NXT_CT_FLUSH): a dead server's."""
+    datapath_id: int
+    zone: int
+    reply_src: str
+
+    def __post_init__(self):
+        error = functools.partial(FlowError.for_field, owner='conntrack flush')
+        object.__setattr__(self, 'reply_src',
+                           normalize_ipv4(self.reply_src, 'reply_src', error))
+        _check_zone(self.zone, error)
+
+
+@dataclasses.dataclass(frozen=True)
+class Barrier:
+    """Everything before this is applied before anything after it."""
+    datapath_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """Flow and group changes the switch applies all at once (an atomic,
+    ordered OpenFlow bundle): no packet sees the state halfway."""
+    datapath_id: int
+    messages: typing.Tuple[typing.Union[FlowMod, GroupMod], ...]
+
+    def __post_init__(self):
+        freeze_tuples(self, 'messages')
+        for message in self.messages:
+            if not isinstance(message, (FlowMod, GroupMod)):
+                raise FlowError.for_field(
+                    'messages', f'{type(message).__name__} cannot be bundled',
+                    owner='bundle')
+
+
+Message = typing.Union[
+    FlowMod, GroupMod, MeterMod, PacketOut, ArpReply, TcpSegment,
+    FlowStatsRequest, ConntrackFlush, Barrier, Bundle]
+
+
+# What the switch saw, as the OpenFlow layer decodes it for the policy.
+
+@dataclasses.dataclass(frozen=True)
+class TcpPacket:
+    in_port: int
+    eth_src: str
+    eth_dst: str
+    ipv4_src: str
+    ipv4_dst: str
+    tcp_src: int
+    tcp_dst: int
+    tcp_flags: int = 0
+    buffer_id: typing.Optional[int] = None
+    data: bytes = b''
+    tcp_seq: int = 0
+    tcp_ack: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ArpRequest:
+    in_port: int
+    sender_mac: str
+    sender_ip: str
+    target_ip: str
+
+
+Packet = typing.Union[TcpPacket, ArpRequest]
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+# A Match.tcp_flags for a client's opening SYN (SYN set, ACK clear).
+TCP_OPENING = (TCP_SYN, TCP_SYN | TCP_ACK)
