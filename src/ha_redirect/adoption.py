@@ -119,3 +119,12 @@ class SwitchAdoption:
                                                reads['groups'])
         return Adopted(datapath, snapshot, reads['since'],
                        len(reads['groups']))
+
+
+def count_changes(messages):
+    """How many flow and group changes the takeover made (a bundle counts
+    each message it holds)."""
+    return sum(len(m.messages) if isinstance(m, model.Bundle) else 1
+               for m in messages
+               if isinstance(m, (model.FlowMod, model.GroupMod,
+                                 model.Bundle)))

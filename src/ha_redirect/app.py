@@ -203,6 +203,8 @@ class RedirectApp(app_manager.OSKenApp):
         super().close()
 
     def _now(self):
+        """The collaborators' clock: `clock` read at each call, so a test
+        may replace it."""
         return self.clock()
 
     def _post_later(self, delay, ev):
@@ -422,17 +424,13 @@ class RedirectApp(app_manager.OSKenApp):
             datapath.id, self._port_states.get(datapath.id, {}),
             self.clock(), snapshot,
             max_meter_id=self._max_meter_id.get(datapath.id, 0))
-        changes = [m for m in messages
-                   if isinstance(m, (model.FlowMod, model.GroupMod,
-                                     model.Bundle))]
         self._send(datapath, messages)
         LOG.warning('t=%.6f dpid=%#x: MASTER (generation %d) after %.1f ms '
                     'reading %d flows of ours and %d groups; %d changes',
                     self.clock(), datapath.id, self.election.generation,
                     (self.clock() - adopted.since) * 1000,
                     snapshot.flow_count, adopted.group_count,
-                    sum(len(m.messages) if isinstance(m, model.Bundle)
-                        else 1 for m in changes))
+                    adoption.count_changes(messages))
 
     @property
     def _roles(self):

@@ -3,6 +3,7 @@ datapath: each handler hands the event to the policy and sends its answer."""
 
 import logging
 
+from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.lib.packet import arp
 from os_ken.lib.packet import ethernet
@@ -13,9 +14,12 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 import pytest
 
+from ha_redirect import adoption
 from ha_redirect import app as app_mod
 from ha_redirect import model
+from ha_redirect import operator_requests
 from ha_redirect.policy import RedirectPolicy
+from ha_redirect import roles
 from ha_redirect.strategies.reactive import ReactiveStrategy
 
 from os_ken_fakes import RecordingDatapath
@@ -195,3 +199,21 @@ def test_status_counts_open_connections_from_the_switch(redirect_app):
     redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes(40001)))
     new_forward = datapath.flow_mods(ofp.OFPFC_ADD)[0]
     assert new_forward.instructions[0].actions[-1].port == BACKUP.port
+
+
+def test_os_ken_loads_the_one_app_of_the_module():
+    # load_app takes the module's first OSKenApp class: the shell's
+    # collaborators must define none, and stay plain objects.
+    assert app_manager.AppManager().load_app('ha_redirect.app') is (
+        app_mod.RedirectApp)
+    for module in (adoption, operator_requests, roles):
+        assert app_manager.AppManager().load_app(module.__name__) is None
+
+
+def test_without_an_election_every_write_goes_out(redirect_app):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    assert datapath.flow_mods(ofp.OFPFC_ADD)
+    assert not any(isinstance(m, parser.OFPRoleRequest)
+                   for m in datapath.sent)
+    assert redirect_app._status(None)['controller'] == {'role': 'single'}
