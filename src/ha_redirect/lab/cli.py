@@ -7,7 +7,7 @@
 Needs root.  Errors are one line on stderr with a non-zero exit status.
 """
 
-import argparse
+import importlib
 import importlib.util
 import logging
 import sys
@@ -29,57 +29,26 @@ def _lab_library(exc):
     return (exc.name or '').partition('.')[0] in LAB_EXTRA
 
 
-try:
-    from ha_redirect.lab import demo as demo_mod
-    from ha_redirect.lab import testbed
-except ModuleNotFoundError as exc:
-    if not _lab_library(exc):
-        raise
-    missing_extra = exc.name.partition('.')[0]
-    demo_mod = testbed = None
+def _lab_module(name):
+    """ha_redirect.lab.<name>, or None when it cannot be imported for want
+    of a [lab] library (noted in `missing_extra`) or is not there."""
+    global missing_extra
+    try:
+        return importlib.import_module(f'ha_redirect.lab.{name}')
+    except ModuleNotFoundError as exc:
+        if exc.name != f'ha_redirect.lab.{name}':
+            if not _lab_library(exc):
+                raise
+            missing_extra = missing_extra or exc.name.partition('.')[0]
+        return None
 
-try:
-    from ha_redirect.lab import evaluation
-except ModuleNotFoundError as exc:
-    if exc.name != 'ha_redirect.lab.evaluation':
-        if not _lab_library(exc):
-            raise
-        missing_extra = missing_extra or exc.name.partition('.')[0]
-    evaluation = None
 
-try:
-    from ha_redirect.lab import gaps
-except ModuleNotFoundError as exc:
-    if exc.name != 'ha_redirect.lab.gaps':
-        if not _lab_library(exc):
-            raise
-        missing_extra = missing_extra or exc.name.partition('.')[0]
-    gaps = None
-
+demo_mod = _lab_module('demo')
+testbed = _lab_module('testbed')
+evaluation = _lab_module('evaluation')
+gaps = _lab_module('gaps')
 
 _Parser = command.OneLineParser
-
-
-def _schemes(text):
-    schemes = [s.strip() for s in text.split(',') if s.strip()]
-    if not schemes:
-        raise argparse.ArgumentTypeError('no scheme given')
-    for scheme in schemes:
-        try:
-            demo_mod.parse_scheme(scheme)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return schemes
-
-
-def _positive(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a positive number')
-    return value
 
 
 def build_parser():
@@ -91,13 +60,14 @@ def build_parser():
                                 parser_class=_Parser)
     p = sub.add_parser('demo', help='a short failover per scheme, told as '
                        'it happens')
-    p.add_argument('--schemes', type=_schemes,
+    p.add_argument('--schemes', type=command.scheme_names(),
                    default=list(demo_mod.DEFAULT_SCHEMES),
                    help='comma-separated: sdn-<strategy>, haproxy-paper, '
                    'haproxy-tuned (default: %(default)s)')
-    p.add_argument('--observe', type=_positive, default=2.0,
+    number = command.positive(float, 'number')
+    p.add_argument('--observe', type=number, default=2.0,
                    help='seconds to keep probing after the failure')
-    p.add_argument('--interval-ms', type=_positive, default=5.0,
+    p.add_argument('--interval-ms', type=number, default=5.0,
                    help='a new connection every this many ms')
     p.add_argument('--failure', choices=demo_mod.FAILURES, default='link',
                    help='link: the primary\'s interface goes down (as in '

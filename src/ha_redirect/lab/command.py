@@ -1,11 +1,13 @@
 """What the lab's command-line tools share: one-line argument errors, the
-command as the user typed it, and SIGTERM turned into a clean stop."""
+argument types they check values with, the command as the user typed it,
+and SIGTERM turned into a clean stop."""
 
 import argparse
 import logging
 import os
 import sys
 
+from ha_redirect.lab import schemes
 from ha_redirect.lab import scope as scope_mod
 
 
@@ -14,6 +16,52 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def positive(kind, what=None):
+    """An argument type: a `kind` (int or float) above zero; the error
+    calls it `what` (default: the type's name)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(
+                f'{text!r} is not a positive {what or kind.__name__}')
+        return value
+    return parse
+
+
+def positive_numbers(text):
+    """An argument type: a comma-separated list of positive numbers."""
+    try:
+        values = tuple(float(v) for v in text.split(',') if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a comma-separated list of positive numbers')
+    return values
+
+
+def scheme_names(unique=False):
+    """An argument type: comma-separated scheme names (a tuple), each one
+    `schemes.Scheme` knows; `unique` drops repeats."""
+    def parse(text):
+        names = (s.strip() for s in text.split(','))
+        names = tuple(n for n in names if n)
+        if unique:
+            names = tuple(dict.fromkeys(names))
+        if not names:
+            raise argparse.ArgumentTypeError('no scheme given')
+        for name in names:
+            try:
+                schemes.Scheme.parse(name)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+        return names
+    return parse
 
 
 def command_line(module, script):

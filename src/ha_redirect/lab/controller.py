@@ -181,7 +181,7 @@ def pid_owns_socket(pid, inodes):
     return False
 
 
-class ControllerProcess:
+class ControllerProcess(scope_mod.OwnedProcess):
     """`ha-redirect-controller` on a free loopback port, owned by a scope.
 
     `strategy` overrides the settings' strategy (a stevedore name); `tls`
@@ -314,12 +314,6 @@ class ControllerProcess:
             return 'down'
         controller = answer.get('controller', {})
         return controller.get('switches', {}).get(dpid_hex, 'none')
-
-    def stop(self, timeout=5.0):
-        """SIGTERM, then SIGKILL; the exit status, None if never started."""
-        if self.popen is None:
-            return None
-        return scope_mod.stop_process(self.popen, timeout, self.label)
 
     def restart(self, timeout=20.0):
         """Stop and start again on the same port (for resilience tests)."""

@@ -30,7 +30,7 @@ def redis_server_path():
     return path
 
 
-class RedisServer:
+class RedisServer(scope_mod.OwnedProcess):
     def __init__(self, scope, label='redis'):
         self.scope = scope
         self.label = label
@@ -71,11 +71,6 @@ class RedisServer:
                 return sock.recv(16).startswith(b'+PONG')
         except OSError:
             return False
-
-    def stop(self, timeout=5.0):
-        if self.popen is None:
-            return None
-        return scope_mod.stop_process(self.popen, timeout, self.label)
 
     def restart(self, down_for=0.0):
         """Stop (SIGTERM: it saves), wait `down_for` s, start again."""

@@ -8,11 +8,10 @@ how long new connections went unanswered.
 
 import dataclasses
 import time
-import typing
 
 from ha_redirect.lab import failures
-from ha_redirect.lab import haproxy
 from ha_redirect.lab import scenarios
+from ha_redirect.lab import schemes
 from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import traffic
 
@@ -22,25 +21,14 @@ DEFAULT_SCHEMES = ('sdn-reactive', 'sdn-proactive', 'haproxy-tuned',
 
 @dataclasses.dataclass(frozen=True)
 class DemoResult:
+    """One scheme's failover: what the prober saw (`traffic.GapReport`)
+    and the service address's entry in the client's neighbour table."""
     scheme: str
-    gap: typing.Optional[float]
-    attempts_after: int
-    failed_after: int
-    answered_by: typing.Dict[str, int]
+    report: traffic.GapReport
     client_sees: str
 
 
-def parse_scheme(scheme):
-    """('sdn', strategy) or ('haproxy', profile); ValueError if unknown."""
-    kind, _, variant = scheme.partition('-')
-    if kind == 'sdn' and variant:
-        return kind, variant
-    if kind == 'haproxy' and variant in haproxy.PROFILES:
-        return kind, variant
-    raise ValueError(
-        f'unknown scheme {scheme!r}: use sdn-<strategy> (e.g. sdn-reactive) '
-        f'or haproxy-<profile> ({", ".join(sorted(haproxy.PROFILES))})')
-
+parse_scheme = schemes.parse_scheme   # where the demo's callers find it
 
 FAILURES = ('link', 'kill')
 
@@ -65,16 +53,16 @@ def run_scheme(scheme, observe=2.0, interval_ms=5.0, out=say,
     """
     if failure not in FAILURES:
         raise ValueError(f'unknown failure {failure!r}')
-    kind, variant = parse_scheme(scheme)
+    parsed = schemes.Scheme.parse(scheme)
     with scope_mod.RunScope(keep_workdir=keep_workdir) as scope:
-        if kind == 'sdn':
-            lab = scenarios.SdnScenario(scope, strategy=variant).start()
+        lab = scenarios.for_scheme(scope, parsed).start()
+        if parsed.is_sdn:
             note = (f'OVS {lab.plan.bridge} ({lab.bed.datapath} datapath), '
                     f'ha-redirect-controller pid {lab.controller.popen.pid} '
                     f'on 127.0.0.1:{lab.controller.port}')
         else:
-            lab = scenarios.ProxyScenario(scope, profile=variant).start()
-            note = f'haproxy pid {lab.haproxy.agent.pid}, profile {variant}'
+            note = (f'haproxy pid {lab.haproxy.agent.pid}, profile '
+                    f'{parsed.variant}')
         ip, port = lab.address
         client = lab.bed.clients[0]
         out(f'== {scheme}: {note}')
@@ -93,7 +81,7 @@ def run_scheme(scheme, observe=2.0, interval_ms=5.0, out=say,
             out(f'   t=0 ms: killed the primary\'s server (pid {pid}); '
                 'its link stays up (the primary)')
         wait = observe
-        if kind == 'haproxy':
+        if not parsed.is_sdn:
             try:
                 t_seen = lab.haproxy.wait_for_transition('primary', 'DOWN',
                                                          30)
@@ -114,15 +102,14 @@ def run_scheme(scheme, observe=2.0, interval_ms=5.0, out=say,
         out(f'   {report.attempts_after} connection attempts after the '
             f'failure, {report.failed_after} failed; answered by '
             f'{dict(sorted(report.answered_by.items()))}')
-        return DemoResult(scheme, report.gap, report.attempts_after,
-                          report.failed_after, report.answered_by, sees)
+        return DemoResult(scheme, report, sees)
 
 
 def summary_lines(results):
     lines = [f'{"scheme":<16} {"service gap":>12} {"failed":>7} '
              f'{"attempts":>9}']
     for r in results:
-        gap = '-' if r.gap is None else f'{r.gap * 1000:.1f} ms'
-        lines.append(f'{r.scheme:<16} {gap:>12} {r.failed_after:>7} '
-                     f'{r.attempts_after:>9}')
+        gap = '-' if r.report.gap is None else f'{r.report.gap * 1000:.1f} ms'
+        lines.append(f'{r.scheme:<16} {gap:>12} {r.report.failed_after:>7} '
+                     f'{r.report.attempts_after:>9}')
     return lines

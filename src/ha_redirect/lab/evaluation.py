@@ -10,37 +10,33 @@ health checks: detection time, failed connections and false failovers.
 
 For each scheme, rate and repetition, `evaluation_run.run_once` builds a
 testbed, runs a baseline phase and a failure phase and measures; this
-module plans the runs, shows progress, writes raw JSON/CSV and the report
+module plans the runs, has `sweep` run them, writes CSV and the report
 (`report`), and is the command line (`add_arguments`, `run`, `main`).
 
 A run that fails is recorded with its reason and the sweep goes on; Ctrl-C
 cleans the host and writes a partial report.
 """
 
-import argparse
 import contextlib
 import csv
 import dataclasses
-import datetime
 import json
 import logging
 import os
-import signal
 import sys
-import time
-import traceback
 import typing
 
 from ha_redirect.lab import command
 from ha_redirect.lab import evaluation_run as run_mod
-from ha_redirect.lab import haproxy as haproxy_mod
 from ha_redirect.lab import report as report_mod
-from ha_redirect.lab import scope as scope_mod
-from ha_redirect.lab import testbed as testbed_mod
+from ha_redirect.lab import schemes
+from ha_redirect.lab import sweep as sweep_mod
 from ha_redirect import model
-from ha_redirect import plugins
 
 LOG = logging.getLogger(__name__)
+
+TOOL = 'evaluate'
+MODULE = 'ha_redirect.lab.evaluation'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,23 +79,13 @@ KILL = dict(rates=(2.0, 8.0), repeat=3, baseline=False)
 
 def kill_schemes():
     """Tuned HAProxy and every installed strategy (with tcp_probe)."""
-    return ('haproxy-tuned',) + tuple(
-        f'sdn-{n}' for n in plugins.strategy_names())
+    return ('haproxy-tuned',) + schemes.sdn_names()
 
 
-def available_schemes():
-    """HAProxy profiles and every installed strategy, as scheme names."""
-    return ([f'haproxy-{p}' for p in sorted(haproxy_mod.PROFILES)]
-            + [f'sdn-{n}' for n in plugins.strategy_names()])
-
-
-def parse_scheme(scheme):
-    """('sdn', strategy) or ('haproxy', profile); ValueError otherwise."""
-    if scheme not in available_schemes():
-        raise ValueError(f'unknown scheme {scheme!r} (available: '
-                         f'{", ".join(available_schemes())})')
-    kind, _, variant = scheme.partition('-')
-    return kind, variant
+# Where they were first defined; `gaps` and other callers import them here.
+available_schemes = schemes.available_names
+parse_scheme = schemes.parse_scheme
+environment = sweep_mod.environment
 
 
 # -- the sweep ----------------------------------------------------------------
@@ -124,14 +110,6 @@ def plan_runs(cfg):
     still covers every scheme and rate."""
     return [(scheme, rate, rep) for rep in range(cfg.repeat)
             for rate in cfg.rates for scheme in cfg.schemes]
-
-
-def _write_run(out_dir, result):
-    path = os.path.join(out_dir, 'runs', _run_id(
-        result['scheme'], result['rate'], result['repetition']) + '.json')
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(result, f, indent=1, sort_keys=True, default=str)
 
 
 RUN_FIELDS = ('scheme', 'rate', 'repetition', 'status', 'reason',
@@ -163,49 +141,28 @@ def write_csv(out_dir, results):
 
 def sweep(cfg, out_dir, progress=True):
     """Run every (scheme, rate, repetition); returns (results, interrupted)."""
-    from tqdm import tqdm
-    runs = plan_runs(cfg)
-    results = []
-    interrupted = None
-    bar = tqdm(total=len(runs), unit='run', disable=not progress,
-               dynamic_ncols=True, file=sys.stderr)
-    try:
-        for scheme, rate, rep in runs:
-            bar.set_description(f'{scheme} rate={rate:g} rep={rep}')
-            started = time.monotonic()
-            run_dir = os.path.join(out_dir, 'runs',
-                                   _run_id(scheme, rate, rep))
-            try:
-                result = _run_with_one_retry(cfg, scheme, rate, rep, run_dir,
-                                             bar)
-            except (KeyboardInterrupt, scope_mod.Terminated) as exc:
-                interrupted = type(exc).__name__
-                result = dict(scheme=scheme, rate=rate, repetition=rep,
-                              status='interrupted', reason=interrupted)
-            except Exception as exc:  # record it; the sweep goes on
-                LOG.debug('run failed', exc_info=True)
-                result = dict(scheme=scheme, rate=rate, repetition=rep,
-                              status='failed',
-                              reason=f'{type(exc).__name__}: {exc}'
-                              .splitlines()[0][:300],
-                              traceback=traceback.format_exc())
-            result['elapsed_s'] = round(time.monotonic() - started, 2)
-            results.append(result)
-            _write_run(out_dir, result)
-            bar.update(1)
-            if result['status'] == 'failed':
-                bar.write(f'run {_run_id(scheme, rate, rep)} failed: '
-                          f'{result["reason"]}')
-            if interrupted:
-                break
-    except (KeyboardInterrupt, scope_mod.Terminated) as exc:
-        interrupted = type(exc).__name__   # between runs: nothing to clean
-    finally:
-        bar.close()
-    return results, interrupted
+    return sweep_mod.sweep(_planned(cfg), _performer(cfg, out_dir), out_dir,
+                           progress)
 
 
-def _run_with_one_retry(cfg, scheme, rate, rep, run_dir, bar):
+def _planned(cfg):
+    return [sweep_mod.Run(_run_id(scheme, rate, rep),
+                          dict(scheme=scheme, rate=rate, repetition=rep),
+                          label=f'{scheme} rate={rate:g} rep={rep}')
+            for scheme, rate, rep in plan_runs(cfg)]
+
+
+def _performer(cfg, out_dir):
+    def perform(run, note):
+        f = run.fields
+        return _run_with_one_retry(cfg, f['scheme'], f['rate'],
+                                   f['repetition'],
+                                   os.path.join(out_dir, 'runs', run.name),
+                                   note)
+    return perform
+
+
+def _run_with_one_retry(cfg, scheme, rate, rep, run_dir, note):
     """One run; again, once, if the wall clock was stepped under it (its
     captures could not be placed in time: nothing about the scheme)."""
     for attempt in (1, 2):
@@ -218,103 +175,34 @@ def _run_with_one_retry(cfg, scheme, rate, rep, run_dir, bar):
         except run_mod.ClockStepped as exc:
             if attempt == 2:
                 raise
-            bar.write(f'run {_run_id(scheme, rate, rep)}: {exc}; running '
-                      'it again')
-
-
-def environment():
-    """Versions and machine facts for the report."""
-    import importlib.metadata
-    import platform
-
-    def first_line(argv):
-        try:
-            out = scope_mod.run(argv, check=False, timeout=10)
-        except (OSError, scope_mod.subprocess.TimeoutExpired):
-            return 'not found'
-        return ((out.stdout or out.stderr).strip().splitlines() or ['?'])[0]
-
-    def dist(name):
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return 'not installed'
-    try:
-        datapath = testbed_mod.choose_datapath()
-    except Exception as exc:  # only a report line
-        datapath = f'unknown ({exc})'
-    return {
-        'Open vSwitch': first_line(['ovs-vswitchd', '--version']),
-        'HAProxy': first_line(['haproxy', '-v']),
-        'os-ken': dist('os-ken'),
-        'ha_redirect': dist('ha_redirect'),
-        'iperf3': first_line(['iperf3', '--version']),
-        'dumpcap': first_line(['dumpcap', '--version']),
-        'Mininet': dist('mininet'),
-        'kernel': platform.release(),
-        'Python': platform.python_version(),
-        'OVS datapath': datapath,
-        'CPU cores': str(os.cpu_count()),
-    }
+            note(f'run {_run_id(scheme, rate, rep)}: {exc}; running it '
+                 'again')
 
 
 # -- command line -------------------------------------------------------------
 
-def _floats(text):
-    try:
-        values = tuple(float(v) for v in text.split(',') if v.strip())
-    except ValueError:
-        values = ()
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(
-            f'{text!r} is not a comma-separated list of positive numbers')
-    return values
-
-
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f'{text!r} is not a positive '
-                                             f'{kind.__name__}')
-        return value
-    return parse
-
-
-def _schemes(text):
-    schemes = tuple(s.strip() for s in text.split(',') if s.strip())
-    if not schemes:
-        raise argparse.ArgumentTypeError('no scheme given')
-    for scheme in schemes:
-        try:
-            parse_scheme(scheme)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return schemes
-
-
 def add_arguments(parser):
     """The evaluation's options (for `ha-redirect-lab evaluate`)."""
     d = EvalConfig()
-    parser.add_argument('--schemes', type=_schemes, default=None,
+    count, number = command.positive(int), command.positive(float)
+    parser.add_argument('--schemes', type=command.scheme_names(),
+                        default=None,
                         help='comma-separated schemes (default: '
                         f'{",".join(d.schemes)}; available: '
                         'haproxy-<profile>, sdn-<strategy>)')
-    parser.add_argument('--rates', type=_floats, default=None,
+    parser.add_argument('--rates', type=command.positive_numbers,
+                        default=None,
                         help='client arrival rates, clients/s (default: '
                         f'{",".join(f"{r:g}" for r in d.rates)})')
-    parser.add_argument('--repeat', type=_positive(int), default=None,
+    parser.add_argument('--repeat', type=count, default=None,
                         help=f'repetitions per rate (default {d.repeat})')
-    parser.add_argument('--duration', type=_positive(float), default=None,
+    parser.add_argument('--duration', type=number, default=None,
                         help='seconds each iperf3 client transmits '
                         f'(default {d.duration:g}; the paper: 10)')
-    parser.add_argument('--window', type=_positive(float), default=None,
+    parser.add_argument('--window', type=number, default=None,
                         help='seconds of client arrivals in the failure '
                         f'phase (default {d.window:g})')
-    parser.add_argument('--fail-at', type=_positive(float), default=None,
+    parser.add_argument('--fail-at', type=number, default=None,
                         help='the primary fails this many seconds into the '
                         f'failure phase (default {d.fail_at:g})')
     parser.add_argument('--no-baseline', dest='baseline',
@@ -324,7 +212,7 @@ def add_arguments(parser):
     parser.add_argument('--bandwidth', default=None,
                         help='iperf3 -b for each client, e.g. 50M '
                         '(default: unlimited, as the paper)')
-    parser.add_argument('--client-hosts', type=_positive(int), default=None,
+    parser.add_argument('--client-hosts', type=count, default=None,
                         help='hosts that run iperf3 clients (default '
                         f'{d.client_hosts})')
     parser.add_argument('--seed', default=None,
@@ -341,11 +229,10 @@ def add_arguments(parser):
                         f'{",".join(f"{r:g}" for r in KILL["rates"])}, '
                         f'{KILL["repeat"]} repetitions, no baseline phase)')
     for name, kind, what in (
-            ('interval', _positive(float), 'seconds between probes'),
-            ('timeout', _positive(float), 'seconds to wait for an answer'),
-            ('fall', _positive(int), 'failed probes that mark a server '
-             'down'),
-            ('rise', _positive(int), 'good probes that mark it up')):
+            ('interval', number, 'seconds between probes'),
+            ('timeout', number, 'seconds to wait for an answer'),
+            ('fall', count, 'failed probes that mark a server down'),
+            ('rise', count, 'good probes that mark it up')):
         parser.add_argument(f'--probe-{name}', type=kind, default=None,
                             help=f'with --failure kill: tcp_probe\'s {what} '
                             '(default: the controller\'s default)')
@@ -398,50 +285,32 @@ def run(args):
     try:
         cfg = config_from_args(args)
     except ValueError as exc:
-        print(f'evaluate: error: {exc}', file=sys.stderr)
+        print(f'{TOOL}: error: {exc}', file=sys.stderr)
         return 2
-    out_dir = args.output or os.path.join(
-        'results', datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
-    try:
-        testbed_mod.check_host()
-        os.makedirs(out_dir, exist_ok=True)
-    except (scope_mod.LabError, OSError) as exc:
-        print(f'evaluate: error: {exc}', file=sys.stderr)
+    out_dir = sweep_mod.results_folder(args.output)
+    outcome = sweep_mod.run_all(TOOL, out_dir, _planned(cfg),
+                                _performer(cfg, out_dir),
+                                progress=not args.no_progress)
+    if outcome is None:
         return 1
-    old_term = signal.signal(signal.SIGTERM, _terminated)
-    started = time.monotonic()
-    try:
-        env = environment()
-        print(f'evaluate: {len(plan_runs(cfg))} runs into {out_dir}',
-              file=sys.stderr)
-        results, interrupted = sweep(cfg, out_dir,
-                                     progress=not args.no_progress)
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-    elapsed = time.monotonic() - started
-    write_csv(out_dir, results)
-    meta = dict(config=dataclasses.asdict(cfg), environment=env,
-                elapsed_s=elapsed, interrupted=interrupted,
-                command=_command_line())
+    write_csv(out_dir, outcome.results)
+    meta = dict(config=dataclasses.asdict(cfg),
+                environment=outcome.environment, elapsed_s=outcome.elapsed_s,
+                interrupted=outcome.interrupted,
+                command=command.command_line(MODULE, 'evaluation.py'))
     with open(os.path.join(out_dir, 'evaluation.json'), 'w') as f:
         json.dump(meta, f, indent=1, default=str)
-    report_path = report_mod.write_report(out_dir, results, meta)
-    return command.finish('evaluate', results, elapsed, report_path,
-                          'report', interrupted)
+    report_path = report_mod.write_report(out_dir, outcome.results, meta)
+    return command.finish(TOOL, outcome.results, outcome.elapsed_s,
+                          report_path, 'report', outcome.interrupted)
 
 
-def _command_line():
-    return command.command_line('ha_redirect.lab.evaluation', 'evaluation.py')
-
-
-_terminated = command.raise_terminated
-_Parser = command.OneLineParser
+_Parser = command.OneLineParser    # tests build the parser with it
 
 
 def main(argv=None):
     return command.main(
-        'ha_redirect.lab.evaluation',
-        'Reproduce the paper\'s Figures 2-4: SDN redirection against '
+        MODULE, 'Reproduce the paper\'s Figures 2-4: SDN redirection against '
         'HAProxy as the client arrival rate grows.', add_arguments, run, argv)
 
 

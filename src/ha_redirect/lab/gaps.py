@@ -30,29 +30,28 @@ the environment and the command.  A failed run is recorded with its
 reason and the others go on; Ctrl-C cleans the host and writes what it has.
 """
 
-import argparse
+import contextlib
 import datetime
-import json
 import logging
 import os
-import signal
 import statistics
 import sys
 import time
-import traceback
 
 from ha_redirect.lab import command
-from ha_redirect.lab import evaluation
 from ha_redirect.lab import evaluation_run
 from ha_redirect.lab import failures
 from ha_redirect.lab import gaps_summary
 from ha_redirect.lab import scenarios
+from ha_redirect.lab import schemes
 from ha_redirect.lab import scope as scope_mod
-from ha_redirect.lab import testbed as testbed_mod
+from ha_redirect.lab import sweep
 from ha_redirect.lab import traffic
-from ha_redirect import plugins
 
 LOG = logging.getLogger(__name__)
+
+TOOL = 'gaps'
+MODULE = 'ha_redirect.lab.gaps'
 
 BACKUP = 'backup1'
 LEAD = 1.0                # seconds of probing before the failure
@@ -66,17 +65,19 @@ SURVIVOR_ECHOES = 10      # echoes needed from one second after link-up
 
 def default_schemes():
     """Every installed strategy as sdn-<name>, then haproxy-tuned."""
-    return tuple(f'sdn-{n}' for n in plugins.strategy_names()) + (
-        'haproxy-tuned',)
+    return schemes.sdn_names() + ('haproxy-tuned',)
 
 
 # -- one run ------------------------------------------------------------------
 
-def _start(scope, scheme):
-    kind, variant = evaluation.parse_scheme(scheme)
-    if kind == 'sdn':
-        return scenarios.SdnScenario(scope, strategy=variant).start()
-    return scenarios.ProxyScenario(scope, profile=variant).start()
+@contextlib.contextmanager
+def _scheme_running(scheme, result):
+    """(scope, started scenario) of `scheme` in a fresh RunScope; the
+    scope's token goes into `result`."""
+    with scope_mod.RunScope() as scope:
+        lab = scenarios.for_scheme(scope, schemes.Scheme.parse(scheme))
+        result['token'] = scope.token
+        yield scope, lab.start()
 
 
 def _start_prober(scope, host, address, interval_ms, label='prober'):
@@ -135,9 +136,7 @@ def link_run(scheme, repetition, interval_ms):
     """One link failure under a prober; returns the run's result dict."""
     result = dict(kind='link', scheme=scheme, repetition=repetition,
                   interval_ms=interval_ms)
-    with scope_mod.RunScope() as scope:
-        lab = _start(scope, scheme)
-        result['token'] = scope.token
+    with _scheme_running(scheme, result) as (scope, lab):
         host = lab.bed.clients[0]
         traffic.wait_served_by(host, *lab.address, 'primary', timeout=15)
         cutter = evaluation_run.LinkCutter(scope, lab.bed.primary)
@@ -198,9 +197,7 @@ def failback_run(scheme, long_lived, interval_ms):
     """K connections on the backup across failback; the result dict."""
     result = dict(kind='failback', scheme=scheme, long_lived=long_lived,
                   interval_ms=interval_ms)
-    with scope_mod.RunScope() as scope:
-        lab = _start(scope, scheme)
-        result['token'] = scope.token
+    with _scheme_running(scheme, result) as (scope, lab):
         prober_host, holder_host = lab.bed.clients[:2]
         traffic.wait_served_by(prober_host, *lab.address, 'primary',
                                timeout=15)
@@ -252,10 +249,10 @@ def _timeline(records, t_fail, before=0.01, limit=120):
 
 # -- the invocation -----------------------------------------------------------
 
-def plan_runs(schemes, repeat):
+def plan_runs(names, repeat):
     """('link', scheme, rep) repetition by repetition, then failbacks."""
-    return ([('link', s, r) for r in range(repeat) for s in schemes]
-            + [('failback', s, None) for s in schemes])
+    return ([('link', s, r) for r in range(repeat) for s in names]
+            + [('failback', s, None) for s in names])
 
 
 def _run_id(kind, scheme, rep):
@@ -269,91 +266,46 @@ def _load():
 
 def execute(args, out_dir, progress=True):
     """Every planned run; returns (results, interrupted)."""
-    from tqdm import tqdm
-    runs = plan_runs(args.schemes, args.repeat)
-    results, interrupted = [], None
-    bar = tqdm(total=len(runs), unit='run', disable=not progress,
-               dynamic_ncols=True, file=sys.stderr)
-    try:
-        for kind, scheme, rep in runs:
-            run_id = _run_id(kind, scheme, rep)
-            bar.set_description(run_id)
-            started = time.monotonic()
-            load = _load()
-            try:
-                if kind == 'link':
-                    result = link_run(scheme, rep, args.interval_ms)
-                else:
-                    result = failback_run(scheme, args.long_lived,
-                                          args.interval_ms)
-            except (KeyboardInterrupt, scope_mod.Terminated) as exc:
-                interrupted = type(exc).__name__
-                result = dict(status='interrupted', reason=interrupted)
-            except Exception as exc:  # record it; the others go on
-                LOG.debug('run failed', exc_info=True)
-                result = dict(status='failed',
-                              reason=f'{type(exc).__name__}: {exc}'
-                              .splitlines()[0][:300],
-                              traceback=traceback.format_exc())
-            result.update(kind=kind, scheme=scheme, repetition=rep,
-                          load_before=load, load_after=_load(),
-                          elapsed_s=round(time.monotonic() - started, 2))
-            results.append(result)
-            path = os.path.join(out_dir, 'runs', run_id + '.json')
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, 'w') as f:
-                json.dump(result, f, indent=1, sort_keys=True, default=str)
-            bar.update(1)
-            if result['status'] == 'failed':
-                bar.write(f'gaps: run {run_id} failed: {result["reason"]}')
-            if interrupted:
-                break
-    except (KeyboardInterrupt, scope_mod.Terminated) as exc:
-        interrupted = type(exc).__name__     # between runs: nothing to clean
-    finally:
-        bar.close()
-    return results, interrupted
+    return sweep.sweep(_planned(args), _performer(args), out_dir, progress,
+                       sample=_load_sample, note_prefix=f'{TOOL}: ')
+
+
+def _planned(args):
+    return [sweep.Run(_run_id(kind, scheme, rep),
+                      dict(kind=kind, scheme=scheme, repetition=rep))
+            for kind, scheme, rep in plan_runs(args.schemes, args.repeat)]
+
+
+def _performer(args):
+    def perform(run, note):
+        if run.fields['kind'] == 'link':
+            return link_run(run.fields['scheme'], run.fields['repetition'],
+                            args.interval_ms)
+        return failback_run(run.fields['scheme'], args.long_lived,
+                            args.interval_ms)
+    return perform
+
+
+def _load_sample():
+    return dict(load=_load())
 
 
 # -- command line -------------------------------------------------------------
 
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(
-                f'{text!r} is not a positive {kind.__name__}')
-        return value
-    return parse
-
-
-def _schemes(text):
-    schemes = tuple(dict.fromkeys(s.strip() for s in text.split(',')
-                                  if s.strip()))
-    if not schemes:
-        raise argparse.ArgumentTypeError('no scheme given')
-    for scheme in schemes:
-        try:
-            evaluation.parse_scheme(scheme)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return schemes
-
-
 def add_arguments(parser):
     """The gap mode's options (for `ha-redirect-lab gaps`)."""
-    parser.add_argument('--schemes', type=_schemes, default=None,
+    parser.add_argument('--schemes', type=command.scheme_names(unique=True),
+                        default=None,
                         help='comma-separated (default: every installed '
                         'strategy as sdn-<name>, and haproxy-tuned)')
-    parser.add_argument('--repeat', type=_positive(int), default=5,
+    parser.add_argument('--repeat', type=command.positive(int), default=5,
                         help='link failures per scheme (default %(default)s)')
-    parser.add_argument('--interval-ms', type=_positive(float), default=1.0,
+    parser.add_argument('--interval-ms', type=command.positive(float),
+                        default=1.0,
                         help='the prober opens a connection this often '
                         '(default %(default)g)')
-    parser.add_argument('--long-lived', type=_positive(int), default=5,
+    parser.add_argument('--long-lived', type=command.positive(int),
+                        default=5,
                         help='connections held on the backup across '
                         'failback (default %(default)s)')
     parser.add_argument('--output', default=None,
@@ -368,57 +320,35 @@ def run(args):
     """Run the gap mode; the exit status."""
     if args.schemes is None:
         args.schemes = default_schemes()
-    out_dir = args.output or os.path.join(
-        'results', 'gaps-' + datetime.datetime.now().strftime(
-            '%Y%m%d-%H%M%S'))
-    try:
-        testbed_mod.check_host()
-        os.makedirs(out_dir, exist_ok=True)
-    except (scope_mod.LabError, OSError) as exc:
-        print(f'gaps: error: {exc}', file=sys.stderr)
-        return 1
-    old_term = signal.signal(signal.SIGTERM, _terminated)
-    started, load_before = time.monotonic(), _load()
-    meta = dict(command=_command_line(),
+    out_dir = sweep.results_folder(args.output, 'gaps-')
+    meta = dict(command=command.command_line(MODULE, 'gaps.py'),
                 started=datetime.datetime.now(datetime.timezone.utc)
                 .strftime('%Y-%m-%d %H:%M:%S UTC'),
                 schemes=list(args.schemes), repeat=args.repeat,
                 interval_ms=args.interval_ms, long_lived=args.long_lived,
                 probe_timeout_ms=PROBE_TIMEOUT_MS,
                 survivor_echoes=SURVIVOR_ECHOES,
-                cpus=os.cpu_count(), load_before=load_before)
-    try:
-        meta['environment'] = evaluation.environment()
-        print(f'gaps: {len(plan_runs(args.schemes, args.repeat))} runs '
-              f'into {out_dir}', file=sys.stderr)
-        results, interrupted = execute(args, out_dir,
-                                       progress=not args.no_progress)
-    except (KeyboardInterrupt, scope_mod.Terminated) as exc:
-        meta.setdefault('environment', {})
-        results, interrupted = [], type(exc).__name__
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-    meta.update(elapsed_s=time.monotonic() - started, load_after=_load(),
-                interrupted=interrupted)
-    path, _ = gaps_summary.write_outputs(out_dir, results, meta)
-    return command.finish('gaps', results, meta['elapsed_s'], path, 'table',
-                          interrupted)
+                cpus=os.cpu_count(), load_before=_load())
+    outcome = sweep.run_all(TOOL, out_dir, _planned(args), _performer(args),
+                            progress=not args.no_progress,
+                            sample=_load_sample, note_prefix=f'{TOOL}: ')
+    if outcome is None:
+        return 1
+    meta.update(environment=outcome.environment, elapsed_s=outcome.elapsed_s,
+                load_after=_load(), interrupted=outcome.interrupted)
+    path, _ = gaps_summary.write_outputs(out_dir, outcome.results, meta)
+    return command.finish(TOOL, outcome.results, outcome.elapsed_s, path,
+                          'table', outcome.interrupted)
 
 
-def _command_line():
-    return command.command_line('ha_redirect.lab.gaps', 'gaps.py')
-
-
-_terminated = command.raise_terminated
-_Parser = command.OneLineParser
+_Parser = command.OneLineParser    # tests build the parser with it
 
 
 def main(argv=None):
     return command.main(
-        'ha_redirect.lab.gaps',
-        'Every scheme\'s service gap under a 1 ms prober, and long-lived '
-        'connections across failback, side by side.', add_arguments, run,
-        argv)
+        MODULE, 'Every scheme\'s service gap under a 1 ms prober, and '
+        'long-lived connections across failback, side by side.',
+        add_arguments, run, argv)
 
 
 if __name__ == '__main__':

@@ -6,8 +6,9 @@
         ...
         proxy = ProxyScenario(scope, profile='tuned').start()
 
-Each server runs an identity server (it answers with its role, e.g.
-'primary', 'backup1') on the service ports.
+`for_scheme` picks the one a scheme name (`schemes.Scheme`) means.  Each
+server runs an identity server (it answers with its role, e.g. 'primary',
+'backup1') on the service ports.
 """
 
 import dataclasses
@@ -23,22 +24,30 @@ from ha_redirect.lab import traffic
 from ha_redirect import model
 
 
-def _start_identity_servers(scope, bed):
-    servers = {}
-    for plan in bed.plan.servers:
-        servers[plan.role] = traffic.start_identity_server(
-            scope, bed.host(plan.role), plan.role, bed.plan.tcp_ports,
-            label=f'serve-{plan.role}')
-    return servers
-
-
 def connection_flow_limit(settings, n_services):
     """Room for each service's tracked connections (two pins each) and our
     service flows."""
     return 2 * settings.max_connections_per_service * n_services + 100
 
 
-class SdnScenario:
+class _Scenario:
+    """What every scenario has: a testbed (`bed`) in a scope, and the
+    identity servers it starts on the testbed's servers."""
+
+    @property
+    def address(self):
+        """The primary's service address, (ip, port)."""
+        return self.bed.service_address
+
+    def _start_identity_servers(self):
+        self.servers = {
+            plan.role: traffic.start_identity_server(
+                self.scope, self.bed.host(plan.role), plan.role,
+                self.bed.plan.tcp_ports, label=f'serve-{plan.role}')
+            for plan in self.bed.plan.servers}
+
+
+class SdnScenario(_Scenario):
     """Figure 1(b) with `ha-redirect-controller` and identity servers."""
 
     def __init__(self, scope, strategy='reactive', n_clients=2, n_backups=1,
@@ -66,10 +75,6 @@ class SdnScenario:
     def strategy(self):
         return self.controller.strategy
 
-    @property
-    def address(self):
-        return self.bed.service_address
-
     def start(self):
         """Start the controller, then the network, then the servers.
 
@@ -92,11 +97,11 @@ class SdnScenario:
             self.controller.port,
             scheme='tcp' if self.tls is None else 'ssl')
         self.controller.wait_switch_connected(self.plan.datapath_id)
-        self.servers = _start_identity_servers(self.scope, self.bed)
+        self._start_identity_servers()
         return self
 
 
-class HaScenario:
+class HaScenario(_Scenario):
     """Figure 1(b) with several controllers, one Redis to elect a master.
 
     `controllers[i]` are ControllerProcess objects with the same services
@@ -128,10 +133,6 @@ class HaScenario:
         # ControllerProcess derives them from the scope's token.
         self.servers = {}
 
-    @property
-    def address(self):
-        return self.bed.service_address
-
     def start(self):
         self.redis.start()
         for controller in self.controllers:
@@ -144,7 +145,7 @@ class HaScenario:
         for controller in self.controllers:
             controller.wait_switch_connected(self.plan.datapath_id)
         self.wait_master()
-        self.servers = _start_identity_servers(self.scope, self.bed)
+        self._start_identity_servers()
         return self
 
     def roles(self):
@@ -171,7 +172,7 @@ class HaScenario:
         return next(c for c in self.controllers if c.label == found[0])
 
 
-class ProxyScenario:
+class ProxyScenario(_Scenario):
     """Figure 1(a) with `haproxy` and identity servers."""
 
     def __init__(self, scope, profile='paper', n_clients=2, n_backups=1,
@@ -184,13 +185,17 @@ class ProxyScenario:
         self.haproxy = None
         self.servers = {}
 
-    @property
-    def address(self):
-        return self.bed.service_address
-
     def start(self):
         self.bed.start()
-        self.servers = _start_identity_servers(self.scope, self.bed)
+        self._start_identity_servers()
         self.haproxy = haproxy_mod.HAProxy(self.scope, self.bed,
                                            self.profile).start()
         return self
+
+
+def for_scheme(scope, scheme):
+    """The scenario (not started) that runs a `schemes.Scheme` at its
+    defaults."""
+    if scheme.is_sdn:
+        return SdnScenario(scope, strategy=scheme.variant)
+    return ProxyScenario(scope, profile=scheme.variant)

@@ -55,6 +55,20 @@ def stop_process(popen, timeout=5.0, name=None):
     return popen.returncode
 
 
+class OwnedProcess:
+    """A long-running process a lab object starts (and may start again):
+    its `popen` (None before the first start) and `label`, and stop()."""
+
+    popen = None
+    label = 'process'
+
+    def stop(self, timeout=5.0):
+        """SIGTERM, then SIGKILL; the exit status, None if never started."""
+        if self.popen is None:
+            return None
+        return stop_process(self.popen, timeout, self.label)
+
+
 def run(args, check=True, timeout=30):
     """Run a host command (root namespace); raise LabError on failure."""
     proc = subprocess.run(args, capture_output=True, text=True,
