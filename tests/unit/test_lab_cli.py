@@ -17,6 +17,8 @@ def run_cli(*args):
 @pytest.mark.parametrize('args, culprit', [
     (['demo', '--schemes', 'sdn-reactive,ospf'], "'ospf'"),
     (['demo', '--schemes', 'haproxy-fast'], "'haproxy-fast'"),
+    (['demo', '--schemes', 'sdn-nosuch'], "'sdn-nosuch'"),
+    (['demo', '--interval-ms', '0'], "'0' is not a positive number"),
     (['demo', '--observe', '-1'], "'-1'"),
     (['frobnicate'], 'frobnicate'),
 ])
