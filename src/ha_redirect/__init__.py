@@ -18,13 +18,17 @@ from ha_redirect.model import Output  # noqa: F401
 from ha_redirect.model import PacketOut  # noqa: F401
 from ha_redirect.model import PolicySettings  # noqa: F401
 from ha_redirect.model import Service  # noqa: F401
+from ha_redirect.model import ServiceDefinitionError  # noqa: F401
 from ha_redirect.model import ServiceError  # noqa: F401
 from ha_redirect.model import SetField  # noqa: F401
+from ha_redirect.model import SettingsError  # noqa: F401
 from ha_redirect.model import SpecialPort  # noqa: F401
 from ha_redirect.model import TcpPacket  # noqa: F401
+from ha_redirect.model import ValidationError  # noqa: F401
 from ha_redirect.policy import RedirectPolicy  # noqa: F401
 
 __all__ = ['ArpReply', 'ArpRequest', 'Barrier', 'Endpoint', 'FlowCommand',
            'FlowMod', 'GotoTable', 'Learn', 'Match', 'Output', 'PacketOut',
-           'PolicySettings', 'RedirectPolicy', 'Service', 'ServiceError',
-           'SetField', 'SpecialPort', 'TcpPacket']
+           'PolicySettings', 'RedirectPolicy', 'Service',
+           'ServiceDefinitionError', 'ServiceError', 'SetField',
+           'SettingsError', 'SpecialPort', 'TcpPacket', 'ValidationError']

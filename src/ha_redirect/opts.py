@@ -8,16 +8,19 @@ demand by `load_policy_config`.
 
 Every problem is reported as one `ConfigError` whose message names the group
 and the option, e.g. ``[service:web] primary_mac: 'zz' is not a MAC address``.
+The model checks the values, once, naming the field at fault; here a field
+is mapped to its option, and what only a configuration can get wrong is
+checked: missing or unknown options, unequal backup lists, unknown plugins.
 """
 
 import dataclasses
-import glob
-import os
 import typing
 
 from oslo_config import cfg
 from oslo_config import types
 
+from ha_redirect import config_files
+from ha_redirect.config_files import ConfigError
 from ha_redirect import model
 from ha_redirect import plugins
 
@@ -25,13 +28,7 @@ GROUP = 'ha_redirect'
 SERVICE_GROUP_PREFIX = 'service:'
 SAMPLE_SERVICE_GROUP = SERVICE_GROUP_PREFIX + 'example'
 
-_MAC_REGEX = r'^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$'
-_SWITCH_PORT_MAX = 0xffffff00
 _DEFAULTS = model.PolicySettings()
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot work; the message is one line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +39,7 @@ class PolicyConfig:
 
 
 def _switch_port():
-    return types.Integer(min=1, max=_SWITCH_PORT_MAX)
+    return types.Integer(min=1, max=model.SWITCH_PORT_MAX)
 
 
 def _tcp_port():
@@ -50,7 +47,15 @@ def _tcp_port():
 
 
 def _mac():
-    return types.String(regex=_MAC_REGEX)
+    return types.String(regex=model.MAC_PATTERN)
+
+
+def _setting_opt(opt_class, name, **kwargs):
+    """The option of a numeric `PolicySettings` field: the model's
+    default and bounds, checked at parse time."""
+    bounds = model.SETTING_BOUNDS[name]
+    return opt_class(name, default=getattr(_DEFAULTS, name), min=bounds.low,
+                     max=bounds.high, **kwargs)
 
 
 _POLICY_OPTS = [
@@ -70,47 +75,39 @@ _POLICY_OPTS = [
                     'installs (hex or decimal, non-zero). Flows are deleted '
                     'by this cookie only, so other controllers\' flows on '
                     'the same switch are left alone.'),
-    cfg.IntOpt('table', default=_DEFAULTS.table, min=0, max=253,
-               help='OpenFlow table that receives the service traffic.'),
-    cfg.IntOpt('connection_table', default=_DEFAULTS.connection_table,
-               min=0, max=253,
-               help='OpenFlow table for per-connection flows; must differ '
-                    'from "table".'),
-    cfg.IntOpt('base_priority', default=_DEFAULTS.base_priority,
-               min=0, max=0xffff - 100,
-               help='Lowest priority of our flows; ours use up to '
-                    'base_priority + 100.'),
-    cfg.IntOpt('connection_idle_timeout',
-               default=_DEFAULTS.connection_idle_timeout, min=1,
-               max=0xffff,
-               help='Seconds an idle per-connection flow stays installed.'),
-    cfg.IntOpt('fin_idle_timeout', default=_DEFAULTS.fin_idle_timeout,
-               min=0, max=0xffff,
-               help='Seconds a learned per-connection flow stays after the '
-                    'switch sees a FIN or RST (OVS learn fin_idle_timeout; '
-                    '0: only the idle timeout applies).'),
+    _setting_opt(cfg.IntOpt, 'table',
+                 help='OpenFlow table that receives the service traffic.'),
+    _setting_opt(cfg.IntOpt, 'connection_table',
+                 help='OpenFlow table for per-connection flows; must differ '
+                      'from "table".'),
+    _setting_opt(cfg.IntOpt, 'base_priority',
+                 help='Lowest priority of our flows; ours use up to '
+                      'base_priority + 100.'),
+    _setting_opt(cfg.IntOpt, 'connection_idle_timeout',
+                 help='Seconds an idle per-connection flow stays installed.'),
+    _setting_opt(cfg.IntOpt, 'fin_idle_timeout',
+                 help='Seconds a learned per-connection flow stays after the '
+                      'switch sees a FIN or RST (OVS learn fin_idle_timeout; '
+                      '0: only the idle timeout applies).'),
     cfg.BoolOpt('failback', default=_DEFAULTS.failback,
                 help='When the primary returns, send new connections back to '
                      'it (established ones keep their server). Without '
                      'failback a healthy backup keeps the service until it '
                      'fails itself.'),
-    cfg.FloatOpt('failback_hold_down',
-                 default=_DEFAULTS.failback_hold_down, min=0, max=86400,
+    _setting_opt(cfg.FloatOpt, 'failback_hold_down',
                  help='Seconds a recovered server must stay healthy before '
                       'it takes new connections again: a link comes up '
                       'before its service is ready. 0: at once.'),
-    cfg.IntOpt('first_group_id', default=_DEFAULTS.first_group_id, min=0,
-               max=0xffffff00 - 0xffff,
-               help='OpenFlow group id of the first service\'s '
-                    'fast-failover group (fast_failover, stateful); the '
-                    'next services use the following ids.'),
-    cfg.IntOpt('first_ct_zone', default=_DEFAULTS.first_ct_zone, min=1,
-               max=0xffff,
-               help='Conntrack zone of the first service under the '
-                    '"stateful" strategy; the next services use the '
-                    'following zones. Use zones nothing else on the switch '
-                    'uses: the bridges of a userspace datapath share one '
-                    'connection table.'),
+    _setting_opt(cfg.IntOpt, 'first_group_id',
+                 help='OpenFlow group id of the first service\'s '
+                      'fast-failover group (fast_failover, stateful); the '
+                      'next services use the following ids.'),
+    _setting_opt(cfg.IntOpt, 'first_ct_zone',
+                 help='Conntrack zone of the first service under the '
+                      '"stateful" strategy; the next services use the '
+                      'following zones. Use zones nothing else on the switch '
+                      'uses: the bridges of a userspace datapath share one '
+                      'connection table.'),
     cfg.IntOpt('route_table', min=1, max=253,
                help='OpenFlow table where "stateful" sends committed '
                     'connections to their server; unset: connection_table '
@@ -120,23 +117,20 @@ _POLICY_OPTS = [
                 help='Forward traffic that belongs to no service with the '
                      'NORMAL action (the switch acts as a learning switch). '
                      'Disable when another app handles that traffic.'),
-    cfg.IntOpt('max_connections_per_service',
-               default=_DEFAULTS.max_connections_per_service, min=1,
-               max=10_000_000,
-               help='Connections the controller tracks per service '
-                    '(reactive pins them one by one). At the cap, new '
-                    'connections are still forwarded to the active server, '
-                    'but unpinned: each of their packets passes through '
-                    'the controller until tracked connections expire.'),
-    cfg.IntOpt('packet_in_rate', default=_DEFAULTS.packet_in_rate, min=0,
-               max=10_000_000,
-               help='PacketIns per second that our flows may send to the '
-                    'controller, enforced by OpenFlow meters (packets '
-                    'above it are dropped in the switch): one meter for '
-                    'clients\' packets (reactive\'s new connections, ARP '
-                    'for a failed primary) and one for health probes, so a '
-                    'flood cannot starve them. Used where the switch has '
-                    'meters; 0: no limit.'),
+    _setting_opt(cfg.IntOpt, 'max_connections_per_service',
+                 help='Connections the controller tracks per service '
+                      '(reactive pins them one by one). At the cap, new '
+                      'connections are still forwarded to the active server, '
+                      'but unpinned: each of their packets passes through '
+                      'the controller until tracked connections expire.'),
+    _setting_opt(cfg.IntOpt, 'packet_in_rate',
+                 help='PacketIns per second that our flows may send to the '
+                      'controller, enforced by OpenFlow meters (packets '
+                      'above it are dropped in the switch): one meter for '
+                      'clients\' packets (reactive\'s new connections, ARP '
+                      'for a failed primary) and one for health probes, so a '
+                      'flood cannot starve them. Used where the switch has '
+                      'meters; 0: no limit.'),
     cfg.IntOpt('first_meter_id', default=_DEFAULTS.first_meter_id, min=1,
                max=model.METER_MAX - 2,
                help='OpenFlow meter id for clients\' PacketIns; the next '
@@ -153,20 +147,18 @@ _POLICY_OPTS = [
               help='Source address of the tcp_probe monitor\'s health '
                    'probes: an unused address in the servers\' subnet that '
                    'no client uses. Required when a service uses tcp_probe.'),
-    cfg.StrOpt('probe_mac', regex=_MAC_REGEX,
+    cfg.StrOpt('probe_mac', regex=model.MAC_PATTERN,
                help='MAC address of the health probes (answered by the '
                     'controller when servers ARP for probe_ip).'),
-    cfg.FloatOpt('probe_interval', default=_DEFAULTS.probe_interval,
-                 min=0.001,
+    _setting_opt(cfg.FloatOpt, 'probe_interval',
                  help='Seconds between two probes of one server.'),
-    cfg.FloatOpt('probe_timeout', default=_DEFAULTS.probe_timeout,
-                 min=0.001,
+    _setting_opt(cfg.FloatOpt, 'probe_timeout',
                  help='Seconds to wait for a probe\'s SYN-ACK before it '
                       'counts as failed.'),
-    cfg.IntOpt('probe_fall', default=_DEFAULTS.probe_fall, min=1,
-               help='Failed probes in a row that mark a server down.'),
-    cfg.IntOpt('probe_rise', default=_DEFAULTS.probe_rise, min=1,
-               help='Good probes in a row that mark a server up again.'),
+    _setting_opt(cfg.IntOpt, 'probe_fall',
+                 help='Failed probes in a row that mark a server down.'),
+    _setting_opt(cfg.IntOpt, 'probe_rise',
+                 help='Good probes in a row that mark a server up again.'),
     cfg.FloatOpt('probe_jitter', default=_DEFAULTS.probe_jitter, min=0,
                  max=0.99,
                  help='Random spread of the probe interval, as a fraction, '
@@ -181,9 +173,9 @@ _SERVICE_OPTS = [
                 help='TCP ports of the service (e.g. 5001 for iperf).'),
     cfg.IPOpt('primary_ip', version=4, required=True,
               help='IPv4 address clients use to reach the service.'),
-    cfg.StrOpt('primary_mac', regex=_MAC_REGEX, required=True,
+    cfg.StrOpt('primary_mac', regex=model.MAC_PATTERN, required=True,
                help='MAC address of the primary server.'),
-    cfg.IntOpt('primary_port', min=1, max=_SWITCH_PORT_MAX, required=True,
+    cfg.IntOpt('primary_port', min=1, max=model.SWITCH_PORT_MAX, required=True,
                help='Switch port of the primary server.'),
     cfg.ListOpt('backup_ips', item_type=types.IPAddress(version=4),
                 required=True,
@@ -289,7 +281,7 @@ def load_policy_config(conf):
     groups, then converts the values into model objects.
     """
     register_opts(conf)
-    files = _ConfigFiles(conf)
+    files = config_files.ConfigFiles(conf)
     names = _get(conf, files, GROUP, 'services')
     if not names:
         raise ConfigError(f'[{GROUP}] services: no services listed; name at '
@@ -300,7 +292,7 @@ def load_policy_config(conf):
         raise ConfigError(f'[{GROUP}] services: a service is listed twice')
     for name in names:
         conf.register_opts(_SERVICE_OPTS, group=service_group(name))
-    files.check_unknown(conf, only_ours=True)
+    _check_unknown(conf, files, only_ours=True)
 
     settings = _build_settings(conf, files)
     services = tuple(_build_service(conf, files, name) for name in names)
@@ -313,7 +305,7 @@ def validate_config_files(conf):
     Call after every option is registered (after `load_policy_config` and
     after importing the apps). os-ken's own options live in [DEFAULT].
     """
-    _ConfigFiles(conf).check_unknown(conf, only_ours=False)
+    _check_unknown(conf, config_files.ConfigFiles(conf), only_ours=False)
 
 
 def parse_datapath_id(value):
@@ -334,100 +326,28 @@ def parse_datapath_id(value):
     return dpid
 
 
-class _ConfigFiles:
-    """The raw sections of the config files `conf` read, for diagnostics.
-
-    oslo.config ignores keys it has no option for; we read the files again
-    to find such keys, and to quote the raw text of a value it rejected.
-    """
-
-    def __init__(self, conf):
-        self.sections = {}
-        for path in self._paths(conf):
-            parsed = {}
-            try:
-                cfg.ConfigParser(path, parsed).parse()
-            except (OSError, cfg.iniparser.ParseError):
-                continue  # oslo.config itself reports unreadable files
-            for section, values in parsed.items():
-                merged = self.sections.setdefault(section, {})
-                for key, vals in values.items():
-                    merged[key] = vals[-1]
-
-    @staticmethod
-    def _paths(conf):
-        paths = []
-        try:
-            paths.extend(conf.config_file or [])
-            dirs = conf.config_dir or []
-        except cfg.NoSuchOptError:
-            return paths  # ConfigOpts never called: no files
-        if isinstance(dirs, str):
-            dirs = [dirs]
-        for directory in dirs:
-            paths.extend(sorted(glob.glob(os.path.join(directory, '*.conf'))))
-        return paths
-
-    def raw(self, group, name):
-        return self.sections.get(group, {}).get(name)
-
-    def check_unknown(self, conf, only_ours):
-        for section, values in self.sections.items():
-            ours = (section in (GROUP, COORDINATION_GROUP, METRICS_GROUP) or
-                    section.startswith(SERVICE_GROUP_PREFIX))
-            if only_ours and not ours:
-                continue
-            if section == 'DEFAULT':
-                known = conf
-            elif section in conf:
-                known = conf[section]
-            elif section.startswith(SERVICE_GROUP_PREFIX):
-                raise ConfigError(
-                    f'[{section}]: service '
-                    f'{section[len(SERVICE_GROUP_PREFIX):]!r} is not listed '
-                    f'in [{GROUP}] services')
-            else:
-                raise ConfigError(f'[{section}]: unknown section')
-            for key in values:
-                if key not in known:
-                    raise ConfigError(f'[{section}] {key}: unknown option')
-
-
-def _describe(opt):
-    kind = _kind(opt.type)
-    if isinstance(opt.type, types.List):
-        kind = _kind(opt.type.item_type)
-    return kind
-
-
-def _kind(type_):
-    if isinstance(type_, types.IPAddress):
-        return 'an IPv4 address'
-    if isinstance(type_, types.String) and type_.regex is not None:
-        return 'a MAC address'
-    if isinstance(type_, types.Port):
-        return 'a TCP port (1-65535)'
-    if isinstance(type_, types.Integer):
-        if type_.max == _SWITCH_PORT_MAX:
-            return f'a switch port number (1-{_SWITCH_PORT_MAX})'
-        if type_.max is None:
-            return f'an integer of at least {type_.min}'
-        return f'an integer from {type_.min} to {type_.max}'
-    if isinstance(type_, types.Boolean):
-        return 'true or false'
-    return 'valid'
-
-
-def _bad_value(opt, raw):
-    """The offending text: the bad item of a list, else the whole value."""
-    if raw is not None and isinstance(opt.type, types.List):
-        for item in raw.split(','):
-            item = item.strip()
-            try:
-                opt.type.item_type(item)
-            except ValueError:
-                return item
-    return raw
+def _check_unknown(conf, files, only_ours):
+    """ConfigError for the first section or key no option reads (with
+    `only_ours`: in our groups only)."""
+    for section, values in files.sections.items():
+        ours = (section in (GROUP, COORDINATION_GROUP, METRICS_GROUP) or
+                section.startswith(SERVICE_GROUP_PREFIX))
+        if only_ours and not ours:
+            continue
+        if section == 'DEFAULT':
+            known = conf
+        elif section in conf:
+            known = conf[section]
+        elif section.startswith(SERVICE_GROUP_PREFIX):
+            raise ConfigError(
+                f'[{section}]: service '
+                f'{section[len(SERVICE_GROUP_PREFIX):]!r} is not listed '
+                f'in [{GROUP}] services')
+        else:
+            raise ConfigError(f'[{section}]: unknown section')
+        for key in values:
+            if key not in known:
+                raise ConfigError(f'[{section}] {key}: unknown option')
 
 
 def _get(conf, files, group, name):
@@ -435,10 +355,9 @@ def _get(conf, files, group, name):
         return conf[group][name]
     except (cfg.ConfigSourceValueError, ValueError):
         key = SERVICE_GROUP_PREFIX if group != GROUP else GROUP
-        opt = _OPTS_BY_GROUP[key][name]
-        bad = _bad_value(opt, files.raw(group, name))
-        raise ConfigError(f'[{group}] {name}: {bad!r} is not '
-                          f'{_describe(opt)}') from None
+        problem = config_files.rejection(_OPTS_BY_GROUP[key][name],
+                                         files.raw(group, name))
+        raise ConfigError(f'[{group}] {name}: {problem}') from None
 
 
 def _build_settings(conf, files):
@@ -458,11 +377,31 @@ def _build_settings(conf, files):
             f'strategy (available: {", ".join(available) or "none"})')
     try:
         return model.PolicySettings(**values)
-    except model.ServiceError as exc:
-        raise ConfigError(f'[{GROUP}] {exc}') from None
+    except model.ValidationError as exc:
+        # The settings' fields are the [ha_redirect] options.
+        raise ConfigError(f'[{GROUP}] {exc.describe()}') from None
+
+
+# The service option that sets a model field, where their names differ.
+_SERVICE_OPTION_OF_FIELD = {
+    'primary.ip': 'primary_ip',
+    'primary.mac': 'primary_mac',
+    'primary.port': 'primary_port',
+    'backups': 'backup_ips',
+    'backups.ip': 'backup_ips',
+    'backups.mac': 'backup_macs',
+    'backups.port': 'backup_ports',
+}
+
+
+def _service_option(field):
+    return _SERVICE_OPTION_OF_FIELD.get(field, field)
 
 
 def _build_service(conf, files, name):
+    """The model checks the service; here: what only the configuration
+    can get wrong (missing options, unequal backup lists, unknown
+    monitors), and the model's errors in the options' names."""
     group = service_group(name)
     values = {}
     for opt in _SERVICE_OPTS:
@@ -484,60 +423,43 @@ def _build_service(conf, files, name):
                 f'[{group}] {key}: has {len(values[key])} entries but '
                 f'backup_ips has {backups}; list one per backup, in order')
 
-    _check_distinct(group, 'tcp_ports', values['tcp_ports'], 'TCP port')
-    primary = {'ip': values['primary_ip'],
-               'mac': values['primary_mac'].lower(),
-               'port': values['primary_port']}
-    backup = {'ip': [str(ip) for ip in values['backup_ips']],
-              'mac': [mac.lower() for mac in values['backup_macs']],
-              'port': values['backup_ports']}
-    for attr in ('ip', 'mac', 'port'):
-        option = f'backup_{attr}s'
-        if primary[attr] in backup[attr]:
-            raise ConfigError(f'[{group}] {option}: {primary[attr]} is also '
-                              f'primary_{attr}')
-        _check_distinct(group, option, backup[attr], attr)
-    _check_distinct(group, 'client_ports', values['client_ports'], 'port')
-    _check_distinct(group, 'monitors', values['monitors'], 'monitor')
+    try:
+        service = model.Service(
+            name=name,
+            datapath_id=dpid,
+            tcp_ports=values['tcp_ports'],
+            primary=_endpoint('primary', values['primary_ip'],
+                              values['primary_mac'], values['primary_port']),
+            backups=[_endpoint('backups', *backup) for backup in zip(
+                values['backup_ips'], values['backup_macs'],
+                values['backup_ports'])],
+            client_ports=values['client_ports'],
+            monitors=values['monitors'])
+    except model.ValidationError as exc:
+        raise ConfigError(
+            f'[{group}] {exc.describe(_service_option)}') from None
+    _check_monitors(conf, group, service.monitors)
+    return service
+
+
+def _endpoint(field, ip, mac, port):
+    """A model Endpoint whose errors name it as the Service's `field`."""
+    try:
+        return model.Endpoint(str(ip), mac, port)
+    except model.ValidationError as exc:
+        raise type(exc).for_field(f'{field}.{exc.field}',
+                                  exc.problem) from None
+
+
+def _check_monitors(conf, group, monitors):
     available = plugins.monitor_names()
-    for monitor in values['monitors']:
+    for monitor in monitors:
         if monitor not in available:
             raise ConfigError(
                 f'[{group}] monitors: {monitor!r} is not a known monitor '
                 f'(available: {", ".join(available) or "none"})')
-    if 'tcp_probe' in values['monitors']:
+    if 'tcp_probe' in monitors:
         for option in ('probe_ip', 'probe_mac'):
             if conf[GROUP][option] is None:
                 raise ConfigError(f'[{GROUP}] {option}: required by '
                                   f'[{group}] monitors = tcp_probe')
-    for port in values['client_ports']:
-        if port == primary['port'] or port in backup['port']:
-            raise ConfigError(f'[{group}] client_ports: port {port} is also '
-                              'a server port')
-
-    try:
-        return model.Service(
-            name=name,
-            datapath_id=dpid,
-            tcp_ports=tuple(values['tcp_ports']),
-            primary=model.Endpoint(**primary),
-            backups=tuple(model.Endpoint(ip, mac, port) for ip, mac, port
-                          in zip(backup['ip'], backup['mac'],
-                                 backup['port'])),
-            client_ports=tuple(values['client_ports']),
-            monitors=tuple(values['monitors']))
-    except model.ServiceError as exc:
-        message = str(exc)
-        prefix = f'service {name!r}: '
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-        raise ConfigError(f'[{group}] {message}') from None
-
-
-def _check_distinct(group, option, values, what):
-    seen = set()
-    for value in values:
-        if value in seen:
-            raise ConfigError(f'[{group}] {option}: {what} {value} is listed '
-                              'twice')
-        seen.add(value)

@@ -177,6 +177,11 @@ def test_register_opts_is_idempotent_and_import_registers_nothing():
      "[ha_redirect] failback: 'perhaps' is not true or false"),
     (edited([('ha_redirect', 'connection_table', '0')]),
      '[ha_redirect] connection_table: must differ from table'),
+    (edited([('ha_redirect', 'probe_interval', '4000')]),
+     "[ha_redirect] probe_interval: '4000' is not a number from 0.001 to "
+     '3600'),
+    (edited([('ha_redirect', 'probe_jitter', '0.995')]),
+     "[ha_redirect] probe_jitter: '0.995' is not a number from 0 to 0.99"),
     # a backup that is the primary
     (edited([('service:web', 'backup_ips', '10.0.0.1')]),
      '[service:web] backup_ips: 10.0.0.1 is also primary_ip'),
@@ -194,6 +199,17 @@ def test_register_opts_is_idempotent_and_import_registers_nothing():
      '[service:web] backup_ports: port 2 is listed twice'),
     (edited([('service:web', 'client_ports', '2')]),
      '[service:web] client_ports: port 2 is also a server port'),
+    (edited([('service:web', 'client_ports', '3, 3')]),
+     '[service:web] client_ports: port 3 is listed twice'),
+    (edited([('service:web', 'monitors', 'port_status, port_status')]),
+     '[service:web] monitors: monitor port_status is listed twice'),
+    (edited([('service:web', 'monitors', '')]),
+     '[service:web] monitors: at least one monitor is required'),
+    (edited([('service:web', 'monitors', 'psychic')]),
+     "[service:web] monitors: 'psychic' is not a known monitor"),
+    (edited([('service:web', 'monitors', 'tcp_probe')]),
+     '[ha_redirect] probe_ip: required by [service:web] monitors = '
+     'tcp_probe'),
     (edited([('ha_redirect', 'services', 'web,web')]),
      '[ha_redirect] services: a service is listed twice'),
     (edited([('ha_redirect', 'services', 'web, ,db')]),
@@ -221,6 +237,19 @@ def test_register_opts_is_idempotent_and_import_registers_nothing():
 def test_config_error_is_one_line_naming_group_and_option(
         tmp_path, sections, expected):
     assert config_error(tmp_path, sections).startswith(expected)
+
+
+def test_numeric_settings_take_default_and_bounds_from_the_model():
+    options = {opt.dest: opt for opt in dict(opts.list_opts())['ha_redirect']}
+    for name, bounds in model.SETTING_BOUNDS.items():
+        opt = options[name]
+        assert opt.default == getattr(model.PolicySettings(), name)
+        assert (opt.type.min, opt.type.max) == (bounds.low, bounds.high)
+
+
+def test_every_service_field_the_model_names_is_an_option():
+    names = {o.dest for o in dict(opts.list_opts())['service:example']}
+    assert set(opts._SERVICE_OPTION_OF_FIELD.values()) <= names
 
 
 def test_strategy_error_lists_the_available_names(tmp_path):

@@ -1,0 +1,124 @@
+"""The model refuses what could not work, once, naming the field at fault."""
+
+import pytest
+
+from ha_redirect import model
+
+PRIMARY = model.Endpoint('10.0.0.1', '00:00:00:00:00:01', 1)
+BACKUP = model.Endpoint('10.0.0.2', '00:00:00:00:00:02', 2)
+
+
+def service(**changes):
+    values = dict(name='web', datapath_id=1, tcp_ports=(80,),
+                  primary=PRIMARY, backups=(BACKUP,))
+    values.update(changes)
+    return model.Service(**values)
+
+
+def refusal(build, error_type):
+    with pytest.raises(error_type) as info:
+        build()
+    return info.value
+
+
+@pytest.mark.parametrize('changes, field, message', [
+    (dict(tcp_ports=(80, 80)), 'tcp_ports',
+     "service 'web': tcp_ports: TCP port 80 is listed twice"),
+    (dict(tcp_ports=(70000,)), 'tcp_ports',
+     "service 'web': tcp_ports: 70000 is not a TCP port"),
+    (dict(backups=()), 'backups',
+     "service 'web': backups: at least one backup is required"),
+    (dict(backups=(model.Endpoint('10.0.0.1', '00:00:00:00:00:09', 9),)),
+     'backups.ip', "service 'web': backups.ip: 10.0.0.1 is also primary.ip"),
+    (dict(backups=(BACKUP, model.Endpoint('10.0.0.3', BACKUP.mac, 3))),
+     'backups.mac',
+     "service 'web': backups.mac: mac 00:00:00:00:00:02 is listed twice"),
+    (dict(client_ports=(2,)), 'client_ports',
+     "service 'web': client_ports: port 2 is also a server port"),
+    (dict(monitors=('port_status', 'port_status')), 'monitors',
+     "service 'web': monitors: monitor port_status is listed twice"),
+    (dict(datapath_id=-1), 'datapath_id',
+     "service 'web': datapath_id: -1 is not a datapath id"),
+])
+def test_service_errors_name_the_field(changes, field, message):
+    error = refusal(lambda: service(**changes), model.ServiceDefinitionError)
+    assert (error.field, error.owner, str(error)) == (
+        field, "service 'web'", message)
+
+
+def test_a_front_end_renames_the_fields_a_message_names():
+    error = refusal(lambda: service(backups=(PRIMARY,)),
+                    model.ServiceDefinitionError)
+    assert error.describe(lambda field: field.replace('.', '_').upper()) == (
+        'BACKUPS_IP: 10.0.0.1 is also PRIMARY_IP')
+
+
+def test_endpoint_errors_name_the_attribute():
+    error = refusal(lambda: model.Endpoint('10.0.0.1', 'zz', 1),
+                    model.ServiceDefinitionError)
+    assert (error.field, str(error)) == ('mac', "mac: 'zz' is not a MAC "
+                                         'address')
+
+
+@pytest.mark.parametrize('changes, field', [
+    (dict(table=254), 'table'),
+    (dict(connection_table=254), 'connection_table'),
+    (dict(connection_table=0), 'connection_table'),
+    (dict(probe_fall=0), 'probe_fall'),
+    (dict(probe_rise=0), 'probe_rise'),
+    (dict(probe_interval=float('nan')), 'probe_interval'),
+    (dict(probe_mac='zz'), 'probe_mac'),
+    (dict(cookie=0), 'cookie'),
+    (dict(first_meter_id=model.METER_MAX), 'first_meter_id'),
+])
+def test_settings_errors_name_the_field(changes, field):
+    error = refusal(lambda: model.PolicySettings(**changes),
+                    model.SettingsError)
+    assert error.field == field and str(error).startswith(f'{field}: ')
+
+
+@pytest.mark.parametrize('field', sorted(model.SETTING_BOUNDS))
+def test_a_setting_out_of_its_bounds_is_named(field):
+    bounds = model.SETTING_BOUNDS[field]
+    outside = [bounds.low - 1] + ([bounds.high + 1] if bounds.high else [])
+    for value in outside:
+        with pytest.raises(model.SettingsError, match=f'^{field}: '):
+            model.PolicySettings(**{field: value})
+
+
+@pytest.mark.parametrize('build, field', [
+    (lambda: model.Conntrack(zone=0x10000), 'zone'),
+    (lambda: model.Conntrack(zone=1, nat_dst='10.0.0.1'), 'nat_dst'),
+    (lambda: model.Conntrack(zone=1, commit=True,
+                             actions=[model.SetField('eth_dst', 1)]),
+     'actions'),
+    (lambda: model.ConntrackFlush(1, zone=-1, reply_src='10.0.0.1'), 'zone'),
+    (lambda: model.ct_state(model.CT_NEW, model.CT_NEW), 'ct_state'),
+    (lambda: model.Bundle(1, [model.Barrier(1)]), 'messages'),
+])
+def test_flow_errors_name_the_field(build, field):
+    assert refusal(build, model.FlowError).field == field
+
+
+def test_the_old_error_name_still_catches_every_refusal():
+    assert model.ServiceError is model.ValidationError
+    for error_type in (model.ServiceDefinitionError, model.SettingsError,
+                       model.FlowError):
+        assert issubclass(error_type, model.ServiceError)
+        assert issubclass(error_type, ValueError)
+    # Raised with a whole message, as the policy and plugins do.
+    error = model.ServiceError("service 'web': defined twice")
+    assert error.field is None
+    assert error.describe() == str(error) == "service 'web': defined twice"
+
+
+def test_lists_are_stored_as_tuples_so_values_compare():
+    assert service(tcp_ports=[80]) == service(tcp_ports=(80,))
+    mod = model.FlowMod(1, model.FlowCommand.ADD, actions=[model.Output(1)])
+    assert mod.actions == (model.Output(1),) and hash(mod)
+
+
+def test_group_and_meter_mods_share_their_commands():
+    assert model.GroupCommand.ADD is model.MeterCommand.ADD
+    assert [c.value for c in model.GroupCommand] == ['add', 'modify',
+                                                     'delete']
