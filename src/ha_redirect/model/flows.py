@@ -13,6 +13,11 @@ import typing
 from ha_redirect.model.validation import FlowError
 from ha_redirect.model.validation import freeze_tuples
 from ha_redirect.model.validation import normalize_ipv4
+# What OVS requires of a match has its home there; model re-exports it.
+from ha_redirect.ovs_constraints import ETH_TYPE_ARP
+from ha_redirect.ovs_constraints import ETH_TYPE_IPV4
+from ha_redirect.ovs_constraints import IP_PROTO_TCP
+from ha_redirect.ovs_constraints import PREREQUISITES
 
 __all__ = [
     'ETH_TYPE_IPV4', 'ETH_TYPE_ARP', 'IP_PROTO_TCP', 'ARP_REQUEST',
@@ -26,9 +31,6 @@ __all__ = [
     'Message', 'TcpPacket', 'ArpRequest', 'Packet', 'TCP_FIN', 'TCP_SYN',
     'TCP_RST', 'TCP_ACK', 'TCP_OPENING']
 
-ETH_TYPE_IPV4 = 0x0800
-ETH_TYPE_ARP = 0x0806
-IP_PROTO_TCP = 6
 ARP_REQUEST = 1
 ARP_REPLY = 2
 
@@ -40,21 +42,6 @@ class SpecialPort(enum.Enum):
 
 
 PortRef = typing.Union[int, SpecialPort]
-
-# What a match field needs earlier in the same match (OpenFlow 1.3 spec,
-# section 7.2.3.8); Open vSwitch refuses matches, set-fields and learn specs
-# without it (OFPBMC_BAD_PREREQ / OFPBAC_MATCH_INCONSISTENT).
-PREREQUISITES = {
-    'ip_proto': ('eth_type', ETH_TYPE_IPV4),
-    'ipv4_src': ('eth_type', ETH_TYPE_IPV4),
-    'ipv4_dst': ('eth_type', ETH_TYPE_IPV4),
-    'tcp_src': ('ip_proto', IP_PROTO_TCP),
-    'tcp_dst': ('ip_proto', IP_PROTO_TCP),
-    'tcp_flags': ('ip_proto', IP_PROTO_TCP),
-    'arp_op': ('eth_type', ETH_TYPE_ARP),
-    'arp_spa': ('eth_type', ETH_TYPE_ARP),
-    'arp_tpa': ('eth_type', ETH_TYPE_ARP),
-}
 
 # Match field names follow OXM (and os-ken's OFPMatch keywords).
 MATCH_FIELDS = ('in_port', 'eth_src', 'eth_dst', 'eth_type', 'ip_proto',
