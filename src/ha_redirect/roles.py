@@ -56,6 +56,8 @@ class SwitchRoles:
     # The write gate -----------------------------------------------------
 
     def is_master(self, datapath_id):
+        """Whether to act on the switch's events (stepping down if the
+        lease ran out)."""
         return self.election is None or self._may_write(datapath_id)
 
     def permits(self, datapath_id, messages):
