@@ -13,9 +13,13 @@ What it models, per datapath id:
   DELETE removes the flows of the table whose match is at least as specific
   as the given one; DELETE_STRICT only the identical one; both delete and
   modify honour cookie/cookie_mask;
-- match prerequisites, like Open vSwitch: a match, set-field or learned flow
-  that uses an IPv4/TCP/ARP field without `eth_type`/`ip_proto` raises
-  FakeFlowTableError when applied;
+- Open vSwitch's refusals, from `ha_redirect.ovs_constraints` (the rules
+  the renderer applies too): e.g. a match, set-field or learned flow that
+  uses an IPv4/TCP/ARP field without `eth_type`/`ip_proto`, a ct action
+  without an IPv4 match, a fast-failover bucket that combines ct with other
+  actions (OVS runs a bucket's actions as an action set and silently drops
+  the commit), a goto_table to an earlier table; applying such a flow,
+  group or packet-out raises FakeFlowTableError;
 - packet processing: highest-priority match wins (two matching flows of the
   same top priority raise FakeFlowTableError, the switch's choice would be
   arbitrary); apply-actions run in order on the packet as rewritten so far:
@@ -51,10 +55,6 @@ What it models, per datapath id:
   `flush_conntrack()` empties them (as `ovs-appctl dpctl/flush-conntrack`),
   a ConntrackFlush message those of its zone and reply source address;
   the entries survive any flow or group change, as in a datapath;
-- OVS's refusals around ct: a flow with a ct action must match
-  eth_type=IPv4, and a fast-failover bucket must not combine ct with other
-  actions (OVS runs a bucket's actions as an action set and silently drops
-  the commit: the fake raises FakeFlowTableError instead);
 - Move and OutputFrom (OVS `move` and `output:field[...]`) on packet fields;
   fields never set read as 0;
 - PacketOut, ArpReply and TcpSegment messages are recorded in `sent`, not
@@ -72,24 +72,21 @@ messages in order anyway).
 """
 
 import dataclasses
+import functools
 import typing
 
 from ha_redirect import model
+from ha_redirect import ovs_constraints
+from ha_redirect.ovs_constraints import TCP_ACK
+from ha_redirect.ovs_constraints import TCP_FIN
+from ha_redirect.ovs_constraints import TCP_RST
+from ha_redirect.ovs_constraints import TCP_SYN
 
 CONTROLLER = 'controller'
 NORMAL = 'normal'
 
-TCP_FIN = 0x01
-TCP_SYN = 0x02
-TCP_RST = 0x04
-TCP_ACK = 0x10
-
 # Fields of the tracker's metadata, 0 on a packet that has not been tracked.
 _CT_FIELDS = ('ct_state', 'ct_zone', 'ct_mark', 'ct_label')
-_FIELD_BITS = {'in_port': 32, 'ct_mark': 32, 'ct_label': 128, 'ct_zone': 16,
-               'tcp_src': 16, 'tcp_dst': 16, 'ip_proto': 8, 'eth_type': 16}
-
-_PREREQUISITES = model.PREREQUISITES
 
 _ALL_ONES = 0xffffffffffffffff
 
@@ -101,21 +98,19 @@ class FakeFlowTableError(AssertionError):
 def _normalize(field: str, value):
     if value is None:
         return None
-    if field in ('eth_src', 'eth_dst'):
+    if field in ovs_constraints.MAC_FIELDS:
         return model.normalize_mac(value, field)
-    if field in ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa'):
+    if field in ovs_constraints.IPV4_FIELDS:
         return model.normalize_ipv4(value, field)
     return value
 
 
-def _check_prerequisites(fields, needed, where):
-    for name in needed:
-        while name in _PREREQUISITES:
-            pre, value = _PREREQUISITES[name]
-            if pre not in fields or fields[pre] not in (None, value):
-                raise FakeFlowTableError(
-                    f'{where}: {name} needs {pre}={value:#x} in the match')
-            name = pre
+def _check(check, where: str, *args) -> None:
+    """Run an `ovs_constraints` check, as the renderer does before OVS."""
+    try:
+        check(*args)
+    except ovs_constraints.Refused as exc:
+        raise FakeFlowTableError(f'{where}: {exc}') from None
 
 
 @dataclasses.dataclass
@@ -169,13 +164,6 @@ def _read_bits(packet, field, ofs, n_bits) -> int:
 def _write_bits(old, ofs, n_bits, bits) -> int:
     mask = ((1 << n_bits) - 1) << ofs
     return (old & ~mask) | ((bits << ofs) & mask)
-
-
-def _check_bits(field, ofs, n_bits, where):
-    width = _FIELD_BITS.get(field)
-    if width is None or n_bits < 1 or ofs < 0 or ofs + n_bits > width:
-        raise FakeFlowTableError(f'{where}: bits {ofs}..{ofs + n_bits - 1} '
-                                 f'of {field} are not a field we model')
 
 
 @dataclasses.dataclass
@@ -245,38 +233,17 @@ class FakeFlowTable:
               now: float = 0.0) -> None:
         """Apply FlowMods in order; record PacketOut/ArpReply; skip Barrier."""
         for message in messages:
-            if isinstance(message, model.Bundle):
-                # Applied in order; a packet never runs in between here.
-                self.apply(message.messages, now)
-            elif isinstance(message, model.FlowMod):
-                self._apply_flow_mod(message, now)
-            elif isinstance(message, model.GroupMod):
-                self._apply_group_mod(message)
-            elif isinstance(message, model.ConntrackFlush):
-                self.conntrack[message.datapath_id] = [
-                    c for c in self.conntrack.get(message.datapath_id, ())
-                    if (c.zone, c.reply[1]) != (message.zone,
-                                                message.reply_src)]
-            elif isinstance(message, (model.PacketOut, model.ArpReply,
-                                      model.TcpSegment,
-                                      model.FlowStatsRequest)):
-                self.sent.append(message)
-            elif isinstance(message, model.MeterMod):
-                self.meters.setdefault(message.datapath_id, {})[
-                    message.meter_id] = message
-            elif not isinstance(message, model.Barrier):
-                raise FakeFlowTableError(f'unknown message {message!r}')
+            _apply_message(message, self, now)
 
     def _apply_flow_mod(self, flow: model.FlowMod, now: float) -> None:
         entries = self.tables.setdefault(flow.datapath_id, [])
         match = {k: _normalize(k, v) for k, v in flow.match.fields().items()}
-        where = f'dpid {flow.datapath_id:#x} table {flow.table}'
-        _check_prerequisites(match, match, where)
+        _check(ovs_constraints.check_flow_mod,
+               f'dpid {flow.datapath_id:#x} table {flow.table}', flow)
         strict = [e for e in entries if e.table == flow.table and
                   e.priority == flow.priority and e.match == match]
         command = flow.command
         if command is model.FlowCommand.ADD:
-            self._check_actions(flow.actions, match, flow.table, where)
             for entry in strict:
                 entries.remove(entry)
             entries.append(FlowEntry(
@@ -292,7 +259,6 @@ class FakeFlowTable:
             return
         mask = flow.cookie_mask
         if command is model.FlowCommand.MODIFY_STRICT:
-            self._check_actions(flow.actions, match, flow.table, where)
             for entry in strict:
                 if _cookie_selects(entry, flow.cookie, mask):
                     entry.actions = flow.actions
@@ -313,12 +279,7 @@ class FakeFlowTable:
     def _apply_group_mod(self, group: model.GroupMod) -> None:
         groups = self.groups.setdefault(group.datapath_id, {})
         where = f'dpid {group.datapath_id:#x} group {group.group_id:#x}'
-        for bucket in group.buckets:
-            if (any(isinstance(a, model.Conntrack) for a in bucket.actions)
-                    and len(bucket.actions) > 1):
-                raise FakeFlowTableError(
-                    f'{where}: a bucket runs as an action set: OVS silently '
-                    'drops its ct next to other actions')
+        _check(ovs_constraints.check_group_mod, where, group)
         if group.command is model.GroupCommand.ADD:
             if group.group_id in groups:
                 raise FakeFlowTableError(f'{where}: exists (GROUP_EXISTS)')
@@ -346,39 +307,11 @@ class FakeFlowTable:
         for bucket in group.buckets:
             if (datapath_id, bucket.watch_port) in self.dead_ports:
                 continue
-            deliveries, goto = self._execute(
+            deliveries, _goto = self._execute(
                 datapath_id, bucket.actions, dict(packet), now, dry_run,
                 depth)
-            if goto is not None:
-                raise FakeFlowTableError(f'group {group_id:#x}: a bucket '
-                                         'cannot goto_table')
             return deliveries
         return []   # no live bucket: dropped
-
-    def _check_actions(self, actions, match, table, where) -> None:
-        gotos = [a for a in actions if isinstance(a, model.GotoTable)]
-        if len(gotos) > 1 or (gotos and gotos[0].table <= table):
-            raise FakeFlowTableError(f'{where}: goto_table must name one '
-                                     'later table')
-        for action in actions:
-            if isinstance(action, model.SetField):
-                _check_prerequisites(match, [action.field],
-                                     f'{where}: set_field')
-            elif isinstance(action, model.Conntrack):
-                if match.get('eth_type') != model.ETH_TYPE_IPV4:
-                    raise FakeFlowTableError(
-                        f'{where}: ct needs eth_type=0x800 in the match')
-            elif isinstance(action, model.Learn):
-                learned = dict(action.match_values)
-                learned.update({dst: None for dst, _ in action.match_from})
-                _check_prerequisites(learned, learned, f'{where}: learn')
-                _check_prerequisites(learned, dict(action.set_values),
-                                     f'{where}: learn load')
-                if (action.output_port is None) == (
-                        action.output_from is None):
-                    raise FakeFlowTableError(
-                        f'{where}: learn needs one of output_port and '
-                        'output_from')
 
     def _remove(self, datapath_id: int, entry: FlowEntry,
                 reason: str) -> None:
@@ -467,49 +400,10 @@ class FakeFlowTable:
     def _execute(self, datapath_id, actions, packet, now, dry_run, depth):
         """Run an action list on `packet` (changed in place); returns the
         deliveries and the goto_table, if any."""
-        deliveries = []
-        next_table = None
+        run = _Run(self, datapath_id, packet, now, dry_run, depth)
         for action in actions:
-            if isinstance(action, model.Output):
-                deliveries.append(
-                    Delivery(self._out_port(action.port, packet),
-                             dict(packet)))
-            elif isinstance(action, model.SetField):
-                packet[action.field] = _normalize(action.field, action.value)
-            elif isinstance(action, model.Learn):
-                if not dry_run:
-                    self._learn(datapath_id, action, packet, now)
-            elif isinstance(action, model.GotoTable):
-                next_table = action.table
-            elif isinstance(action, model.Group):
-                deliveries += self._run_group(
-                    datapath_id, action.group_id, packet, now, dry_run,
-                    depth)
-            elif isinstance(action, model.Move):
-                _check_bits(action.src, action.src_ofs, action.n_bits, 'move')
-                _check_bits(action.dst, action.dst_ofs, action.n_bits, 'move')
-                packet[action.dst] = _write_bits(
-                    packet.get(action.dst, 0), action.dst_ofs, action.n_bits,
-                    _read_bits(packet, action.src, action.src_ofs,
-                               action.n_bits))
-            elif isinstance(action, model.OutputFrom):
-                _check_bits(action.field, action.ofs, action.n_bits, 'output')
-                deliveries.append(Delivery(
-                    _read_bits(packet, action.field, action.ofs,
-                               action.n_bits), dict(packet)))
-            elif isinstance(action, model.Conntrack):
-                tracked = self._track(datapath_id, action, packet, dry_run)
-                if action.table is not None:
-                    deliveries += self._pipeline(
-                        datapath_id, tracked, action.table, now, dry_run,
-                        depth + 1)
-            elif isinstance(action, model.FinTimeout):
-                pass    # applied when the flow is hit (see `_hit`)
-            elif isinstance(action, model.Meter):
-                pass    # rates are not modelled: every packet passes
-            else:
-                raise FakeFlowTableError(f'unsupported action {action!r}')
-        return deliveries, next_table
+            _run_action(action, run)
+        return run.deliveries, run.next_table
 
     # Connection tracking.
 
@@ -568,10 +462,6 @@ class FakeFlowTable:
                 if isinstance(action, model.SetField):
                     setattr(found, attr, action.value)
                 else:
-                    _check_bits(action.src, action.src_ofs, action.n_bits,
-                                'ct move')
-                    _check_bits(action.dst, action.dst_ofs, action.n_bits,
-                                'ct move')
                     setattr(found, attr, _write_bits(
                         getattr(found, attr), action.dst_ofs, action.n_bits,
                         _read_bits(packet, action.src, action.src_ofs,
@@ -659,3 +549,139 @@ class FakeFlowTable:
                     table, priority, fields):
                 return entry
         return None
+
+
+# Messages: what applying each type does.
+
+@functools.singledispatch
+def _apply_message(message, table: FakeFlowTable, now: float) -> None:
+    raise FakeFlowTableError(f'unknown message {message!r}')
+
+
+@_apply_message.register
+def _(message: model.Bundle, table: FakeFlowTable, now: float) -> None:
+    # Applied in order; a packet never runs in between here.
+    table.apply(message.messages, now)
+
+
+@_apply_message.register
+def _(message: model.FlowMod, table: FakeFlowTable, now: float) -> None:
+    table._apply_flow_mod(message, now)
+
+
+@_apply_message.register
+def _(message: model.GroupMod, table: FakeFlowTable, now: float) -> None:
+    table._apply_group_mod(message)
+
+
+@_apply_message.register
+def _(message: model.ConntrackFlush, table: FakeFlowTable,
+      now: float) -> None:
+    table.conntrack[message.datapath_id] = [
+        c for c in table.conntrack.get(message.datapath_id, ())
+        if (c.zone, c.reply[1]) != (message.zone, message.reply_src)]
+
+
+@_apply_message.register
+def _(message: model.PacketOut, table: FakeFlowTable, now: float) -> None:
+    _check(ovs_constraints.check_packet_out,
+           f'dpid {message.datapath_id:#x} packet-out', message.actions)
+    table.sent.append(message)
+
+
+@_apply_message.register(model.ArpReply)
+@_apply_message.register(model.TcpSegment)
+@_apply_message.register(model.FlowStatsRequest)
+def _(message, table: FakeFlowTable, now: float) -> None:
+    table.sent.append(message)
+
+
+@_apply_message.register
+def _(message: model.MeterMod, table: FakeFlowTable, now: float) -> None:
+    table.meters.setdefault(message.datapath_id, {})[
+        message.meter_id] = message
+
+
+@_apply_message.register
+def _(message: model.Barrier, table: FakeFlowTable, now: float) -> None:
+    pass    # messages are applied in order anyway
+
+
+# Actions: what each type does to a packet.
+
+@dataclasses.dataclass
+class _Run:
+    """One action list running on one packet (changed in place)."""
+    table: FakeFlowTable
+    datapath_id: int
+    packet: typing.Dict[str, typing.Any]
+    now: float
+    dry_run: bool
+    depth: int
+    deliveries: typing.List[Delivery] = dataclasses.field(
+        default_factory=list)
+    next_table: typing.Optional[int] = None
+
+
+@functools.singledispatch
+def _run_action(action, run: _Run) -> None:
+    raise FakeFlowTableError(f'unsupported action {action!r}')
+
+
+@_run_action.register
+def _(action: model.Output, run: _Run) -> None:
+    run.deliveries.append(Delivery(
+        FakeFlowTable._out_port(action.port, run.packet), dict(run.packet)))
+
+
+@_run_action.register
+def _(action: model.SetField, run: _Run) -> None:
+    run.packet[action.field] = _normalize(action.field, action.value)
+
+
+@_run_action.register
+def _(action: model.Learn, run: _Run) -> None:
+    if not run.dry_run:
+        run.table._learn(run.datapath_id, action, run.packet, run.now)
+
+
+@_run_action.register
+def _(action: model.GotoTable, run: _Run) -> None:
+    run.next_table = action.table
+
+
+@_run_action.register
+def _(action: model.Group, run: _Run) -> None:
+    run.deliveries += run.table._run_group(
+        run.datapath_id, action.group_id, run.packet, run.now, run.dry_run,
+        run.depth)
+
+
+@_run_action.register
+def _(action: model.Move, run: _Run) -> None:
+    run.packet[action.dst] = _write_bits(
+        run.packet.get(action.dst, 0), action.dst_ofs, action.n_bits,
+        _read_bits(run.packet, action.src, action.src_ofs, action.n_bits))
+
+
+@_run_action.register
+def _(action: model.OutputFrom, run: _Run) -> None:
+    run.deliveries.append(Delivery(
+        _read_bits(run.packet, action.field, action.ofs, action.n_bits),
+        dict(run.packet)))
+
+
+@_run_action.register
+def _(action: model.Conntrack, run: _Run) -> None:
+    tracked = run.table._track(run.datapath_id, action, run.packet,
+                               run.dry_run)
+    if action.table is not None:
+        run.deliveries += run.table._pipeline(
+            run.datapath_id, tracked, action.table, run.now, run.dry_run,
+            run.depth + 1)
+
+
+@_run_action.register(model.FinTimeout)     # applied when the flow is hit
+@_run_action.register(model.Meter)  # rates are not modelled: all packets pass
+def _(action, run: _Run) -> None:
+    pass
