@@ -39,7 +39,6 @@ import sys
 import time
 
 from ha_redirect.lab import command
-from ha_redirect.lab import evaluation_run
 from ha_redirect.lab import failures
 from ha_redirect.lab import gaps_summary
 from ha_redirect.lab import scenarios
@@ -139,7 +138,7 @@ def link_run(scheme, repetition, interval_ms):
     with _scheme_running(scheme, result) as (scope, lab):
         host = lab.bed.clients[0]
         traffic.wait_served_by(host, *lab.address, 'primary', timeout=15)
-        cutter = evaluation_run.LinkCutter(scope, lab.bed.primary)
+        cutter = failures.LinkCutter(scope, lab.bed.primary)
         prober = _start_prober(scope, host, lab.address, interval_ms)
         time.sleep(LEAD)
         t_fail, t_fail_done = cutter.fire()
