@@ -96,3 +96,11 @@ def test_transitions_are_parsed_from_haproxy_log_lines():
            'Server web_back/primary is UP, reason: Layer4 check passed\n')
     assert [(s, st) for s, st, _ in haproxy.parse_transitions(log)] == [
         ('primary', 'DOWN'), ('primary', 'UP')]
+
+
+def test_a_profile_is_named_or_given():
+    tuned = haproxy.PROFILES['tuned']
+    assert haproxy.resolve_profile('tuned') is tuned
+    assert haproxy.resolve_profile(tuned) is tuned
+    with pytest.raises(ValueError, match="'fast'.*paper, tuned"):
+        haproxy.resolve_profile('fast')

@@ -80,9 +80,7 @@ class SchemeSetup:
                         probe_timeout=s.probe_timeout,
                         probe_fall=s.probe_fall, probe_rise=s.probe_rise,
                         probe_jitter=s.probe_jitter)
-        profile = self.profile
-        if isinstance(profile, str):
-            profile = haproxy_mod.PROFILES[profile]
+        profile = haproxy_mod.resolve_profile(self.profile)
         return dict(monitors=['haproxy'], haproxy_profile=profile.name,
                     haproxy_server_options=list(profile.server_options),
                     haproxy_timeout_connect=profile.timeout_connect)

@@ -58,8 +58,7 @@ def with_check_interval(profile, seconds):
 
     Replaces its `inter` and `fastinter`; HAProxy takes milliseconds.
     """
-    if isinstance(profile, str):
-        profile = _profile(profile)
+    profile = resolve_profile(profile)
     ms = max(1, round(seconds * 1000))
     options = tuple(
         f'{o.split()[0]} {ms}ms' if o.split()[0] in ('inter', 'fastinter')
@@ -67,11 +66,14 @@ def with_check_interval(profile, seconds):
     return dataclasses.replace(profile, server_options=options)
 
 
-def _profile(name):
+def resolve_profile(profile):
+    """The HAProxyProfile `profile` names (or `profile` itself)."""
+    if not isinstance(profile, str):
+        return profile
     try:
-        return PROFILES[name]
+        return PROFILES[profile]
     except KeyError:
-        raise ValueError(f'unknown HAProxy profile {name!r}; choose '
+        raise ValueError(f'unknown HAProxy profile {profile!r}; choose '
                          f'from {", ".join(sorted(PROFILES))}') from None
 
 
@@ -84,8 +86,7 @@ def render_haproxy_config(service, frontend_ip, profile, log_format='raw'):
     `log_format` 'iso' stamps each log line with the time (CLOCK_REALTIME,
     microseconds), for timing health transitions.
     """
-    if isinstance(profile, str):
-        profile = _profile(profile)
+    profile = resolve_profile(profile)
     if log_format not in LOG_FORMATS:
         raise ValueError(f'unknown log format {log_format!r}; choose from '
                          f'{", ".join(LOG_FORMATS)}')
@@ -153,7 +154,7 @@ class HAProxy:
                  log_format='raw'):
         self.scope = scope
         self.testbed = testbed
-        self.profile = profile if isinstance(profile, str) else profile.name
+        self.profile = resolve_profile(profile).name
         self.label = label or f'haproxy-{self.profile}'
         self.config_path = scope.path(f'{self.label}.cfg')
         self.config = render_haproxy_config(
