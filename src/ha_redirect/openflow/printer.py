@@ -44,45 +44,21 @@ def describe_action(action) -> str:
     return repr(action)
 
 
-@describe_action.register
-def _(action: model.Output) -> str:
-    return f'output:{_describe_port(action.port)}'
-
-
-@describe_action.register
-def _(action: model.SetField) -> str:
-    return f'set_field:{action.field}={_describe_value(action.value)}'
-
-
-@describe_action.register
-def _(action: model.GotoTable) -> str:
-    return f'goto_table:{action.table}'
-
-
-@describe_action.register
-def _(action: model.Group) -> str:
-    return f'group:{action.group_id:#x}'
-
-
-@describe_action.register
-def _(action: model.FinTimeout) -> str:
-    return f'fin_timeout(idle_timeout={action.idle_timeout})'
-
-
-@describe_action.register
-def _(action: model.Meter) -> str:
-    return f'meter:{action.meter_id}'
-
-
-@describe_action.register
-def _(action: model.Move) -> str:
-    return (f'move:{_bits(action.src, action.src_ofs, action.n_bits)}->'
-            f'{_bits(action.dst, action.dst_ofs, action.n_bits)}')
-
-
-@describe_action.register
-def _(action: model.OutputFrom) -> str:
-    return f'output:{_bits(action.field, action.ofs, action.n_bits)}'
+# The actions one expression describes; ct and learn follow.
+_ACTION_TEXTS = {
+    model.Output: lambda a: f'output:{_describe_port(a.port)}',
+    model.SetField: lambda a: (
+        f'set_field:{a.field}={_describe_value(a.value)}'),
+    model.GotoTable: lambda a: f'goto_table:{a.table}',
+    model.Group: lambda a: f'group:{a.group_id:#x}',
+    model.FinTimeout: lambda a: f'fin_timeout(idle_timeout={a.idle_timeout})',
+    model.Meter: lambda a: f'meter:{a.meter_id}',
+    model.Move: lambda a: (f'move:{_bits(a.src, a.src_ofs, a.n_bits)}->'
+                           f'{_bits(a.dst, a.dst_ofs, a.n_bits)}'),
+    model.OutputFrom: lambda a: f'output:{_bits(a.field, a.ofs, a.n_bits)}',
+}
+for _type, _text in _ACTION_TEXTS.items():
+    describe_action.register(_type, _text)
 
 
 @describe_action.register
@@ -154,14 +130,6 @@ def _(message: model.PacketOut) -> str:
 
 
 @describe.register
-def _(message: model.ArpReply) -> str:
-    return (f'arp_reply dpid={message.datapath_id:#x} '
-            f'out_port={message.out_port} {message.sender_ip} is-at '
-            f'{message.sender_mac} to {message.target_ip} '
-            f'({message.target_mac})')
-
-
-@describe.register
 def _(message: model.GroupMod) -> str:
     buckets = '; '.join(
         f'watch_port={b.watch_port} {_describe_actions(b.actions)}'
@@ -172,21 +140,6 @@ def _(message: model.GroupMod) -> str:
 
 
 @describe.register
-def _(message: model.MeterMod) -> str:
-    return (f'meter_{message.command.value} '
-            f'dpid={message.datapath_id:#x} meter={message.meter_id} '
-            f'pktps drop rate={message.rate} burst={message.burst}')
-
-
-@describe.register
-def _(message: model.TcpSegment) -> str:
-    return (f'tcp_segment dpid={message.datapath_id:#x} '
-            f'out_port={message.out_port} {message.ipv4_src}:'
-            f'{message.tcp_src} > {message.ipv4_dst}:{message.tcp_dst} '
-            f'flags={message.tcp_flags:#x} seq={message.tcp_seq}')
-
-
-@describe.register
 def _(message: model.Bundle) -> str:
     return (f'bundle dpid={message.datapath_id:#x} of '
             f'{len(message.messages)} changes: '
@@ -194,21 +147,29 @@ def _(message: model.Bundle) -> str:
             + (' ...' if len(message.messages) > 3 else ''))
 
 
-@describe.register
-def _(message: model.FlowStatsRequest) -> str:
-    return (f'flow_stats_request dpid={message.datapath_id:#x} '
-            f'cookie={message.cookie:#x}/{message.cookie_mask:#x}')
-
-
-@describe.register
-def _(message: model.ConntrackFlush) -> str:
-    return (f'ct_flush dpid={message.datapath_id:#x} '
-            f'zone={message.zone} reply_src={message.reply_src}')
-
-
-@describe.register
-def _(message: model.Barrier) -> str:
-    return f'barrier dpid={message.datapath_id:#x}'
+# The messages one expression describes.
+_MESSAGE_TEXTS = {
+    model.ArpReply: lambda m: (
+        f'arp_reply dpid={m.datapath_id:#x} out_port={m.out_port} '
+        f'{m.sender_ip} is-at {m.sender_mac} to {m.target_ip} '
+        f'({m.target_mac})'),
+    model.MeterMod: lambda m: (
+        f'meter_{m.command.value} dpid={m.datapath_id:#x} '
+        f'meter={m.meter_id} pktps drop rate={m.rate} burst={m.burst}'),
+    model.TcpSegment: lambda m: (
+        f'tcp_segment dpid={m.datapath_id:#x} out_port={m.out_port} '
+        f'{m.ipv4_src}:{m.tcp_src} > {m.ipv4_dst}:{m.tcp_dst} '
+        f'flags={m.tcp_flags:#x} seq={m.tcp_seq}'),
+    model.FlowStatsRequest: lambda m: (
+        f'flow_stats_request dpid={m.datapath_id:#x} '
+        f'cookie={m.cookie:#x}/{m.cookie_mask:#x}'),
+    model.ConntrackFlush: lambda m: (
+        f'ct_flush dpid={m.datapath_id:#x} zone={m.zone} '
+        f'reply_src={m.reply_src}'),
+    model.Barrier: lambda m: f'barrier dpid={m.datapath_id:#x}',
+}
+for _type, _text in _MESSAGE_TEXTS.items():
+    describe.register(_type, _text)
 
 
 def describe_error(error_msg) -> str:
