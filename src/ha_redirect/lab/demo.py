@@ -80,7 +80,6 @@ def run_scheme(scheme, observe=2.0, interval_ms=5.0, out=say,
             t_fail = failures.kill_service(lab.servers['primary'])
             out(f'   t=0 ms: killed the primary\'s server (pid {pid}); '
                 'its link stays up (the primary)')
-        wait = observe
         if not parsed.is_sdn:
             try:
                 t_seen = lab.haproxy.wait_for_transition('primary', 'DOWN',
@@ -89,7 +88,7 @@ def run_scheme(scheme, observe=2.0, interval_ms=5.0, out=say,
                     'marks the primary DOWN')
             except scope_mod.LabError as exc:
                 out(f'   {exc}')
-        time.sleep(wait)
+        time.sleep(observe)
         prober.stop()
         report = traffic.service_gap(prober.records(), t_fail, 'backup1')
         mac = traffic.neighbour_mac(client, ip)
