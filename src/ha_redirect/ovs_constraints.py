@@ -188,22 +188,30 @@ def _gotos(actions) -> list:
     return [a for a in actions if isinstance(a, goto_table)]
 
 
-def check_flow_mod(flow) -> None:
+def check_flow_mod(flow, fields: typing.Optional[Fields] = None) -> None:
     """Refused if OVS would refuse a `model.FlowMod`: its match, a meter
     anywhere but first, a goto_table that is not one later table, or an
-    action that does not fit the match."""
-    fields = flow.match.fields()
+    action that does not fit the match. `fields`: `flow.match.fields()`,
+    if the caller has them already (this runs for every flow sent)."""
+    if fields is None:
+        fields = flow.match.fields()
     check_prerequisites(fields, fields)
-    meters = [a for a in flow.actions if isinstance(a, _model().Meter)]
-    if len(meters) > 1 or meters and flow.actions[0] != meters[0]:
-        raise Refused('one meter, before every action')
-    gotos = _gotos(flow.actions)
-    if len(gotos) > 1:
-        raise Refused('more than one goto_table')
-    if gotos and gotos[0].table <= flow.table:
-        raise Refused(f'goto_table:{gotos[0].table} from table {flow.table}:'
-                      ' it must name a later table')
-    _check_each(flow.actions, fields)
+    model, rules = _model(), _action_rules()
+    goto = None
+    for position, action in enumerate(flow.actions):
+        kind = type(action)
+        if kind is model.Meter:
+            if position:
+                raise Refused('one meter, before every action')
+        elif kind is model.GotoTable:
+            if goto is not None:
+                raise Refused('more than one goto_table')
+            goto = action.table
+        elif kind in rules:
+            rules[kind](action, fields)
+    if goto is not None and goto <= flow.table:
+        raise Refused(f'goto_table:{goto} from table {flow.table}: it must '
+                      'name a later table')
 
 
 def check_packet_out(actions) -> None:

@@ -14,17 +14,17 @@ from here, as `openflow.X`.
 """
 
 from ha_redirect.openflow import decoder
-from ha_redirect.openflow import fields
 from ha_redirect.openflow import printer
 from ha_redirect.openflow import renderer
+from ha_redirect.openflow import wire
 from ha_redirect import ovs_constraints
 
 UnsupportedFlow = renderer.UnsupportedFlow
 MalformedPacket = decoder.MalformedPacket
 
 PREREQUISITES = ovs_constraints.PREREQUISITES
-NXM_FIELDS = fields.NXM_FIELDS
-LEARN_OUTPUT_REGISTER = fields.LEARN_OUTPUT_REGISTER
+NXM_FIELDS = wire.NXM_FIELDS
+LEARN_OUTPUT_REGISTER = wire.LEARN_OUTPUT_REGISTER
 NX_EXPERIMENTER_ID = renderer.NX_EXPERIMENTER_ID
 NXT_CT_FLUSH = renderer.NXT_CT_FLUSH
 

@@ -14,7 +14,7 @@ from os_ken.lib.packet import ether_types
 from os_ken.lib.packet import in_proto
 
 from ha_redirect import model
-from ha_redirect.openflow import fields
+from ha_redirect.openflow import wire
 
 
 class MalformedPacket(ValueError):
@@ -137,8 +137,8 @@ def match_from_ofp(ofp_match) -> model.Match:
             continue
         if isinstance(value, tuple):
             value, mask = value
-            if fields.wire_value(name, mask) != (
-                    1 << fields.oxm_bits(name)) - 1:
+            if wire.as_int(name, mask) != (
+                    1 << wire.oxm_bits(name)) - 1:
                 continue
         if value is not None:
             known[name] = value

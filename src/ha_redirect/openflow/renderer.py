@@ -31,8 +31,8 @@ from os_ken.lib.packet import tcp
 from os_ken.ofproto import nicira_ext
 
 from ha_redirect import model
-from ha_redirect.openflow import fields
 from ha_redirect.openflow.printer import describe
+from ha_redirect.openflow import wire
 from ha_redirect import ovs_constraints
 
 
@@ -119,8 +119,8 @@ def _(action: model.FinTimeout, ofproto, parser) -> list:
 @_render_action.register
 def _(action: model.Move, ofproto, parser) -> list:
     return [parser.NXActionRegMove(
-        src_field=fields.nxm_name(action.src),
-        dst_field=fields.nxm_name(action.dst), n_bits=action.n_bits,
+        src_field=wire.nxm_name(action.src),
+        dst_field=wire.nxm_name(action.dst), n_bits=action.n_bits,
         src_ofs=action.src_ofs, dst_ofs=action.dst_ofs)]
 
 
@@ -129,7 +129,7 @@ def _(action: model.OutputFrom, ofproto, parser) -> list:
     return [parser.NXActionOutputReg(
         ofs_nbits=nicira_ext.ofs_nbits(action.ofs,
                                        action.ofs + action.n_bits - 1),
-        src=fields.nxm_name(action.field), max_len=0)]
+        src=wire.nxm_name(action.field), max_len=0)]
 
 
 @_render_action.register
@@ -153,26 +153,26 @@ def _(ct: model.Conntrack, ofproto, parser) -> list:
 def _(learn: model.Learn, ofproto, parser) -> list:
     specs = []
     for name, value in learn.match_values:
-        nxm, n_bits = fields.NXM_FIELDS[name]
+        nxm, n_bits = wire.NXM_FIELDS[name]
         specs.append(parser.NXFlowSpecMatch(
-            src=fields.wire_value(name, value), dst=(nxm, 0),
+            src=wire.as_int(name, value), dst=(nxm, 0),
             n_bits=n_bits))
     for dst, src in learn.match_from:
-        dst_nxm, n_bits = fields.NXM_FIELDS[dst]
+        dst_nxm, n_bits = wire.NXM_FIELDS[dst]
         specs.append(parser.NXFlowSpecMatch(
-            src=(fields.NXM_FIELDS[src][0], 0), dst=(dst_nxm, 0),
+            src=(wire.NXM_FIELDS[src][0], 0), dst=(dst_nxm, 0),
             n_bits=n_bits))
     for name, value in learn.set_values:
-        nxm, n_bits = fields.NXM_FIELDS[name]
+        nxm, n_bits = wire.NXM_FIELDS[name]
         specs.append(parser.NXFlowSpecLoad(
-            src=fields.wire_value(name, value), dst=(nxm, 0),
+            src=wire.as_int(name, value), dst=(nxm, 0),
             n_bits=n_bits))
     actions = []
     if learn.output_from is not None:
-        nxm, n_bits = fields.NXM_FIELDS[learn.output_from]
+        nxm, n_bits = wire.NXM_FIELDS[learn.output_from]
         specs.append(parser.NXFlowSpecOutput(src=(nxm, 0), n_bits=n_bits))
     else:
-        register = fields.LEARN_OUTPUT_REGISTER
+        register = wire.LEARN_OUTPUT_REGISTER
         actions.append(parser.OFPActionSetField(
             **{register: learn.output_port}))
         specs.append(parser.NXFlowSpecOutput(src=(register, 0), n_bits=32))
@@ -254,7 +254,8 @@ def _render_message(message, datapath) -> list:
 @_render_message.register
 def _(flow: model.FlowMod, datapath) -> list:
     ofproto, parser = datapath.ofproto, datapath.ofproto_parser
-    _check(ovs_constraints.check_flow_mod, _Where(flow), flow)
+    fields = flow.match.fields()
+    _check(ovs_constraints.check_flow_mod, _Where(flow), flow, fields)
     actions = flow.actions
     meter = actions[0] if actions and isinstance(
         actions[0], model.Meter) else None
@@ -286,7 +287,7 @@ def _(flow: model.FlowMod, datapath) -> list:
         out_port=ofproto.OFPP_ANY,
         out_group=ofproto.OFPG_ANY,
         flags=ofproto.OFPFF_SEND_FLOW_REM if flow.notify_removed else 0,
-        match=_match(parser, ofproto, flow.match.fields()),
+        match=_match(parser, ofproto, fields),
         instructions=[] if deleting else instructions)]
 
 

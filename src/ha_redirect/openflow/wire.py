@@ -1,4 +1,4 @@
-"""How our match fields are named and valued in os-ken's messages.
+"""How our match fields are named and valued on the wire, in os-ken's terms.
 
 Which fields exist and how wide they are is Open vSwitch's business, kept in
 `ha_redirect.ovs_constraints`; this module only spells them for os-ken.
@@ -30,7 +30,7 @@ def nxm_name(field: str) -> str:
     return NXM_FIELDS[field][0]
 
 
-def wire_value(field: str, value) -> int:
+def as_int(field: str, value) -> int:
     """A field value as the integer a learn spec or mask carries."""
     if field in ovs_constraints.MAC_FIELDS:
         return int.from_bytes(addrconv.mac.text_to_bin(
