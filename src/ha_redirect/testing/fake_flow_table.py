@@ -36,25 +36,9 @@ What it models, per datapath id:
   the first bucket whose watch port is live, on a copy of the packet;
   deleting a group deletes the flows that use it, as OVS does. Ports are
   live unless `set_port_live(dpid, port, False)` says otherwise;
-- connection tracking (`model.Conntrack`, OVS `ct`), per datapath: a table
-  of committed connections keyed by zone and (ip_proto, ipv4_src, tcp_src,
-  ipv4_dst, tcp_dst) in each direction. A packet gets ct_state +trk and
-  +new (not committed, or committed but not yet answered), +est (a reply
-  has been seen), +rpl (it is a reply), or +inv (an uncommitted SYN-ACK,
-  which OVS will not take as a new connection); ct_zone, and the
-  connection's ct_mark and ct_label (0 when there is none). `commit`
-  stores a new connection, with the destination NAT `nat_dst`; `nat` (or
-  `nat_dst`) readdresses forward packets of a NATed connection and
-  un-translates the source of its replies; commit's actions set ct_mark and
-  ct_label (SetField, or Move from a packet field). With a `table`, a copy
-  of the tracked packet continues in that table (OVS recirculation) while
-  the original goes on untracked with the rest of the action list; without
-  one, only the tracker is updated. An RST in either direction ends the
-  connection's entry at once (OVS keeps it a moment in CLOSED; either way
-  the next SYN starts afresh). `connections()` lists the entries and
-  `flush_conntrack()` empties them (as `ovs-appctl dpctl/flush-conntrack`),
-  a ConntrackFlush message those of its zone and reply source address;
-  the entries survive any flow or group change, as in a datapath;
+- connection tracking (`model.Conntrack`, OVS `ct`), per datapath: see
+  `fake_conntrack`; the entries survive any flow or group change, as in a
+  datapath;
 - Move and OutputFrom (OVS `move` and `output:field[...]`) on packet fields;
   fields never set read as 0;
 - PacketOut, ArpReply and TcpSegment messages are recorded in `sent`, not
@@ -77,32 +61,26 @@ import typing
 
 from ha_redirect import model
 from ha_redirect import ovs_constraints
-from ha_redirect.ovs_constraints import TCP_ACK
-from ha_redirect.ovs_constraints import TCP_FIN
-from ha_redirect.ovs_constraints import TCP_RST
-from ha_redirect.ovs_constraints import TCP_SYN
+from ha_redirect.testing.fake_conntrack import ConnectionTracker
+from ha_redirect.testing.fake_conntrack import TrackedConnection
+from ha_redirect.testing.fake_fields import FakeFlowTableError
+from ha_redirect.testing.fake_fields import normalize as _normalize
+from ha_redirect.testing.fake_fields import read_bits as _read_bits
+from ha_redirect.testing.fake_fields import write_bits as _write_bits
 
 CONTROLLER = 'controller'
 NORMAL = 'normal'
+
+# TCP flags, where this module has always offered them.
+TCP_FIN = ovs_constraints.TCP_FIN
+TCP_SYN = ovs_constraints.TCP_SYN
+TCP_RST = ovs_constraints.TCP_RST
+TCP_ACK = ovs_constraints.TCP_ACK
 
 # Fields of the tracker's metadata, 0 on a packet that has not been tracked.
 _CT_FIELDS = ('ct_state', 'ct_zone', 'ct_mark', 'ct_label')
 
 _ALL_ONES = 0xffffffffffffffff
-
-
-class FakeFlowTableError(AssertionError):
-    """A flow or packet the real switch would refuse or handle arbitrarily."""
-
-
-def _normalize(field: str, value):
-    if value is None:
-        return None
-    if field in ovs_constraints.MAC_FIELDS:
-        return model.normalize_mac(value, field)
-    if field in ovs_constraints.IPV4_FIELDS:
-        return model.normalize_ipv4(value, field)
-    return value
 
 
 def _check(check, where: str, *args) -> None:
@@ -154,36 +132,6 @@ def _field_matches(packet, field, value) -> bool:
     return packet.get(field) == value
 
 
-def _read_bits(packet, field, ofs, n_bits) -> int:
-    value = packet.get(field, 0)
-    if not isinstance(value, int):
-        raise FakeFlowTableError(f'cannot read bits of {field}={value!r}')
-    return (value >> ofs) & ((1 << n_bits) - 1)
-
-
-def _write_bits(old, ofs, n_bits, bits) -> int:
-    mask = ((1 << n_bits) - 1) << ofs
-    return (old & ~mask) | ((bits << ofs) & mask)
-
-
-@dataclasses.dataclass
-class TrackedConnection:
-    """A committed connection: its tuples as packets carry them in each
-    direction (ip_proto, ipv4_src, tcp_src, ipv4_dst, tcp_dst)."""
-    zone: int
-    original: typing.Tuple
-    reply: typing.Tuple
-    mark: int = 0
-    label: int = 0
-    established: bool = False   # a reply has been seen
-
-
-def _five_tuple(packet) -> typing.Tuple:
-    return (packet.get('ip_proto'), packet.get('ipv4_src'),
-            packet.get('tcp_src'), packet.get('ipv4_dst'),
-            packet.get('tcp_dst'))
-
-
 @dataclasses.dataclass(frozen=True)
 class Delivery:
     """A packet leaving the switch; port: int, 'controller' or 'normal'."""
@@ -216,7 +164,10 @@ class FakeFlowTable:
         self.dead_ports: typing.Set[typing.Tuple[int, int]] = set()
         self.sent: typing.List[model.Message] = []
         self.removed: typing.List[FlowRemoved] = []
-        self.conntrack: typing.Dict[int, typing.List[TrackedConnection]] = {}
+        self.tracker = ConnectionTracker()
+        # The tracker's entries, by dpid, under their old name.
+        self.conntrack: typing.Dict[int, typing.List[TrackedConnection]] = (
+            self.tracker.entries)
         # dpid -> meter id -> the last MeterMod (rates are not enforced)
         self.meters: typing.Dict[int, typing.Dict[int, model.MeterMod]] = {}
 
@@ -405,79 +356,16 @@ class FakeFlowTable:
             _run_action(action, run)
         return run.deliveries, run.next_table
 
-    # Connection tracking.
-
     def connections(self, datapath_id: int,
                     zone: typing.Optional[int] = None
                     ) -> typing.List[TrackedConnection]:
         """The committed connections of a datapath (of one zone)."""
-        return [c for c in self.conntrack.get(datapath_id, ())
-                if zone is None or c.zone == zone]
+        return self.tracker.connections(datapath_id, zone)
 
     def flush_conntrack(self, datapath_id: int,
                         zone: typing.Optional[int] = None) -> None:
-        self.conntrack[datapath_id] = [
-            c for c in self.conntrack.get(datapath_id, ())
-            if zone is not None and c.zone != zone]
-
-    def _track(self, datapath_id, ct: model.Conntrack, packet, dry_run):
-        """The packet as the tracker hands it back (a copy)."""
-        if packet.get('eth_type') != model.ETH_TYPE_IPV4:
-            raise FakeFlowTableError(f'ct on a packet that is not IPv4: '
-                                     f'{packet}')
-        entries = self.conntrack.setdefault(datapath_id, [])
-        key = _five_tuple(packet)
-        flags = packet.get('tcp_flags', 0)
-        found, is_reply = None, False
-        for entry in entries:
-            if entry.zone == ct.zone and key in (entry.original,
-                                                 entry.reply):
-                found, is_reply = entry, key == entry.reply
-                break
-        if found is None:
-            state = model.CT_TRK | (
-                model.CT_INV if flags & TCP_SYN and flags & TCP_ACK
-                else model.CT_NEW)
-            if ct.commit and not state & model.CT_INV:
-                proto, src, sport, dst, dport = key
-                found = TrackedConnection(
-                    ct.zone, key,
-                    (proto, ct.nat_dst or dst, dport, src, sport))
-                if not dry_run:
-                    entries.append(found)
-        else:
-            if dry_run:
-                found = dataclasses.replace(found)
-            if is_reply:
-                found.established = True
-                state = model.CT_TRK | model.CT_EST | model.CT_RPL
-            else:
-                state = model.CT_TRK | (model.CT_EST if found.established
-                                        else model.CT_NEW)
-        tracked = dict(packet)
-        if found is not None and ct.commit:
-            for action in ct.actions:
-                attr = 'mark' if (getattr(action, 'field', None)
-                                  or action.dst) == 'ct_mark' else 'label'
-                if isinstance(action, model.SetField):
-                    setattr(found, attr, action.value)
-                else:
-                    setattr(found, attr, _write_bits(
-                        getattr(found, attr), action.dst_ofs, action.n_bits,
-                        _read_bits(packet, action.src, action.src_ofs,
-                                   action.n_bits)))
-        if found is not None and (ct.nat or ct.nat_dst is not None):
-            if is_reply:
-                tracked['ipv4_src'] = found.original[3]
-            else:
-                tracked['ipv4_dst'] = found.reply[1]
-        tracked.update(ct_state=state, ct_zone=ct.zone,
-                       ct_mark=found.mark if found else 0,
-                       ct_label=found.label if found else 0)
-        if (found is not None and flags & TCP_RST and not dry_run
-                and found in entries):
-            entries.remove(found)
-        return tracked
+        """Forget the connections of a datapath (of one zone)."""
+        self.tracker.flush(datapath_id, zone)
 
     def is_output(self, datapath_id: int,
                   packet_fields: typing.Mapping[str, typing.Any],
@@ -577,9 +465,8 @@ def _(message: model.GroupMod, table: FakeFlowTable, now: float) -> None:
 @_apply_message.register
 def _(message: model.ConntrackFlush, table: FakeFlowTable,
       now: float) -> None:
-    table.conntrack[message.datapath_id] = [
-        c for c in table.conntrack.get(message.datapath_id, ())
-        if (c.zone, c.reply[1]) != (message.zone, message.reply_src)]
+    table.tracker.flush_replies_from(message.datapath_id, message.zone,
+                                     message.reply_src)
 
 
 @_apply_message.register
@@ -673,8 +560,8 @@ def _(action: model.OutputFrom, run: _Run) -> None:
 
 @_run_action.register
 def _(action: model.Conntrack, run: _Run) -> None:
-    tracked = run.table._track(run.datapath_id, action, run.packet,
-                               run.dry_run)
+    tracked = run.table.tracker.track(run.datapath_id, action,
+                                      run.packet, run.dry_run)
     if action.table is not None:
         run.deliveries += run.table._pipeline(
             run.datapath_id, tracked, action.table, run.now, run.dry_run,
