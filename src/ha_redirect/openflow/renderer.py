@@ -44,14 +44,11 @@ class _Where:
     """Names a message in errors; described only if an error is raised, since
     describing every flow would cost more than rendering it."""
 
-    def __init__(self, message, suffix=''):
-        self.message, self.suffix = message, suffix
-
-    def __add__(self, suffix):
-        return _Where(self.message, self.suffix + suffix)
+    def __init__(self, message):
+        self.message = message
 
     def __str__(self):
-        return describe(self.message) + self.suffix
+        return describe(self.message)
 
 
 def _check(check, where, *args) -> None:
