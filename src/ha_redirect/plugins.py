@@ -12,8 +12,6 @@ Namespaces (declared in pyproject.toml; other packages may add names):
 
 import importlib.metadata
 
-from stevedore import driver
-
 STRATEGY_NAMESPACE = 'ha_redirect.strategies'
 MONITOR_NAMESPACE = 'ha_redirect.monitors'
 APP_NAMESPACE = 'os_ken.apps'
@@ -37,6 +35,9 @@ def _load(namespace, kind, name, invoke_on_load):
         raise PluginError(
             f'unknown {kind} {name!r} (available: '
             f'{", ".join(available) or "none"}; namespace {namespace})')
+    # Imported here: the core imports this module, and embedding the core
+    # needs stevedore only once a plugin is loaded by name.
+    from stevedore import driver
     try:
         manager = driver.DriverManager(namespace, name,
                                        invoke_on_load=invoke_on_load)
@@ -64,6 +65,18 @@ def monitor_names():
 def monitor_class(name):
     """The monitor class registered as `name` (built per service)."""
     return _load(MONITOR_NAMESPACE, 'monitor', name, invoke_on_load=False)
+
+
+def find_monitor_class(name, monitor_classes=None):
+    """The monitor class `name`: from `monitor_classes` (a mapping of
+    names to classes, to override or add to the installed ones) if it is
+    there, else the installed one."""
+    if monitor_classes is not None and name in monitor_classes:
+        return monitor_classes[name]
+    if name == 'port_status':   # the paper's, always at hand
+        from ha_redirect.monitors import port_status
+        return port_status.PortStatusMonitor
+    return monitor_class(name)
 
 
 def resolve_app(name):

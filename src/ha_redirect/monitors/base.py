@@ -14,12 +14,26 @@ from ha_redirect import model
 
 
 class Monitor(abc.ABC):
-    """Health verdicts for the servers of one service, primary first."""
+    """Health verdicts for the servers of one service, primary first.
 
-    #: told of each check's result, if set: an object with
-    #: probe_result(service_name, server_index, outcome, rtt_seconds)
-    #: (ha_redirect.metrics exports them to Prometheus)
+    The contract the policy relies on: a monitor is built per service with
+    `(service, settings, cookie)`; it must provide `is_healthy`; every
+    other attribute and hook below has a default that suits a monitor
+    fed by switch events alone.
+    """
+
+    name: typing.ClassVar[str] = ''
+    """The monitor's entry-point name, for logs and reports."""
+
+    needs_ticks: typing.ClassVar[bool] = False
+    """Whether the monitor must be called on a clock (`on_tick`, every
+    `RedirectPolicy.tick_interval`) to send probes and time them out.
+    Default False: switch events are enough."""
+
     observer: typing.Any = None
+    """Told of each check's result, if set (the policy sets it): an object
+    with `probe_result(service_name, server_index, outcome, rtt_seconds)`
+    (`ha_redirect.metrics` exports them to Prometheus). Default None."""
 
     def __init__(self, service: model.Service,
                  settings: model.PolicySettings, cookie: int):
@@ -32,15 +46,16 @@ class Monitor(abc.ABC):
         """May the server take new connections, as far as we can tell?"""
 
     def flows(self, datapath_id: int) -> typing.List[model.Message]:
-        """Flows to install whenever the switch (re)connects."""
+        """Flows to install whenever the switch (re)connects (default:
+        none). A takeover looks for them to trust the switch's state."""
         return []
 
     def on_switch_connected(self, port_states: typing.Mapping[int, bool],
                             now: float) -> None:
-        pass
+        """The switch (re)connected, its ports up or down as given."""
 
     def on_port_status(self, port_no: int, is_up: bool, now: float) -> None:
-        pass
+        """A port of the switch went up or down."""
 
     def on_packet(self, packet: model.Packet, now: float
                   ) -> typing.Optional[typing.List[model.Message]]:
@@ -49,7 +64,9 @@ class Monitor(abc.ABC):
         return None
 
     def on_tick(self, now: float) -> typing.List[model.Message]:
-        """Called periodically; returns packets to send (probes)."""
+        """Called on the policy's clock, every `tick_interval` while the
+        switch is connected (often enough for probes only if some monitor
+        `needs_ticks`); returns packets to send (probes). Default: none."""
         return []
 
     def adopt(self, server_index: int, healthy: bool, now: float) -> None:
