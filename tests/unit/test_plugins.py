@@ -11,7 +11,11 @@ import textwrap
 
 import pytest
 
+from ha_redirect import model
+from ha_redirect.monitors import base as monitor_base
 from ha_redirect import plugins
+from ha_redirect.policy import RedirectPolicy
+from ha_redirect.strategies import base as strategy_base
 from ha_redirect.strategies import proactive
 from ha_redirect.strategies import reactive
 
@@ -135,3 +139,59 @@ def test_config_accepts_a_strategy_of_another_package(tmp_path):
         print(json.dumps(opts.load_policy_config(conf).settings.strategy))
     ''')
     assert run_with_other_package(tmp_path, code) == 'echo'
+
+
+@pytest.mark.parametrize('namespace, base_class', [
+    (plugins.STRATEGY_NAMESPACE, strategy_base.Strategy),
+    (plugins.MONITOR_NAMESPACE, monitor_base.Monitor)])
+def test_installed_plugins_keep_their_contract(namespace, base_class):
+    names = (plugins.strategy_names()
+             if namespace == plugins.STRATEGY_NAMESPACE
+             else plugins.monitor_names())
+    assert names
+    for name in names:
+        if namespace == plugins.STRATEGY_NAMESPACE:
+            cls = type(plugins.load_strategy(name))
+        else:
+            cls = plugins.monitor_class(name)
+        assert issubclass(cls, base_class), name
+
+
+class AlwaysUp(monitor_base.Monitor):
+    """A monitor that states only what it must."""
+
+    def is_healthy(self, server_index):
+        return True
+
+
+class ToController(strategy_base.Strategy):
+    """A strategy that states only what it must."""
+
+    def service_flows(self, view):
+        return []
+
+    def on_servers_changed(self, view, previous):
+        return []
+
+
+def test_plugins_that_state_only_what_they_must_get_the_documented_defaults():
+    service = model.Service(
+        'web', 1, (80,), model.Endpoint('10.0.0.1', '00:00:00:00:00:01', 1),
+        (model.Endpoint('10.0.0.2', '00:00:00:00:00:02', 2),),
+        monitors=('always_up',))
+    policy = RedirectPolicy([service], strategy=ToController(),
+                            monitor_classes={'always_up': AlwaysUp})
+    policy.on_switch_connected(1, {1: True, 2: True}, now=0.0)
+    assert policy.tick_interval is None            # needs_ticks: False
+    assert len(policy.pin_queries()) == 1          # pins_in_flows: True
+    assert policy.drain('web', 0, now=1.0)         # pins_connections: True
+    assert policy.active_server('web') == service.backups[0]
+
+
+def test_a_strategy_must_provide_its_flows():
+    class Incomplete(strategy_base.Strategy):
+        def service_flows(self, view):
+            return []
+
+    with pytest.raises(TypeError, match='on_servers_changed'):
+        Incomplete()
