@@ -52,10 +52,7 @@ def reply_fallbacks(strategy: base.Strategy,
             actions = base.reply_as_primary(stand_ins[0].service, server)
         flows.append(model.FlowMod(
             datapath_id, model.FlowCommand.ADD,
-            match=model.Match(in_port=server.port, eth_src=server.mac,
-                              eth_type=model.ETH_TYPE_IPV4,
-                              ip_proto=model.IP_PROTO_TCP,
-                              ipv4_src=server.ip, tcp_src=tcp_port),
+            match=base.server_reply_match(server, tcp_port),
             actions=actions, table=table,
             priority=settings.base_priority + model.PRIORITY_SERVER_REPLY,
             cookie=cookie))

@@ -214,6 +214,30 @@ def client_service_matches(service: model.Service, tcp_port: int
     return [Match(**template)]
 
 
+def server_reply_match(server: model.Endpoint, tcp_port: int) -> Match:
+    """A server's replies from the service's TCP port."""
+    return Match(in_port=server.port, eth_src=server.mac,
+                 eth_type=model.ETH_TYPE_IPV4, ip_proto=model.IP_PROTO_TCP,
+                 ipv4_src=server.ip, tcp_src=tcp_port)
+
+
+def divert_service_traffic(view: ServiceView,
+                           actions: typing.Tuple[model.Action, ...]
+                           ) -> typing.List[model.FlowMod]:
+    """Clients' service traffic and every server's replies take `actions`
+    (to where the strategy looks connections up); the servers' own
+    traffic to the primary does not (see `server_bypass_flows`)."""
+    service = view.service
+    flows = server_bypass_flows(view)
+    for tcp_port in service.tcp_ports:
+        matches = client_service_matches(service, tcp_port) + [
+            server_reply_match(server, tcp_port)
+            for server in service.servers]
+        flows += [service_flow(view, view.settings.table, match, actions,
+                               model.PRIORITY_SERVICE) for match in matches]
+    return flows
+
+
 def server_bypass_flows(view: ServiceView) -> typing.List[model.FlowMod]:
     """With "any port is a client port", the servers' own ports must still
     never be treated as clients: their traffic to the primary stays NORMAL."""

@@ -27,7 +27,6 @@ from ha_redirect import model
 from ha_redirect.model import Bucket
 from ha_redirect.model import Group
 from ha_redirect.model import GroupMod
-from ha_redirect.model import Match
 from ha_redirect.model import Output
 from ha_redirect.strategies import base
 
@@ -69,14 +68,11 @@ class FastFailoverStrategy(base.Strategy):
             for match in base.client_service_matches(service, tcp_port):
                 flows.append(self._flow(view, match, (Group(group_id(view)),)))
             for server in service.backups:
-                reply = Match(in_port=server.port, eth_src=server.mac,
-                              eth_type=model.ETH_TYPE_IPV4,
-                              ip_proto=model.IP_PROTO_TCP,
-                              ipv4_src=server.ip, tcp_src=tcp_port)
                 # The group may move to a backup without the controller:
                 # its replies are always sent as the primary's.
                 flows.append(self._flow(
-                    view, reply, base.reply_as_primary(service, server)))
+                    view, base.server_reply_match(server, tcp_port),
+                    base.reply_as_primary(service, server)))
         return flows
 
     def on_servers_changed(self, view, previous):

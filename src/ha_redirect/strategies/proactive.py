@@ -22,24 +22,10 @@ _TCP_FIXED = (('eth_type', model.ETH_TYPE_IPV4),
 class ProactiveStrategy(base.Strategy):
 
     def service_flows(self, view):
-        settings = view.settings
-        service = view.service
-        into_connections = (GotoTable(settings.connection_table),)
-        flows = base.server_bypass_flows(view)
-        for tcp_port in service.tcp_ports:
-            for match in base.client_service_matches(service, tcp_port):
-                flows.append(base.service_flow(
-                    view, settings.table, match, into_connections,
-                    model.PRIORITY_SERVICE))
-            # Server replies are looked up among the learned pins.
-            for server in service.servers:
-                reply = Match(in_port=server.port, eth_src=server.mac,
-                              eth_type=model.ETH_TYPE_IPV4,
-                              ip_proto=model.IP_PROTO_TCP,
-                              ipv4_src=server.ip, tcp_src=tcp_port)
-                flows.append(base.service_flow(
-                    view, settings.table, reply, into_connections,
-                    model.PRIORITY_SERVICE))
+        # Clients' packets and the servers' replies are looked up among
+        # the learned pins.
+        flows = base.divert_service_traffic(
+            view, (GotoTable(view.settings.connection_table),))
         flows.extend(self._default_flows(view))
         return flows
 

@@ -90,23 +90,11 @@ class StatefulStrategy(base.Strategy):
                 'services exceeds the last conntrack zone, 65535')
 
     def service_flows(self, view):
-        service = view.service
         settings = view.settings
         zone = ct_zone(view)
         track = (Conntrack(zone, table=settings.connection_table, nat=True),)
         flows = fast_failover.replace_group(view, self._bucket_actions)
-        flows += base.server_bypass_flows(view)
-        for tcp_port in service.tcp_ports:
-            for match in base.client_service_matches(service, tcp_port):
-                flows.append(base.service_flow(
-                    view, settings.table, match, track,
-                    model.PRIORITY_SERVICE))
-            for server in service.servers:
-                reply = Match(in_port=server.port, eth_src=server.mac,
-                              ipv4_src=server.ip, tcp_src=tcp_port, **_TCP)
-                flows.append(base.service_flow(
-                    view, settings.table, reply, track,
-                    model.PRIORITY_SERVICE))
+        flows += base.divert_service_traffic(view, track)
         flows += self._tracked_flows(view, zone)
         flows += self._route_flows(view, zone)
         return flows + self._forget_dead(view)
