@@ -18,6 +18,10 @@ from ha_redirect.ovs_constraints import ETH_TYPE_ARP
 from ha_redirect.ovs_constraints import ETH_TYPE_IPV4
 from ha_redirect.ovs_constraints import IP_PROTO_TCP
 from ha_redirect.ovs_constraints import PREREQUISITES
+from ha_redirect.ovs_constraints import TCP_ACK
+from ha_redirect.ovs_constraints import TCP_FIN
+from ha_redirect.ovs_constraints import TCP_RST
+from ha_redirect.ovs_constraints import TCP_SYN
 
 __all__ = [
     'ETH_TYPE_IPV4', 'ETH_TYPE_ARP', 'IP_PROTO_TCP', 'ARP_REQUEST',
@@ -410,9 +414,5 @@ class ArpRequest:
 
 Packet = typing.Union[TcpPacket, ArpRequest]
 
-TCP_FIN = 0x01
-TCP_SYN = 0x02
-TCP_RST = 0x04
-TCP_ACK = 0x10
 # A Match.tcp_flags for a client's opening SYN (SYN set, ACK clear).
 TCP_OPENING = (TCP_SYN, TCP_SYN | TCP_ACK)
