@@ -7,6 +7,7 @@ timeout, and hands back one `Adopted` once both reads are complete. What
 to do with it (and with the switch's role) is `ha_redirect.roles`' call.
 """
 
+import dataclasses
 import logging
 import typing
 
@@ -25,13 +26,11 @@ ADOPTION_TIMEOUT = 10.0
 READ_PURPOSES = {'adopt flows': 'flows', 'adopt groups': 'groups'}
 
 
+@dataclasses.dataclass(eq=False)
 class EventAdoptionTimeout(event.EventBase):
     """A takeover's reads of the switch did not all come in time."""
-
-    def __init__(self, datapath_id, since):
-        super().__init__()
-        self.datapath_id = datapath_id
-        self.since = since
+    datapath_id: int
+    since: float
 
 
 class EmptyReply:

@@ -6,8 +6,10 @@ holds: `OperatorRequests` asks the switches for them and answers once every
 reply is in, or without counts after `CONTROL_TIMEOUT`.
 """
 
+import dataclasses
 import logging
 import queue
+import typing
 
 from os_ken.controller import event
 
@@ -20,13 +22,12 @@ LOG = logging.getLogger('ha_redirect.app')
 CONTROL_TIMEOUT = 5.0
 
 
+@dataclasses.dataclass(eq=False)
 class EventControl(event.EventBase):
     """An operator's request from the control socket, and where to answer."""
-
-    def __init__(self, request):
-        super().__init__()
-        self.request = request
-        self.answers = queue.Queue(maxsize=1)
+    request: typing.Dict[str, typing.Any]
+    answers: queue.Queue = dataclasses.field(
+        init=False, default_factory=lambda: queue.Queue(maxsize=1))
 
     def answer(self, response):
         """The first answer counts; a late one (after a timeout) is
@@ -37,12 +38,10 @@ class EventControl(event.EventBase):
             pass
 
 
+@dataclasses.dataclass(eq=False)
 class EventStatsTimeout(event.EventBase):
     """A status request's flow statistics did not all come in time."""
-
-    def __init__(self, pending):
-        super().__init__()
-        self.pending = pending
+    pending: typing.Dict[str, typing.Any]
 
 
 class OperatorRequests:

@@ -8,7 +8,9 @@ down when the lease runs out or a switch names another master. Without an
 election it lets every write through.
 """
 
+import dataclasses
 import logging
+import typing
 
 from os_ken.controller import event
 
@@ -23,13 +25,11 @@ LOG = logging.getLogger('ha_redirect.app')
 _NO_GENERATION = (1 << 64) - 1
 
 
+@dataclasses.dataclass(eq=False)
 class EventLeadership(event.EventBase):
     """The election's news: ('elected', generation) or ('lost', why)."""
-
-    def __init__(self, kind, detail):
-        super().__init__()
-        self.kind = kind
-        self.detail = detail
+    kind: str
+    detail: typing.Any
 
 
 class SwitchRoles:
