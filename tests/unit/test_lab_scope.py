@@ -71,3 +71,54 @@ def test_own_workdir_is_removed_unless_kept():
         path = scope.workdir
         open(scope.path('x.log'), 'w').close()
     assert not os.path.exists(path)
+
+
+class _Child(scope_mod.OwnedProcess):
+    """The smallest owned process: a Python child running `code`."""
+
+    def __init__(self, scope, code, detail=None):
+        self.scope = scope
+        self.label = 'child'
+        self.code = code
+        self.detail = detail
+
+    def start(self, ready=lambda: True, timeout=5.0):
+        self.popen = subprocess.Popen([sys.executable, '-c', self.code])
+        return self.wait_ready(ready, timeout, what='be ready')
+
+    def exit_detail(self):
+        return self.detail
+
+
+def test_an_owned_process_that_exits_before_it_is_ready_is_reported(
+        tmp_path):
+    with scope_mod.RunScope(workdir=str(tmp_path)) as scope:
+        child = _Child(scope, 'raise SystemExit(3)')
+        with pytest.raises(scope_mod.LabError,
+                           match=r'^child exited with status 3$'):
+            child.start(ready=lambda: False)
+        child.detail = 'the tail of its log'
+        with pytest.raises(scope_mod.LabError, match=r'^child exited with '
+                           r'status 3: the tail of its log$'):
+            child.start(ready=lambda: False)
+
+
+def test_an_owned_process_not_ready_in_time_is_named(tmp_path):
+    with scope_mod.RunScope(workdir=str(tmp_path)) as scope:
+        child = _Child(scope, 'import time; time.sleep(60)')
+        with pytest.raises(scope_mod.LabError,
+                           match='waiting for child to be ready'):
+            child.start(ready=lambda: False, timeout=0.2)
+    assert child.popen.returncode is not None
+
+
+def test_a_restarted_owned_process_is_stopped_once_when_the_scope_closes(
+        tmp_path):
+    with scope_mod.RunScope(workdir=str(tmp_path)) as scope:
+        child = _Child(scope, 'import time; time.sleep(60)')
+        first = child.start().popen
+        child.check_alive()
+        child.stop()
+        second = child.start().popen
+        assert [d for d, _ in scope._undo] == ['stop child']
+    assert first.returncode is not None and second.returncode is not None

@@ -38,7 +38,6 @@ class RedisServer(scope_mod.OwnedProcess):
         self.directory = scope.path(label)
         os.makedirs(self.directory, exist_ok=True)
         self.popen = None
-        self._registered = False
 
     @property
     def url(self):
@@ -53,18 +52,10 @@ class RedisServer(scope_mod.OwnedProcess):
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL,
                                       stderr=subprocess.STDOUT)
-        if not self._registered:
-            self._registered = True
-            self.scope.on_close(f'stop {self.label}', self.stop)
-        scope_mod.wait_until(self._answers, timeout,
-                             what=f'{self.label} to answer on port '
-                             f'{self.port}')
-        return self
+        return self.wait_ready(self._answers, timeout,
+                               what=f'answer on port {self.port}')
 
     def _answers(self):
-        if self.popen.poll() is not None:
-            raise scope_mod.LabError(
-                f'{self.label} exited with status {self.popen.returncode}')
         try:
             with socket.create_connection((HOST, self.port), 0.5) as sock:
                 sock.sendall(b'PING\r\n')

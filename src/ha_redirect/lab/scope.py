@@ -57,16 +57,51 @@ def stop_process(popen, timeout=5.0, name=None):
 
 class OwnedProcess:
     """A long-running process a lab object starts (and may start again):
-    its `popen` (None before the first start) and `label`, and stop()."""
+    its `popen` (None before the first start), `label` and `scope`, and
+    stop(). After each start, `wait_ready` has the scope stop it on close
+    and waits for it, failing as soon as it exits."""
 
     popen = None
     label = 'process'
+    scope = None
+    _stopped_on_close = False
 
     def stop(self, timeout=5.0):
         """SIGTERM, then SIGKILL; the exit status, None if never started."""
         if self.popen is None:
             return None
         return stop_process(self.popen, timeout, self.label)
+
+    def exit_detail(self):
+        """What a report that the process exited adds (e.g. the tail of
+        its log); None: nothing."""
+        return None
+
+    def check_alive(self):
+        """LabError if the process has exited: '<label> exited with status
+        N' (and the exit detail)."""
+        if self.popen.poll() is None:
+            return
+        detail = self.exit_detail()
+        raise LabError(f'{self.label} exited with status '
+                       f'{self.popen.returncode}'
+                       + ('' if detail is None else f': {detail}'))
+
+    def wait_ready(self, ready, timeout, what, interval=0.05):
+        """After a start: the scope stops the process when it closes (asked
+        once, at the first start); then poll `ready()` until true, e.g. it
+        listens. A LabError if it exits first or `timeout` passes (the
+        message says '<label> to <what>'). Returns self."""
+        if not self._stopped_on_close:
+            self._stopped_on_close = True
+            self.scope.on_close(f'stop {self.label}', self.stop)
+
+        def alive_and_ready():
+            self.check_alive()
+            return ready()
+        wait_until(alive_and_ready, timeout, interval,
+                   what=f'{self.label} to {what}')
+        return self
 
 
 def run(args, check=True, timeout=30):
