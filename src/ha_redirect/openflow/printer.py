@@ -147,29 +147,27 @@ def _(message: model.Bundle) -> str:
             + (' ...' if len(message.messages) > 3 else ''))
 
 
-# The messages one expression describes.
-_MESSAGE_TEXTS = {
-    model.ArpReply: lambda m: (
-        f'arp_reply dpid={m.datapath_id:#x} out_port={m.out_port} '
-        f'{m.sender_ip} is-at {m.sender_mac} to {m.target_ip} '
-        f'({m.target_mac})'),
-    model.MeterMod: lambda m: (
-        f'meter_{m.command.value} dpid={m.datapath_id:#x} '
-        f'meter={m.meter_id} pktps drop rate={m.rate} burst={m.burst}'),
-    model.TcpSegment: lambda m: (
-        f'tcp_segment dpid={m.datapath_id:#x} out_port={m.out_port} '
-        f'{m.ipv4_src}:{m.tcp_src} > {m.ipv4_dst}:{m.tcp_dst} '
-        f'flags={m.tcp_flags:#x} seq={m.tcp_seq}'),
-    model.FlowStatsRequest: lambda m: (
-        f'flow_stats_request dpid={m.datapath_id:#x} '
-        f'cookie={m.cookie:#x}/{m.cookie_mask:#x}'),
-    model.ConntrackFlush: lambda m: (
-        f'ct_flush dpid={m.datapath_id:#x} zone={m.zone} '
-        f'reply_src={m.reply_src}'),
-    model.Barrier: lambda m: f'barrier dpid={m.datapath_id:#x}',
+# The messages one template describes (str.format, the message as `m`).
+_MESSAGE_TEMPLATES = {
+    model.ArpReply: 'arp_reply dpid={m.datapath_id:#x} out_port={m.out_port} '
+                    '{m.sender_ip} is-at {m.sender_mac} to {m.target_ip} '
+                    '({m.target_mac})',
+    model.MeterMod: 'meter_{m.command.value} dpid={m.datapath_id:#x} '
+                    'meter={m.meter_id} pktps drop rate={m.rate} '
+                    'burst={m.burst}',
+    model.TcpSegment: 'tcp_segment dpid={m.datapath_id:#x} '
+                      'out_port={m.out_port} {m.ipv4_src}:{m.tcp_src} > '
+                      '{m.ipv4_dst}:{m.tcp_dst} flags={m.tcp_flags:#x} '
+                      'seq={m.tcp_seq}',
+    model.FlowStatsRequest: 'flow_stats_request dpid={m.datapath_id:#x} '
+                            'cookie={m.cookie:#x}/{m.cookie_mask:#x}',
+    model.ConntrackFlush: 'ct_flush dpid={m.datapath_id:#x} zone={m.zone} '
+                          'reply_src={m.reply_src}',
+    model.Barrier: 'barrier dpid={m.datapath_id:#x}',
 }
-for _type, _text in _MESSAGE_TEXTS.items():
-    describe.register(_type, _text)
+for _type, _template in _MESSAGE_TEMPLATES.items():
+    describe.register(_type, lambda m, template=_template: template.format(
+        m=m))
 
 
 def describe_error(error_msg) -> str:
