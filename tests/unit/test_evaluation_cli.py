@@ -47,8 +47,13 @@ def test_paper_sweep_and_defaults():
         ['--paper', '--repeat', '2']))
     assert cfg.repeat == 2
     cfg = evaluation.config_from_args(parser.parse_args([]))
+    # The main job shows every strategy we ship beside both HAProxies.
     assert cfg.schemes == ('haproxy-paper', 'haproxy-tuned', 'sdn-reactive',
-                           'sdn-proactive')
+                           'sdn-proactive', 'sdn-fast_failover',
+                           'sdn-stateful')
+    assert {s.partition('-')[2] for s in cfg.schemes
+            if s.startswith('sdn-')} >= {'reactive', 'proactive',
+                                         'fast_failover', 'stateful'}
     # Every scheme meets every rate in each repetition before the next.
     runs = evaluation.plan_runs(cfg)
     assert len(runs) == len(cfg.schemes) * len(cfg.rates) * cfg.repeat

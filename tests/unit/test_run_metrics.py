@@ -4,6 +4,7 @@ import pytest
 
 from ha_redirect.lab import metrics
 from ha_redirect.lab import run_metrics
+from ha_redirect.lab import schemes
 from ha_redirect.lab import traffic
 
 T_FAIL = 100.0
@@ -27,7 +28,7 @@ def recorded(**changes):
                                                          ok=False),
               probe(T_FAIL + 0.05)]
     fields = dict(
-        kind='sdn',
+        scheme=schemes.Scheme.parse('sdn-reactive'),
         rows=[row('baseline', 0, mbps=90.0), row('baseline', 1, ok=False),
               row('failure', 2), row('failure', 3, ok=False, mbps=10.0)],
         t_load=50.0, t_phase=80.0, fail_times=(T_FAIL, T_FAIL + 2e-4),
@@ -91,7 +92,8 @@ def test_times_are_relative_to_the_failure():
         t=0.02, monitor='port_status', server='primary', state='DOWN',
         reason='link down', counted=True)]
     assert fields['backup_response_method'] == 'same-connection'
-    assert run_metrics.result_fields(recorded(kind='haproxy'))[
+    assert run_metrics.result_fields(recorded(
+        scheme=schemes.Scheme.parse('haproxy-tuned')))[
         'backup_response_method'] == 'relayed'
 
 

@@ -42,8 +42,10 @@ MODULE = 'ha_redirect.lab.evaluation'
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """What one invocation measures."""
+    # The paper's pair and every strategy we ship: the main job shows
+    # the best we have next to both HAProxy profiles.
     schemes: tuple = ('haproxy-paper', 'haproxy-tuned', 'sdn-reactive',
-                      'sdn-proactive')
+                      'sdn-proactive', 'sdn-fast_failover', 'sdn-stateful')
     rates: tuple = (1.0, 2.0, 4.0, 8.0)
     repeat: int = 1
     duration: float = 2.0       # iperf3 -t, seconds (the paper: at most 10)

@@ -40,6 +40,7 @@ from ha_redirect.lab.failures import ServiceKiller  # noqa: F401
 from ha_redirect.lab import haproxy as haproxy_mod
 from ha_redirect.lab import metrics
 from ha_redirect.lab import run_metrics
+from ha_redirect.lab import schemes as schemes_mod
 from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import testbed as testbed_mod
 from ha_redirect.lab import topology
@@ -97,7 +98,7 @@ def scheme_setup(cfg, kind, variant):
         probe_ip=topology.PROBE_IP, probe_mac=topology.PROBE_MAC,
         **{k: getattr(cfg, k) for k in PROBE_OVERRIDES
            if getattr(cfg, k, None) is not None})
-    if kind == 'sdn':
+    if schemes_mod.Scheme(kind, variant).is_sdn:
         if kill:
             return SchemeSetup(monitors=('port_status', 'tcp_probe'),
                                settings=probe)
@@ -116,16 +117,19 @@ class _Lab:
     probes find them serving from the first one.
     """
 
-    def __init__(self, scope, kind, variant, n_hosts, ports, backup_ports,
+    def __init__(self, scope, scheme, n_hosts, ports, backup_ports,
                  setup=None):
         setup = setup or SchemeSetup()
-        self.kind = kind
-        self.variant = variant
+        self.scheme = scheme
+        variant = scheme.variant
         self.controller = None
         self.haproxy = None
         self.service_agents = {}
         tcp_ports = (PROBE_PORT,) + tuple(ports)
-        if kind == 'sdn':
+        if scheme.kind not in (schemes_mod.SDN, schemes_mod.HAPROXY):
+            raise scope_mod.LabError(f'evaluate cannot run {scheme.name}: '
+                                     'only sdn-* and haproxy-* schemes')
+        if scheme.is_sdn:
             plan = topology.sdn_plan(scope, n_clients=n_hosts,
                                      tcp_ports=tcp_ports)
             self.bed = testbed_mod.SdnTestbed(scope, plan)
@@ -148,7 +152,7 @@ class _Lab:
                 scope, self.bed.host(role), role,
                 ports if role == 'primary' else backup_ports)
             self.service_agents[role] = agents
-        if kind == 'sdn':
+        if scheme.is_sdn:
             self.bed.connect_controller(self.controller.port)
             self.controller.wait_switch_connected(plan.datapath_id)
         else:
@@ -311,15 +315,16 @@ def run_once(cfg, scheme, rate, repetition, run_dir):
     `scheme` is 'sdn-<strategy>' or 'haproxy-<profile>'; `cfg` an
     `evaluation.EvalConfig`; captures go to `run_dir`.
     """
-    kind, _, variant = scheme.partition('-')
+    parsed = schemes_mod.Scheme.parse(scheme)
     base_ports, fail_ports = _client_ports(cfg, rate, repetition)
     failure = getattr(cfg, 'failure', 'link')
-    setup = scheme_setup(cfg, kind, variant)
-    result = dict(scheme=scheme, kind=kind, variant=variant, rate=rate,
-                  repetition=repetition, seed=cfg.seed, failure=failure,
+    setup = scheme_setup(cfg, parsed.kind, parsed.variant)
+    result = dict(scheme=scheme, kind=parsed.kind, variant=parsed.variant,
+                  rate=rate, repetition=repetition, seed=cfg.seed,
+                  failure=failure,
                   health_monitoring=setup.describe())
     with scope_mod.RunScope() as scope:
-        lab = _Lab(scope, kind, variant, cfg.client_hosts + 1,
+        lab = _Lab(scope, parsed, cfg.client_hosts + 1,
                    base_ports + fail_ports, fail_ports, setup)
         result['datapath'] = lab.bed.datapath
         result['bridges'] = list(lab.bed.bridges)
@@ -372,7 +377,7 @@ def _failure_phase(scope, lab, cfg, rate, repetition, fail_ports, pcap_dir,
     probes = traffic.attempts(events.prober.records())
     health, redirects, transitions = lab.health_records(captures.offset)
     return run_metrics.Recorded(
-        kind=lab.kind, rows=rows, t_load=t_load, t_phase=t0,
+        scheme=lab.scheme, rows=rows, t_load=t_load, t_phase=t0,
         fail_times=events.fail_times, t_end=t_end, capture_drops=drops,
         clock=captures.clock(),
         client_pcaps=[captures_mod.pcap_path(pcap_dir, h.name)

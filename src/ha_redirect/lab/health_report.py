@@ -20,6 +20,7 @@ import typing
 from ha_redirect.lab import formatting
 from ha_redirect.lab import metrics
 from ha_redirect.lab import report_sections
+from ha_redirect.lab import schemes as schemes_mod
 from ha_redirect import model
 
 TITLE = 'Service killed, link up: tcp_probe against tuned HAProxy'
@@ -51,7 +52,14 @@ def _ordered(runs):
         if r['scheme'] not in seen:
             seen.append(r['scheme'])
     # HAProxy first: the reference the SDN strategies are read against.
-    return sorted(seen, key=lambda s: not s.startswith('haproxy-'))
+    return sorted(seen, key=lambda s: not _is_haproxy(s))
+
+
+def _is_haproxy(name):
+    try:
+        return schemes_mod.Scheme.parse(name).kind == schemes_mod.HAPROXY
+    except ValueError:      # a scheme no longer installed: after HAProxy
+        return False
 
 
 def _row(scheme, rate, runs):

@@ -4,7 +4,8 @@
 
 Pure with respect to the testbed: it reads the run dicts the runner wrote
 (`runs/*.json`) and writes PNG figures (matplotlib, Agg backend) and a
-Markdown report: a table of medians and ranges, the environment, the
+Markdown report: first the best scheme per metric against tuned HAProxy
+(`report_best`), a table of medians and ranges, the environment, the
 paper's three claims each marked reproduced or not, the ratio of each SDN
 strategy's service gap to tuned HAProxy's, and the measurement resolution.
 """
@@ -19,6 +20,7 @@ from ha_redirect.lab.figures import write_figures
 from ha_redirect.lab import formatting
 from ha_redirect.lab import health_report
 from ha_redirect.lab import metrics
+from ha_redirect.lab import report_best
 from ha_redirect.lab import report_sections
 
 # (key in run['metrics'], label, scale to the unit shown, unit)
@@ -34,7 +36,7 @@ TABLE_METRICS = (
 )
 
 PAPER_PROXY = 'haproxy-paper'
-TUNED_PROXY = 'haproxy-tuned'
+TUNED_PROXY = report_best.TUNED_PROXY
 FAST = 1.0   # seconds: "hundreds of ms" versus "seconds"
 
 
@@ -47,8 +49,7 @@ def load_results(out_dir):
     return results
 
 
-def is_sdn(scheme):
-    return scheme.startswith('sdn-')
+is_sdn = report_best.is_sdn
 
 
 def aggregate(results):
@@ -322,6 +323,7 @@ def write_report(out_dir, results, meta):
     figures = write_figures(out_dir, agg, schemes) if agg else []
     config = meta.get('config', {})
     lines = _introduction(results, meta)
+    lines += report_best.section(results)
     lines += ['## Results: median [min-max] over repetitions', '',
               main_table(agg, schemes), '', COLUMNS, '']
     lines += health_report.section(results, meta)

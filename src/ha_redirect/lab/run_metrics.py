@@ -10,13 +10,14 @@ import dataclasses
 import typing
 
 from ha_redirect.lab import metrics
+from ha_redirect.lab import schemes
 from ha_redirect.lab import traffic
 
 
 @dataclasses.dataclass
 class Recorded:
     """What one run left behind; times are CLOCK_MONOTONIC."""
-    kind: str                 # 'sdn' or 'haproxy'
+    scheme: schemes.Scheme    # what ran (how to recognise the backup)
     rows: list                # `outcomes` of both phases
     t_load: float             # the first client's phase began
     t_phase: float            # the failure phase began
@@ -69,7 +70,9 @@ def result_fields(rec):
     client_segs.sort(key=lambda s: s.t)
     backup_segs = metrics.read_segments(rec.backup_pcap, offset)
     t_fail, t_fail_done = rec.fail_times
-    method = 'same-connection' if rec.kind == 'sdn' else 'relayed'
+    # SDN rewrites addresses only, so the backup's segments carry the
+    # client's connection; HAProxy relays them over connections of its own.
+    method = 'same-connection' if rec.scheme.is_sdn else 'relayed'
     all_ports = (rec.probe_port,) + rec.fail_ports
     response, seg = metrics.first_backup_response(
         client_segs, backup_segs, t_fail, all_ports, method)
