@@ -10,6 +10,7 @@ from os_ken.lib.packet import ethernet
 from os_ken.lib.packet import ipv4
 from os_ken.lib.packet import packet
 from os_ken.lib.packet import tcp
+from os_ken.ofproto import ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 import pytest
@@ -217,3 +218,72 @@ def test_without_an_election_every_write_goes_out(redirect_app):
     assert not any(isinstance(m, parser.OFPRoleRequest)
                    for m in datapath.sent)
     assert redirect_app._status(None)['controller'] == {'role': 'single'}
+
+
+class WireDatapath(RecordingDatapath):
+    """A datapath as os-ken's: it takes bytes (`send`), kept as written and
+    split into (type, xid, bytes) frames."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+        self.frames = []
+
+    def send(self, buf):
+        self.writes.append(buf)
+        offset = 0
+        while offset < len(buf):
+            _, msg_type, length, xid = ofproto_parser.header(buf[offset:])
+            self.frames.append((msg_type, xid, buf[offset:offset + length]))
+            offset += length
+        return True
+
+
+def test_an_event_is_one_write_of_what_message_by_message_sent(
+        redirect_app):
+    recording, wire = RecordingDatapath(), WireDatapath()
+    for datapath in (recording, wire):
+        _connect(redirect_app, datapath)
+        datapath.sent.clear()
+        datapath.writes, datapath.frames = [], []
+        redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes()))
+    assert len(wire.writes) == 1
+    assert [t for t, _, _ in wire.frames] == [
+        ofp.OFPT_FLOW_MOD, ofp.OFPT_FLOW_MOD, ofp.OFPT_BARRIER_REQUEST,
+        ofp.OFPT_PACKET_OUT]
+    # The bytes and xids os-ken sent for them one message at a time.
+    assert wire.frames == [(m.msg_type, m.xid, bytes(m.buf))
+                           for m in recording.sent]
+
+
+def test_an_error_names_a_message_sent_in_a_write(redirect_app, caplog):
+    datapath = WireDatapath()
+    _connect(redirect_app, datapath)
+    datapath.frames = []
+    redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes(40123)))
+    forward_xid = datapath.frames[0][1]
+    error = parser.OFPErrorMsg(datapath, type_=ofp.OFPET_FLOW_MOD_FAILED,
+                               code=ofp.OFPFMFC_TABLE_FULL, data=b'')
+    error.xid = forward_xid
+    with caplog.at_level(logging.ERROR):
+        redirect_app.on_switch_error(ofp_event.EventOFPErrorMsg(error))
+    assert 'rejected flow_mod add' in caplog.text
+    assert f'tcp_src={40123:#x}' in caplog.text
+
+
+def test_a_refused_message_leaves_the_others_in_the_write(
+        redirect_app, caplog, monkeypatch):
+    datapath = WireDatapath()
+    _connect(redirect_app, datapath)
+    datapath.writes, datapath.frames = [], []
+    refused = model.FlowMod(1, model.FlowCommand.ADD,
+                            model.Match(tcp_dst=80), (model.Output(2),))
+    monkeypatch.setattr(redirect_app.policy, 'on_packet',
+                        lambda *args: [model.Barrier(1), refused,
+                                       model.Barrier(1)])
+    with caplog.at_level(logging.ERROR):
+        redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes()))
+    assert 'not sending' in caplog.text
+    assert len(datapath.writes) == 1
+    assert [t for t, _, _ in datapath.frames] == [
+        ofp.OFPT_BARRIER_REQUEST, ofp.OFPT_BARRIER_REQUEST]

@@ -66,6 +66,18 @@ def check_prerequisites(fields: typing.Mapping[str, typing.Any],
     _check(ovs_constraints.check_prerequisites, where, fields, needed)
 
 
+def check_flow_mod(flow: model.FlowMod, fields) -> None:
+    """Raise UnsupportedFlow if Open vSwitch would refuse `flow` (whose
+    match has `fields`)."""
+    _check(ovs_constraints.check_flow_mod, _Where(flow), flow, fields)
+
+
+def check_packet_out(message, actions) -> None:
+    """Raise UnsupportedFlow if Open vSwitch would refuse to run `actions`
+    on the packet `message` releases."""
+    _check(ovs_constraints.check_packet_out, _Where(message), actions)
+
+
 def _port_number(port: model.PortRef, ofproto) -> int:
     if port is model.SpecialPort.CONTROLLER:
         return ofproto.OFPP_CONTROLLER
@@ -252,7 +264,7 @@ def _render_message(message, datapath) -> list:
 def _(flow: model.FlowMod, datapath) -> list:
     ofproto, parser = datapath.ofproto, datapath.ofproto_parser
     fields = flow.match.fields()
-    _check(ovs_constraints.check_flow_mod, _Where(flow), flow, fields)
+    check_flow_mod(flow, fields)
     actions = flow.actions
     meter = actions[0] if actions and isinstance(
         actions[0], model.Meter) else None
@@ -325,7 +337,7 @@ def _(group: model.GroupMod, datapath) -> list:
 def _packet_out(datapath, message, in_port: model.PortRef, actions,
                 data: bytes, buffer_id: typing.Optional[int]) -> list:
     ofproto, parser = datapath.ofproto, datapath.ofproto_parser
-    _check(ovs_constraints.check_packet_out, _Where(message), actions)
+    check_packet_out(message, actions)
     if buffer_id is None:
         if not data:
             raise UnsupportedFlow(f'{_Where(message)}: neither data nor '
