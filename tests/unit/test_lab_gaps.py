@@ -24,6 +24,11 @@ def run_cli(*args):
     (['--schemes', 'sdn-nosuch'], "'sdn-nosuch'"),
     (['--schemes', ','], 'no scheme'),
     (['--bogus'], '--bogus'),
+    (['--services', '0'], "'0'"),
+    (['--services', 'many'], "'many'"),
+    (['--services', '1001'], "'1001'"),
+    (['--services', '3', '--schemes', 'flip,haproxy-tuned'],
+     'haproxy-tuned serves one service'),
 ])
 def test_bad_arguments_give_one_line_and_status_2(args, culprit):
     proc = run_cli(*args)
@@ -34,21 +39,49 @@ def test_bad_arguments_give_one_line_and_status_2(args, culprit):
     assert 'Traceback' not in proc.stderr
 
 
-def test_defaults_are_every_strategy_and_tuned_haproxy():
+def test_defaults_are_the_flip_every_strategy_and_tuned_haproxy():
     from ha_redirect import plugins
     args = gaps.add_arguments(gaps._Parser()).parse_args([])
-    assert (args.repeat, args.interval_ms, args.long_lived) == (5, 1.0, 5)
+    assert (args.repeat, args.interval_ms, args.long_lived,
+            args.services) == (5, 1.0, 5, 1)
     schemes = gaps.default_schemes()
-    assert schemes[-1] == 'haproxy-tuned'
-    assert set(schemes[:-1]) == {f'sdn-{n}' for n in plugins.strategy_names()}
+    assert schemes[0] == 'flip' and schemes[-1] == 'haproxy-tuned'
+    assert set(schemes[1:-1]) == {f'sdn-{n}'
+                                  for n in plugins.strategy_names()}
     assert gaps_summary.REFERENCE in schemes
+    # Many services: HAProxy serves one, so it is left out.
+    assert gaps.default_schemes(100) == schemes[:-1]
+
+
+def test_the_flip_is_a_scheme_of_gaps_only():
+    from ha_redirect.lab import schemes
+    flip = gaps.parse_scheme('flip')
+    assert flip.is_flip and flip.has_controller and not flip.is_sdn
+    assert flip.name == 'flip'
+    # evaluate and demo parse without comparisons: not a product scheme.
+    with pytest.raises(ValueError, match='unknown scheme'):
+        schemes.Scheme.parse('flip')
+    assert gaps.scheme_list('flip, sdn-reactive,flip') == (
+        'flip', 'sdn-reactive')
+    assert gaps.check_services(('flip', 'sdn-reactive'), 100) is None
+    assert gaps.check_services(('haproxy-tuned',), 1) is None
 
 
 def test_runs_interleave_schemes_then_failbacks():
     runs = gaps.plan_runs(('a', 'b'), 2)
-    assert runs == [('link', 'a', 0), ('link', 'b', 0), ('link', 'a', 1),
-                    ('link', 'b', 1), ('failback', 'a', None),
-                    ('failback', 'b', None)]
+    assert runs == [('link', 'a', 0, 1), ('link', 'b', 0, 1),
+                    ('link', 'a', 1, 1), ('link', 'b', 1, 1),
+                    ('failback', 'a', None, 1), ('failback', 'b', None, 1)]
+
+
+def test_many_services_alternate_with_one_run_by_run():
+    runs = gaps.plan_runs(('a', 'b'), 2, services=100)
+    assert runs == [('link', 'a', 0, 100), ('link', 'a', 0, 1),
+                    ('link', 'b', 0, 100), ('link', 'b', 0, 1),
+                    ('link', 'a', 1, 100), ('link', 'a', 1, 1),
+                    ('link', 'b', 1, 100), ('link', 'b', 1, 1)]
+    names = {gaps._run_id(k, s, r, n) for k, s, r, n in runs}
+    assert len(names) == len(runs)
 
 
 def attempt(t, ok=True, who='backup1', latency=0.001, error=None):
@@ -146,11 +179,13 @@ def test_survivor_needs_life_no_error_and_ten_echoes_after_failback():
     assert not gaps.survivor(hold_records(5.0, 20, error=True), True, 5.0)
 
 
-def link_result(scheme, rep, gap_ms, failed=3, status='ok'):
+def link_result(scheme, rep, gap_ms, failed=3, status='ok', services=1):
     if status != 'ok':
         return dict(kind='link', scheme=scheme, repetition=rep,
-                    status=status, reason='LabError: no switch')
+                    status=status, reason='LabError: no switch',
+                    services=services)
     return dict(kind='link', scheme=scheme, repetition=rep, status='ok',
+                services=services,
                 metrics=dict(
                     gap_s=None if gap_ms is None else gap_ms / 1000,
                     first_backup_start_s=(None if gap_ms is None
@@ -213,6 +248,56 @@ def test_summary_medians_ranges_and_ratios_to_proactive():
                         'sdn-stateful: median gap <= 5 ms': True,
                         'sdn-stateful: 5 of 5 connections survive '
                         'failback': True}
+
+
+def test_ratio_to_the_flip_in_the_summary_and_the_table():
+    results = synthetic_results() + [
+        link_result('flip', rep, gap) for rep, gap in enumerate((8, 9, 40))]
+    schemes = ('flip',) + SCHEMES
+    summary = gaps_summary.summarize(results, schemes, 5)
+    rows = summary['schemes']
+    assert rows['flip']['ratio_to_flip'] == pytest.approx(1)
+    assert rows['sdn-proactive']['ratio_to_flip'] == pytest.approx(12 / 9)
+    assert rows['flip']['pins_connections'] is False
+    text = gaps_summary.markdown(summary, meta())
+    head = next(line for line in text.splitlines()
+                if line.startswith('| scheme |'))
+    cells = [c.strip() for c in head.strip('|').split('|')]
+    assert cells[3:5] == ['ratio to proactive', 'ratio to flip']
+    row = next(line for line in text.splitlines()
+               if line.startswith('| sdn-proactive |'))
+    assert [c.strip() for c in row.strip('|').split('|')][3:5] == [
+        '1.00', '1.33']
+    # Without the flip the table keeps its old columns.
+    plain = gaps_summary.markdown(
+        gaps_summary.summarize(synthetic_results(), SCHEMES, 5), meta())
+    assert 'ratio to flip' not in plain
+
+
+def test_many_services_ratio_of_the_first_services_gap():
+    results = []
+    for rep, (many, one) in enumerate([(20, 10), (30, 10), (25, 12)]):
+        results += [link_result('sdn-proactive', rep, many, services=100),
+                    link_result('sdn-proactive', rep, one)]
+    results += [link_result('sdn-stateful', 0, None, status='failed',
+                            services=100),
+                link_result('sdn-stateful', 0, 7)]
+    schemes = ('sdn-proactive', 'sdn-stateful')
+    summary = gaps_summary.summarize(results, schemes, 5, services=100)
+    many = summary['many_services']
+    assert many['sdn-proactive']['gap_median_ms'] == pytest.approx(25)
+    assert many['sdn-proactive']['one_gap_median_ms'] == pytest.approx(10)
+    assert many['sdn-proactive']['ratio'] == pytest.approx(2.5)
+    assert many['sdn-stateful']['ratio'] is None
+    # The main table holds the one-service runs only.
+    assert summary['schemes']['sdn-proactive']['gap_median_ms'] == 10
+    assert summary['schemes']['sdn-proactive']['runs'] == 3
+    text = gaps_summary.markdown(summary, meta(services=100))
+    assert '## 100 services against 1' in text
+    assert '| sdn-proactive | 25.0 (3) | 10.0 (3) | 2.50 |' in text
+    assert '| sdn-stateful | - (0) | 7.0 (1) | - |' in text
+    one = gaps_summary.summarize(results, schemes, 5)
+    assert 'many_services' not in one
 
 
 def test_summary_without_the_reference_has_no_ratios():

@@ -212,9 +212,7 @@ class ControllerProcess(scope_mod.OwnedProcess):
         # The run's own socket: runs side by side never share one.
         self.control_socket = scope.path(f'{label}.sock')
         with open(self.config_path, 'w') as f:
-            f.write(render_controller_config(self.services, settings,
-                                             self.control_socket,
-                                             coordination))
+            f.write(self.render_config(coordination))
         self.popen = None
         self._log_offset = 0
         self.starts = 0
@@ -223,13 +221,21 @@ class ControllerProcess(scope_mod.OwnedProcess):
     def strategy(self):
         return self.settings.strategy
 
+    def render_config(self, coordination=None):
+        """The config file's text (another kind of controller overrides
+        this and `command`)."""
+        return render_controller_config(self.services, self.settings,
+                                        self.control_socket, coordination)
+
+    def command(self):
+        """argv up to the options every controller takes."""
+        return controller_command() + ['--config-file', self.config_path]
+
     def start(self, timeout=20.0):
         """Start and wait until our own process listens on the port."""
         if self.popen is not None and self.popen.poll() is None:
             raise scope_mod.LabError(f'{self.label} is already running')
-        argv = controller_command() + [
-            '--config-file', self.config_path,
-            '--ofp-listen-host', LISTEN_HOST]
+        argv = self.command() + ['--ofp-listen-host', LISTEN_HOST]
         if self.tls is None:
             argv += ['--ofp-tcp-listen-port', str(self.port)]
         else:

@@ -1,10 +1,10 @@
 """Gap mode: every scheme's service gap under a 1 ms prober, side by side.
 
     ha-redirect-lab gaps [--schemes ...] [--repeat 5] [--interval-ms 1]
-                         [--long-lived 5] [--output DIR]
+                         [--long-lived 5] [--services N] [--output DIR]
 
-For each scheme (default: every installed strategy as `sdn-<name>`, and
-`haproxy-tuned`), in one invocation:
+For each scheme (default: `flip`, every installed strategy as
+`sdn-<name>`, and `haproxy-tuned`), in one invocation:
 
 * `--repeat` link failures, each in a fresh testbed: a prober opens a new
   connection every `--interval-ms` from one second before the primary's
@@ -21,15 +21,27 @@ For each scheme (default: every installed strategy as `sdn-<name>`, and
   *failback gap* is the longest time a new connection went unanswered
   after the link came back (0 when none failed).
 
+`flip` is the comparison the issue measures strategies against: a minimal
+os-ken app (`lab.flip_app`, not a strategy) that installs one service-wide
+rewrite when the primary's port goes down.
+
+With `--services N` (N > 1), each link run is made twice in a row, with N
+services whose primaries sit behind the primary's switch port (one link
+failure moves them all) and with 1, and the prober measures the first
+service; there are no failback runs (default schemes: the flip and every
+strategy; HAProxy serves one service).
+
 Runs are interleaved (repetition by repetition, every scheme in turn), so
 background load weighs on every scheme alike.  The results folder gets one
 JSON per run (`runs/`), then `gaps_summary` writes `summary.json` and
-`gaps.md`: the table with each median gap's ratio to `sdn-proactive`'s,
-the failback survivors, the prober's achieved resolution, the host's load,
-the environment and the command.  A failed run is recorded with its
+`gaps.md`: the table with each median gap's ratio to `sdn-proactive`'s
+and to the flip's, the N-to-1 ratios, the failback survivors, the
+prober's achieved resolution, the host's load, the environment and the
+command.  A failed run is recorded with its
 reason and the others go on; Ctrl-C cleans the host and writes what it has.
 """
 
+import argparse
 import contextlib
 import datetime
 import logging
@@ -62,19 +74,26 @@ SETTLE = 2.0              # failback: seconds after the primary answers again
 SURVIVOR_ECHOES = 10      # echoes needed from one second after link-up
 
 
-def default_schemes():
-    """Every installed strategy as sdn-<name>, then haproxy-tuned."""
-    return schemes.sdn_names() + ('haproxy-tuned',)
+def default_schemes(services=1):
+    """The flip, every installed strategy as sdn-<name>, then (with one
+    service) haproxy-tuned."""
+    tail = ('haproxy-tuned',) if services == 1 else ()
+    return (schemes.FLIP,) + schemes.sdn_names() + tail
+
+
+def parse_scheme(name):
+    """A scheme `gaps` takes: any, and the flip comparison."""
+    return schemes.Scheme.parse(name, comparisons=True)
 
 
 # -- one run ------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _scheme_running(scheme, result):
-    """(scope, started scenario) of `scheme` in a fresh RunScope; the
-    scope's token goes into `result`."""
+def _scheme_running(scheme, result, services=1):
+    """(scope, started scenario) of `scheme` with `services` services in
+    a fresh RunScope; the scope's token goes into `result`."""
     with scope_mod.RunScope() as scope:
-        lab = scenarios.for_scheme(scope, schemes.Scheme.parse(scheme))
+        lab = scenarios.for_scheme(scope, parse_scheme(scheme), services)
         result['token'] = scope.token
         yield scope, lab.start()
 
@@ -131,11 +150,12 @@ def link_metrics(records, t_fail):
         spacing_max_near_failure_ms=near and near['spacing_max_ms'])
 
 
-def link_run(scheme, repetition, interval_ms):
-    """One link failure under a prober; returns the run's result dict."""
+def link_run(scheme, repetition, interval_ms, services=1):
+    """One link failure under a prober (on the first of `services`
+    services); returns the run's result dict."""
     result = dict(kind='link', scheme=scheme, repetition=repetition,
-                  interval_ms=interval_ms)
-    with _scheme_running(scheme, result) as (scope, lab):
+                  interval_ms=interval_ms, services=services)
+    with _scheme_running(scheme, result, services) as (scope, lab):
         host = lab.bed.clients[0]
         traffic.wait_served_by(host, *lab.address, 'primary', timeout=15)
         cutter = failures.LinkCutter(scope, lab.bed.primary)
@@ -198,8 +218,11 @@ def failback_run(scheme, long_lived, interval_ms):
                   interval_ms=interval_ms)
     with _scheme_running(scheme, result) as (scope, lab):
         prober_host, holder_host = lab.bed.clients[:2]
-        traffic.wait_served_by(prober_host, *lab.address, 'primary',
-                               timeout=15)
+        # Both clients know the primary's MAC before it fails, so the run
+        # measures the redirect, not who answers ARP for the primary (the
+        # flip comparison does not).
+        for host in (prober_host, holder_host):
+            traffic.wait_served_by(host, *lab.address, 'primary', timeout=15)
         failures.link_down(lab.bed.primary)
         traffic.wait_served_by(holder_host, *lab.address, BACKUP,
                                timeout=GAP_WAIT)
@@ -248,14 +271,20 @@ def _timeline(records, t_fail, before=0.01, limit=120):
 
 # -- the invocation -----------------------------------------------------------
 
-def plan_runs(names, repeat):
-    """('link', scheme, rep) repetition by repetition, then failbacks."""
-    return ([('link', s, r) for r in range(repeat) for s in names]
-            + [('failback', s, None) for s in names])
+def plan_runs(names, repeat, services=1):
+    """('link', scheme, rep, n) repetition by repetition, then failbacks;
+    with `services` > 1, each link run with that many services, then
+    with one, and no failbacks."""
+    if services > 1:
+        return [('link', s, r, n) for r in range(repeat) for s in names
+                for n in (services, 1)]
+    return ([('link', s, r, 1) for r in range(repeat) for s in names]
+            + [('failback', s, None, 1) for s in names])
 
 
-def _run_id(kind, scheme, rep):
-    return f'{scheme}_{kind}' + ('' if rep is None else f'{rep}')
+def _run_id(kind, scheme, rep, services=1):
+    many = '' if services == 1 else f'_x{services}'
+    return f'{scheme}{many}_{kind}' + ('' if rep is None else f'{rep}')
 
 
 def _load():
@@ -270,16 +299,18 @@ def execute(args, out_dir, progress=True):
 
 
 def _planned(args):
-    return [sweep.Run(_run_id(kind, scheme, rep),
-                      dict(kind=kind, scheme=scheme, repetition=rep))
-            for kind, scheme, rep in plan_runs(args.schemes, args.repeat)]
+    return [sweep.Run(_run_id(kind, scheme, rep, n),
+                      dict(kind=kind, scheme=scheme, repetition=rep,
+                           services=n))
+            for kind, scheme, rep, n in plan_runs(args.schemes, args.repeat,
+                                                  args.services)]
 
 
 def _performer(args):
     def perform(run, note):
         if run.fields['kind'] == 'link':
             return link_run(run.fields['scheme'], run.fields['repetition'],
-                            args.interval_ms)
+                            args.interval_ms, run.fields['services'])
         return failback_run(run.fields['scheme'], args.long_lived,
                             args.interval_ms)
     return perform
@@ -291,12 +322,40 @@ def _load_sample():
 
 # -- command line -------------------------------------------------------------
 
+def scheme_list(text):
+    """An argument type: comma-separated scheme names, `flip` included,
+    without repeats."""
+    names = tuple(dict.fromkeys(n for n in (s.strip() for s in
+                                            text.split(',')) if n))
+    if not names:
+        raise argparse.ArgumentTypeError('no scheme given')
+    for name in names:
+        try:
+            parse_scheme(name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
+def service_count(text):
+    """An argument type: how many services, 1..scenarios.MAX_SERVICES."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= scenarios.MAX_SERVICES:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a number of services from 1 to '
+            f'{scenarios.MAX_SERVICES}')
+    return value
+
+
 def add_arguments(parser):
     """The gap mode's options (for `ha-redirect-lab gaps`)."""
-    parser.add_argument('--schemes', type=command.scheme_names(unique=True),
-                        default=None,
-                        help='comma-separated (default: every installed '
-                        'strategy as sdn-<name>, and haproxy-tuned)')
+    parser.add_argument('--schemes', type=scheme_list, default=None,
+                        help='comma-separated (default: flip, every '
+                        'installed strategy as sdn-<name>, and '
+                        'haproxy-tuned)')
     parser.add_argument('--repeat', type=command.positive(int), default=5,
                         help='link failures per scheme (default %(default)s)')
     parser.add_argument('--interval-ms', type=command.positive(float),
@@ -307,6 +366,10 @@ def add_arguments(parser):
                         default=5,
                         help='connections held on the backup across '
                         'failback (default %(default)s)')
+    parser.add_argument('--services', type=service_count, default=1,
+                        help='N > 1: each link run with N services behind '
+                        'the primary\'s port, then with 1, and the ratio '
+                        'of the first service\'s gap (default %(default)s)')
     parser.add_argument('--output', default=None,
                         help='results folder (default results/gaps-'
                         '<timestamp>)')
@@ -315,16 +378,32 @@ def add_arguments(parser):
     return parser
 
 
+def check_services(names, services):
+    """None, or one line: the schemes that cannot serve `services`."""
+    if services == 1:
+        return None
+    single = [n for n in names if not parse_scheme(n).has_controller]
+    if single:
+        return (f'--services {services}: {", ".join(single)} serves one '
+                'service; choose SDN schemes or flip')
+    return None
+
+
 def run(args):
     """Run the gap mode; the exit status."""
     if args.schemes is None:
-        args.schemes = default_schemes()
+        args.schemes = default_schemes(args.services)
+    problem = check_services(args.schemes, args.services)
+    if problem:
+        print(f'{TOOL}: error: {problem}', file=sys.stderr)
+        return 2
     out_dir = sweep.results_folder(args.output, 'gaps-')
     meta = dict(command=command.command_line(MODULE, 'gaps.py'),
                 started=datetime.datetime.now(datetime.timezone.utc)
                 .strftime('%Y-%m-%d %H:%M:%S UTC'),
                 schemes=list(args.schemes), repeat=args.repeat,
                 interval_ms=args.interval_ms, long_lived=args.long_lived,
+                services=args.services,
                 probe_timeout_ms=PROBE_TIMEOUT_MS,
                 survivor_echoes=SURVIVOR_ECHOES,
                 cpus=os.cpu_count(), load_before=_load())

@@ -10,9 +10,11 @@ import statistics
 
 from ha_redirect.lab import formatting
 from ha_redirect.lab import report_sections
+from ha_redirect.lab import schemes as schemes_mod
 from ha_redirect import plugins
 
 REFERENCE = 'sdn-proactive'
+FLIP = schemes_mod.FLIP        # the comparison every scheme's ratio is to
 GOAL_GAP_MS = 5.0
 GOAL_STRATEGIES = ('fast_failover', 'stateful')
 GOAL_SURVIVORS = 'stateful'
@@ -23,20 +25,25 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def summarize(results, schemes, long_lived):
-    """Per scheme: gap median and range (ms), ratio to sdn-proactive,
-    failed attempts, failback survivors; plus the prober's resolution."""
+def _services(result):
+    return result.get('services', 1)
+
+
+def summarize(results, schemes, long_lived, services=1):
+    """Per scheme: gap median and range (ms), ratios to sdn-proactive and
+    to the flip, failed attempts, failback survivors (runs with one
+    service); the prober's resolution; with `services` > 1, the first
+    service's gap with that many services against one."""
     rows = {}
     for scheme in schemes:
-        links = [r for r in results
-                 if r['scheme'] == scheme and r['kind'] == 'link']
+        links = [r for r in results if r['scheme'] == scheme
+                 and r['kind'] == 'link' and _services(r) == 1]
         ok = [r for r in links if r['status'] == 'ok']
         gaps = [r['metrics']['gap_s'] * 1000 for r in ok
                 if r['metrics']['gap_s'] is not None]
         backs = [r for r in results if r['scheme'] == scheme
                  and r['kind'] == 'failback' and r['status'] == 'ok']
         back = backs[0]['metrics'] if backs else None
-        kind, _, variant = scheme.partition('-')
         rows[scheme] = dict(
             runs=len(links), runs_ok=len(ok),
             no_gap=len(ok) - len(gaps),
@@ -58,7 +65,7 @@ def summarize(results, schemes, long_lived):
                 default=None),
             survivors=None if back is None else back['survivors'],
             long_lived=long_lived,
-            pins_connections=_pins(kind, variant),
+            pins_connections=_pins(scheme),
             failback_gap_ms=formatting.to_ms(back and back['gap_s']),
             failback_failed=None if back is None else back['failed_after'],
             failback_to_primary_ms=formatting.to_ms(
@@ -68,29 +75,60 @@ def summarize(results, schemes, long_lived):
                       for r in results if r['scheme'] == scheme
                       and r['status'] != 'ok'])
     ref = rows.get(REFERENCE, {}).get('gap_median_ms')
+    flip = rows.get(FLIP, {}).get('gap_median_ms')
     for row in rows.values():
         m = row['gap_median_ms']
         row['ratio_to_proactive'] = (m / ref if m is not None and ref
                                      else None)
-    res = [r['metrics']['resolution'] for r in results
-           if r['kind'] == 'link' and r['status'] == 'ok'
-           and r['metrics'].get('resolution')]
-    near = [r['metrics'].get('spacing_max_near_failure_ms') for r in results
-            if r['kind'] == 'link' and r['status'] == 'ok']
+        row['ratio_to_flip'] = m / flip if m is not None and flip else None
+    links = [r for r in results if r['kind'] == 'link'
+             and r['status'] == 'ok' and _services(r) == 1]
+    res = [r['metrics']['resolution'] for r in links
+           if r['metrics'].get('resolution')]
+    near = [r['metrics'].get('spacing_max_near_failure_ms') for r in links]
     resolution = None if not res else dict(
         rate_per_s=_median([x['rate_per_s'] for x in res]),
         spacing_median_ms=_median([x['spacing_median_ms'] for x in res]),
         spacing_p99_ms=_median([x['spacing_p99_ms'] for x in res]),
         spacing_max_near_failure_ms=max(
             [v for v in near if v is not None], default=None))
-    return dict(schemes=rows, resolution=resolution, goals=goals(rows))
+    out = dict(schemes=rows, resolution=resolution, goals=goals(rows))
+    if services > 1:
+        out['many_services'] = many_services(results, schemes, services)
+    return out
 
 
-def _pins(kind, variant):
-    if kind != 'sdn':
+def many_services(results, schemes, services):
+    """Per scheme: the first service's median gap (ms) with `services`
+    services and with one, and their ratio (N / 1)."""
+    out = {}
+    for scheme in schemes:
+        medians = {}
+        for n in (services, 1):
+            gaps = [r['metrics']['gap_s'] * 1000 for r in results
+                    if r['scheme'] == scheme and r['kind'] == 'link'
+                    and _services(r) == n and r['status'] == 'ok'
+                    and r['metrics']['gap_s'] is not None]
+            medians[n] = (_median(gaps), len(gaps))
+        (many, n_many), (one, n_one) = medians[services], medians[1]
+        out[scheme] = dict(
+            services=services, gap_median_ms=many, runs_with_gap=n_many,
+            one_gap_median_ms=one, one_runs_with_gap=n_one,
+            ratio=many / one if many is not None and one else None)
+    return out
+
+
+def _pins(scheme):
+    try:
+        parsed = schemes_mod.Scheme.parse(scheme, comparisons=True)
+    except ValueError:
+        return None
+    if parsed.is_flip:
+        return False        # one service-wide rewrite, no pins
+    if not parsed.is_sdn:
         return None
     try:
-        return bool(plugins.load_strategy(variant).pins_connections)
+        return bool(plugins.load_strategy(parsed.variant).pins_connections)
     except Exception:  # only a table column
         return None
 
@@ -142,8 +180,15 @@ def markdown(summary, meta):
         'connection answered by the backup. Failback: '
         f'{meta["long_lived"]} long-lived connections on the backup while '
         'the primary\'s link comes back.', '']
-    lines += report_sections.table(TABLE_HEAD, [
-        _table_row(scheme, r) for scheme, r in summary['schemes'].items()])
+    with_flip = FLIP in summary['schemes']
+    head = list(TABLE_HEAD)
+    if with_flip:
+        head.insert(4, 'ratio to flip')
+    lines += report_sections.table(head, [
+        _table_row(scheme, r, with_flip)
+        for scheme, r in summary['schemes'].items()])
+    if summary.get('many_services'):
+        lines += ['', *_many_services_section(summary['many_services'])]
     lines += ['', '## Goals', '']
     for g in summary['goals']:
         lines.append(f'- {g["goal"]}: {g["measured"]} -- '
@@ -158,7 +203,22 @@ def markdown(summary, meta):
     return '\n'.join(lines) + '\n'
 
 
-def _table_row(scheme, r):
+def _many_services_section(table):
+    n = next(iter(table.values()))['services']
+    lines = [f'## {n} services against 1', '',
+             f'{n} services whose primaries sit behind the same switch port '
+             '(one link failure moves them all) against 1 service of the '
+             'same scheme, alternating run by run: the first service\'s '
+             'median gap.', '']
+    return lines + report_sections.table(
+        ['scheme', f'{n} services: gap median ms (runs)',
+         '1 service: gap median ms (runs)', f'ratio {n} / 1'],
+        [[scheme, f'{_fmt(r["gap_median_ms"])} ({r["runs_with_gap"]})',
+          f'{_fmt(r["one_gap_median_ms"])} ({r["one_runs_with_gap"]})',
+          _fmt(r['ratio'], '.2f')] for scheme, r in table.items()])
+
+
+def _table_row(scheme, r, with_flip=False):
     failed = r['failed_attempts']
     rng = (f'{_fmt(r["gap_min_ms"])}-{_fmt(r["gap_max_ms"])}'
            if r['gaps_ms'] else '-')
@@ -168,8 +228,11 @@ def _table_row(scheme, r):
             else f'{r["survivors"]}/{r["long_lived"]}')
     if r['pins_connections'] is False:
         surv += ' (stateless)'
-    return [scheme, _fmt(r['gap_median_ms']), rng + note,
-            _fmt(r['ratio_to_proactive'], '.2f'), _fmt(r['moved_median_ms']),
+    ratios = [_fmt(r['ratio_to_proactive'], '.2f')]
+    if with_flip:
+        ratios.append(_fmt(r['ratio_to_flip'], '.2f'))
+    return [scheme, _fmt(r['gap_median_ms']), rng + note, *ratios,
+            _fmt(r['moved_median_ms']),
             f'{_fmt(r["failed_median"], "g")} '
             f'({min(failed) if failed else "-"}-'
             f'{max(failed) if failed else "-"})',
@@ -216,7 +279,8 @@ def _notes(meta):
 
 def write_outputs(out_dir, results, meta):
     """summary.json and gaps.md in `out_dir`; (gaps.md's path, summary)."""
-    summary = summarize(results, meta['schemes'], meta['long_lived'])
+    summary = summarize(results, meta['schemes'], meta['long_lived'],
+                        meta.get('services', 1))
     with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
         json.dump(dict(meta, **summary), f, indent=1, default=str)
     path = os.path.join(out_dir, 'gaps.md')

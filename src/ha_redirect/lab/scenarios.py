@@ -15,6 +15,7 @@ import dataclasses
 
 from ha_redirect.lab import controller as controller_mod
 from ha_redirect.lab import coordinator
+from ha_redirect.lab import flip as flip_mod
 from ha_redirect.lab import haproxy as haproxy_mod
 from ha_redirect.lab import ovs
 from ha_redirect.lab import scope as scope_mod
@@ -24,10 +25,31 @@ from ha_redirect.lab import traffic
 from ha_redirect import model
 
 
+MAX_SERVICES = 1000
+
+
 def connection_flow_limit(settings, n_services):
     """Room for each service's tracked connections (two pins each) and our
     service flows."""
     return 2 * settings.max_connections_per_service * n_services + 100
+
+
+def many_services(plan, n_services, monitors=('port_status',)):
+    """`n_services` services of the plan's servers, on consecutive TCP
+    ports from the plan's first: their primaries all sit behind the
+    primary's switch port, so one link failure moves every one.  The
+    first is the plan's own service (name and port)."""
+    if not 1 <= n_services <= MAX_SERVICES:
+        raise ValueError(f'n_services must be 1..{MAX_SERVICES}')
+    first = plan.service(monitors=monitors)
+    base = first.tcp_ports[0]
+    if base + n_services - 1 > 65535:
+        raise ValueError(f'{n_services} services from TCP port {base} '
+                         'run past 65535')
+    return [first] + [
+        dataclasses.replace(first, name=f'{first.name}{i + 1}',
+                            tcp_ports=(base + i,))
+        for i in range(1, n_services)]
 
 
 class _Scenario:
@@ -52,13 +74,16 @@ class SdnScenario(_Scenario):
 
     def __init__(self, scope, strategy='reactive', n_clients=2, n_backups=1,
                  gateway=False, settings=None, datapath=None,
-                 monitors=('port_status',), tls=False):
+                 monitors=('port_status',), tls=False, n_services=1):
         """`tls`: OpenFlow over TLS, with certificates made for the run
-        (Open vSwitch's global SSL settings are restored on close)."""
+        (Open vSwitch's global SSL settings are restored on close).
+        `n_services`: that many services (`many_services`); the identity
+        servers answer on the first one's port only."""
         self.scope = scope
         self.plan = topology.sdn_plan(scope, n_clients=n_clients,
                                       n_backups=n_backups, gateway=gateway)
         self.bed = testbed_mod.SdnTestbed(scope, self.plan, datapath)
+        self.services = many_services(self.plan, n_services, monitors)
         settings = settings or model.PolicySettings()
         if 'tcp_probe' in monitors and settings.probe_ip is None:
             settings = dataclasses.replace(
@@ -66,10 +91,13 @@ class SdnScenario(_Scenario):
                 probe_mac=topology.PROBE_MAC)
         self.tls = (controller_mod.make_tls_files(scope.path('pki'))
                     if tls else None)
-        self.controller = controller_mod.ControllerProcess(
-            scope, [self.plan.service(monitors=monitors)],
-            strategy=strategy, settings=settings, tls=self.tls)
+        self.controller = self._make_controller(strategy, settings)
         self.servers = {}
+
+    def _make_controller(self, strategy, settings):
+        return controller_mod.ControllerProcess(
+            self.scope, self.services, strategy=strategy, settings=settings,
+            tls=self.tls)
 
     @property
     def strategy(self):
@@ -92,13 +120,25 @@ class SdnScenario(_Scenario):
         # (proactive's learned flows) is capped, with eviction.
         settings = self.controller.settings
         ovs.limit_table(self.plan.bridge, settings.connection_table,
-                        connection_flow_limit(settings, 1))
+                        connection_flow_limit(settings, len(self.services)))
         self.bed.connect_controller(
             self.controller.port,
             scheme='tcp' if self.tls is None else 'ssl')
         self.controller.wait_switch_connected(self.plan.datapath_id)
         self._start_identity_servers()
         return self
+
+
+class FlipScenario(SdnScenario):
+    """Figure 1(b) with the controller-flip app (`lab.flip_app`) instead
+    of ours: the comparison `gaps` measures strategies against."""
+
+    def __init__(self, scope, n_clients=2, datapath=None, n_services=1):
+        super().__init__(scope, strategy=None, n_clients=n_clients,
+                         datapath=datapath, n_services=n_services)
+
+    def _make_controller(self, strategy, settings):
+        return flip_mod.FlipProcess(self.scope, self.services)
 
 
 class HaScenario(_Scenario):
@@ -193,9 +233,14 @@ class ProxyScenario(_Scenario):
         return self
 
 
-def for_scheme(scope, scheme):
+def for_scheme(scope, scheme, n_services=1):
     """The scenario (not started) that runs a `schemes.Scheme` at its
-    defaults."""
+    defaults, with `n_services` services (SDN and flip schemes only)."""
+    if scheme.is_flip:
+        return FlipScenario(scope, n_services=n_services)
     if scheme.is_sdn:
-        return SdnScenario(scope, strategy=scheme.variant)
+        return SdnScenario(scope, strategy=scheme.variant,
+                           n_services=n_services)
+    if n_services != 1:
+        raise ValueError(f'{scheme.name}: one service only')
     return ProxyScenario(scope, profile=scheme.variant)

@@ -3,6 +3,9 @@
 `sdn-<strategy>` is our controller with an installed strategy;
 `haproxy-<profile>` is HAProxy in front of the same servers.  `evaluate`,
 `gaps` and `demo` all parse names here, so they accept the same ones.
+`flip` is a comparison only `gaps` takes (`parse(..., comparisons=True)`):
+a minimal os-ken app that installs one service-wide rewrite when the
+primary's port goes down (`lab.flip_app`), not a strategy of the product.
 """
 
 import dataclasses
@@ -12,6 +15,8 @@ from ha_redirect import plugins
 
 SDN = 'sdn'
 HAPROXY = 'haproxy'
+FLIP = 'flip'
+COMPARISONS = (FLIP,)
 
 
 def sdn_names():
@@ -19,10 +24,11 @@ def sdn_names():
     return tuple(f'{SDN}-{n}' for n in plugins.strategy_names())
 
 
-def available_names():
-    """HAProxy profiles and every installed strategy, as scheme names."""
+def available_names(comparisons=False):
+    """HAProxy profiles and every installed strategy, as scheme names;
+    with `comparisons`, the lab-only comparisons (`flip`) too."""
     return ([f'{HAPROXY}-{p}' for p in sorted(haproxy.PROFILES)]
-            + list(sdn_names()))
+            + list(sdn_names()) + (list(COMPARISONS) if comparisons else []))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +39,10 @@ class Scheme:
     variant: str
 
     @classmethod
-    def parse(cls, name):
-        """The scheme `name` means; ValueError listing the available ones."""
-        available = available_names()
+    def parse(cls, name, comparisons=False):
+        """The scheme `name` means; ValueError listing the available ones.
+        `comparisons`: accept the lab-only comparisons (`flip`)."""
+        available = available_names(comparisons)
         if name not in available:
             raise ValueError(f'unknown scheme {name!r} (available: '
                              f'{", ".join(available)})')
@@ -44,11 +51,23 @@ class Scheme:
 
     @property
     def name(self):
-        return f'{self.kind}-{self.variant}'
+        return f'{self.kind}-{self.variant}' if self.variant else self.kind
 
     @property
     def is_sdn(self):
+        """Our controller (with an installed strategy)."""
         return self.kind == SDN
+
+    @property
+    def is_flip(self):
+        """The controller-flip comparison app."""
+        return self.kind == FLIP
+
+    @property
+    def has_controller(self):
+        """An OpenFlow controller on the switch: it can serve several
+        services on one bed."""
+        return self.is_sdn or self.is_flip
 
 
 def parse_scheme(name):
