@@ -89,6 +89,14 @@ def test_report_figures_and_tables_are_written(results):
         assert f'| {scheme} | 3 | 1 |' in text
     assert '## The paper\'s claims' in text
     assert 'sdn-reactive | all |' in text      # ratio to tuned HAProxy
+    # The first table: per metric the best measured scheme against tuned
+    # HAProxy, with the better direction written out.
+    first = text[text.index('\n|'):].split('\n\n')[0]
+    assert text.index('## The best scheme per metric') < \
+        text.index('## Results')
+    row = [line for line in first.splitlines()
+           if line.startswith('| backup response time (ms) | lower |')]
+    assert len(row) == 1 and row[0].split(' | ')[2] in SCHEMES, first
     for name in ('fig2_backup_response.png', 'fig3_rsts_aborts.png',
                  'fig4_throughput.png', 'fig5_service_gap.png'):
         assert os.path.getsize(out / name) > 1000
@@ -174,5 +182,7 @@ def test_kill_mode_report_has_the_side_by_side_table(kill_results):
     assert '| haproxy-tuned | 3 | 1 |' in text
     assert '| sdn-proactive | 3 | 1 |' in text
     assert '-- its default settings' in text
+    assert text.index('| detection: kill to first answer from the backup '
+                      '(ms) | lower |') < text.index('## Results')
     assert '### False failovers under load' in text
     assert '--failure kill' in text
