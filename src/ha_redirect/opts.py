@@ -50,92 +50,45 @@ def _mac():
     return types.String(regex=model.MAC_PATTERN)
 
 
-def _setting_opt(opt_class, name, **kwargs):
-    """The option of a numeric `PolicySettings` field: the model's
-    default and bounds, checked at parse time."""
-    bounds = model.SETTING_BOUNDS[name]
-    return opt_class(name, default=getattr(_DEFAULTS, name), min=bounds.low,
-                     max=bounds.high, **kwargs)
+_OPT_CLASS_OF_TYPE = {str: cfg.StrOpt, int: cfg.IntOpt, float: cfg.FloatOpt,
+                      bool: cfg.BoolOpt}
+# Settings whose option is not the plain form of their field's type, range
+# and default: (option class, what differs).
+_SETTING_OPTION_FORMS = {
+    'cookie': (cfg.StrOpt, {'default': hex(_DEFAULTS.cookie)}),
+    'route_table': (cfg.IntOpt, {'min': 1, 'max': 253}),
+    'probe_ip': (cfg.IPOpt, {'version': 4}),
+    'probe_mac': (cfg.StrOpt, {'regex': model.MAC_PATTERN}),
+    'probe_jitter': (cfg.FloatOpt, {'min': 0, 'max': 0.99}),
+    'first_meter_id': (cfg.IntOpt, {'min': 1, 'max': model.METER_MAX - 2}),
+}
+_SETTING_TYPES = {field.name: field.type
+                  for field in dataclasses.fields(model.PolicySettings)}
 
 
+def _setting_opt(name):
+    """The option of a `PolicySettings` field: the model's default, help
+    and bounds (checked at parse time)."""
+    kwargs = {'default': getattr(_DEFAULTS, name),
+              'help': model.SETTING_HELP[name]}
+    bounds = model.SETTING_BOUNDS.get(name)
+    if bounds is not None:
+        kwargs.update(min=bounds.low, max=bounds.high)
+    if name in _SETTING_OPTION_FORMS:
+        opt_class, form = _SETTING_OPTION_FORMS[name]
+    else:
+        opt_class, form = _OPT_CLASS_OF_TYPE[_SETTING_TYPES[name]], {}
+    return opt_class(name, **{**kwargs, **form})
+
+
+# In the order the sample config shows them.
 _POLICY_OPTS = [
-    cfg.StrOpt('strategy', default=_DEFAULTS.strategy,
-               help='How redirect flows are installed: the name of a plugin '
-                    'in the "ha_redirect.strategies" entry-point namespace. '
-                    'Built in: "reactive" (the paper\'s Algorithm 1: a new '
-                    'connection goes to the controller, which installs its '
-                    'rewrite flows), "proactive" (flows installed in '
-                    'advance; the switch pins connections with OVS learn), '
-                    '"fast_failover" (an OpenFlow fast-failover group: the '
-                    'switch fails over by itself; stateless) and "stateful" '
-                    '(the group plus OVS conntrack: switch-local failover, '
-                    'lossless failback).'),
-    cfg.StrOpt('cookie', default=hex(_DEFAULTS.cookie),
-               help='Upper 32 bits of the cookie of every flow ha_redirect '
-                    'installs (hex or decimal, non-zero). Flows are deleted '
-                    'by this cookie only, so other controllers\' flows on '
-                    'the same switch are left alone.'),
-    _setting_opt(cfg.IntOpt, 'table',
-                 help='OpenFlow table that receives the service traffic.'),
-    _setting_opt(cfg.IntOpt, 'connection_table',
-                 help='OpenFlow table for per-connection flows; must differ '
-                      'from "table".'),
-    _setting_opt(cfg.IntOpt, 'base_priority',
-                 help='Lowest priority of our flows; ours use up to '
-                      'base_priority + 100.'),
-    _setting_opt(cfg.IntOpt, 'connection_idle_timeout',
-                 help='Seconds an idle per-connection flow stays installed.'),
-    _setting_opt(cfg.IntOpt, 'fin_idle_timeout',
-                 help='Seconds a learned per-connection flow stays after the '
-                      'switch sees a FIN or RST (OVS learn fin_idle_timeout; '
-                      '0: only the idle timeout applies).'),
-    cfg.BoolOpt('failback', default=_DEFAULTS.failback,
-                help='When the primary returns, send new connections back to '
-                     'it (established ones keep their server). Without '
-                     'failback a healthy backup keeps the service until it '
-                     'fails itself.'),
-    _setting_opt(cfg.FloatOpt, 'failback_hold_down',
-                 help='Seconds a recovered server must stay healthy before '
-                      'it takes new connections again: a link comes up '
-                      'before its service is ready. 0: at once.'),
-    _setting_opt(cfg.IntOpt, 'first_group_id',
-                 help='OpenFlow group id of the first service\'s '
-                      'fast-failover group (fast_failover, stateful); the '
-                      'next services use the following ids.'),
-    _setting_opt(cfg.IntOpt, 'first_ct_zone',
-                 help='Conntrack zone of the first service under the '
-                      '"stateful" strategy; the next services use the '
-                      'following zones. Use zones nothing else on the switch '
-                      'uses: the bridges of a userspace datapath share one '
-                      'connection table.'),
-    cfg.IntOpt('route_table', min=1, max=253,
-               help='OpenFlow table where "stateful" sends committed '
-                    'connections to their server; unset: connection_table '
-                    '+ 1.'),
-    cfg.BoolOpt('forward_non_service_traffic',
-                default=_DEFAULTS.forward_non_service_traffic,
-                help='Forward traffic that belongs to no service with the '
-                     'NORMAL action (the switch acts as a learning switch). '
-                     'Disable when another app handles that traffic.'),
-    _setting_opt(cfg.IntOpt, 'max_connections_per_service',
-                 help='Connections the controller tracks per service '
-                      '(reactive pins them one by one). At the cap, new '
-                      'connections are still forwarded to the active server, '
-                      'but unpinned: each of their packets passes through '
-                      'the controller until tracked connections expire.'),
-    _setting_opt(cfg.IntOpt, 'packet_in_rate',
-                 help='PacketIns per second that our flows may send to the '
-                      'controller, enforced by OpenFlow meters (packets '
-                      'above it are dropped in the switch): one meter for '
-                      'clients\' packets (reactive\'s new connections, ARP '
-                      'for a failed primary) and one for health probes, so a '
-                      'flood cannot starve them. Used where the switch has '
-                      'meters; 0: no limit.'),
-    cfg.IntOpt('first_meter_id', default=_DEFAULTS.first_meter_id, min=1,
-               max=model.METER_MAX - 2,
-               help='OpenFlow meter id for clients\' PacketIns; the next '
-                    'id is the health probes\'. Use ids no other app on '
-                    'the switch uses.'),
+    *map(_setting_opt, (
+        'strategy', 'cookie', 'table', 'connection_table', 'base_priority',
+        'connection_idle_timeout', 'fin_idle_timeout', 'failback',
+        'failback_hold_down', 'first_group_id', 'first_ct_zone',
+        'route_table', 'forward_non_service_traffic',
+        'max_connections_per_service', 'packet_in_rate', 'first_meter_id')),
     cfg.ListOpt('services', default=[],
                 help='Names of the services to keep available; each name '
                      'needs a group [service:NAME].'),
@@ -143,26 +96,9 @@ _POLICY_OPTS = [
                help='Unix socket for operator requests (ha-redirect-ctl: '
                     'status, drain, undrain); mode 0600, so only the '
                     'controller\'s user can use it. Empty: no socket.'),
-    cfg.IPOpt('probe_ip', version=4,
-              help='Source address of the tcp_probe monitor\'s health '
-                   'probes: an unused address in the servers\' subnet that '
-                   'no client uses. Required when a service uses tcp_probe.'),
-    cfg.StrOpt('probe_mac', regex=model.MAC_PATTERN,
-               help='MAC address of the health probes (answered by the '
-                    'controller when servers ARP for probe_ip).'),
-    _setting_opt(cfg.FloatOpt, 'probe_interval',
-                 help='Seconds between two probes of one server.'),
-    _setting_opt(cfg.FloatOpt, 'probe_timeout',
-                 help='Seconds to wait for a probe\'s SYN-ACK before it '
-                      'counts as failed.'),
-    _setting_opt(cfg.IntOpt, 'probe_fall',
-                 help='Failed probes in a row that mark a server down.'),
-    _setting_opt(cfg.IntOpt, 'probe_rise',
-                 help='Good probes in a row that mark a server up again.'),
-    cfg.FloatOpt('probe_jitter', default=_DEFAULTS.probe_jitter, min=0,
-                 max=0.99,
-                 help='Random spread of the probe interval, as a fraction, '
-                      'so servers are not probed in lockstep.'),
+    *map(_setting_opt, (
+        'probe_ip', 'probe_mac', 'probe_interval', 'probe_timeout',
+        'probe_fall', 'probe_rise', 'probe_jitter')),
 ]
 
 _SERVICE_OPTS = [

@@ -6,6 +6,7 @@ Strategy names come from installed entry points: run with the package
 installed (`pip install -e .`, as tox does).
 """
 
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -245,6 +246,15 @@ def test_numeric_settings_take_default_and_bounds_from_the_model():
         opt = options[name]
         assert opt.default == getattr(model.PolicySettings(), name)
         assert (opt.type.min, opt.type.max) == (bounds.low, bounds.high)
+
+
+def test_every_setting_is_an_option_described_by_the_model():
+    options = {opt.dest: opt for opt in dict(opts.list_opts())['ha_redirect']}
+    fields = [f.name for f in dataclasses.fields(model.PolicySettings)]
+    assert set(fields) == set(options) - {'services', 'control_socket'}
+    for name in fields:
+        assert options[name].help == model.SETTING_HELP[name]
+        assert options[name].help.strip()
 
 
 def test_every_service_field_the_model_names_is_an_option():

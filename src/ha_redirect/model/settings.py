@@ -9,9 +9,9 @@ from ha_redirect.model.validation import normalize_mac
 from ha_redirect.model.validation import SettingsError
 
 __all__ = [
-    'Bounds', 'SETTING_BOUNDS', 'PolicySettings', 'ALL_GROUPS',
-    'ALL_TABLES', 'METER_MAX', 'METER_CLIENTS', 'METER_MONITORS',
-    'METER_PORTS', 'last_shared_meter_id', 'port_meter_id',
+    'Bounds', 'SETTING_BOUNDS', 'SETTING_HELP', 'PolicySettings',
+    'ALL_GROUPS', 'ALL_TABLES', 'METER_MAX', 'METER_CLIENTS',
+    'METER_MONITORS', 'METER_PORTS', 'last_shared_meter_id', 'port_meter_id',
     'PRIORITY_TABLE_MISS', 'PRIORITY_SERVICE', 'PRIORITY_SERVICE_SYN',
     'PRIORITY_SERVER_REPLY', 'PRIORITY_SERVER_BYPASS',
     'PRIORITY_ARP_RESPONDER', 'PRIORITY_PROBE_REPLY', 'PRIORITY_CONNECTION',
@@ -31,28 +31,12 @@ def _between(low, high, unit=''):
     return Bounds(low, high, f'must be between {low} and {high}{unit}')
 
 
-# The numeric settings' ranges: `PolicySettings` checks them and the
-# config options (`ha_redirect.opts`) declare them, so both agree.
-SETTING_BOUNDS = {
-    'failback_hold_down': _between(0, 86400, ' seconds'),
-    'first_group_id': Bounds(0, 0xffffff00 - 0xffff,
-                             'must leave room for a group per service '
-                             'below 0xffffff00'),
-    'probe_interval': _between(0.001, 3600, ' seconds'),
-    'probe_timeout': _between(0.001, 3600, ' seconds'),
-    'probe_fall': Bounds(1, None, 'must be at least 1'),
-    'probe_rise': Bounds(1, None, 'must be at least 1'),
-    'table': _between(0, 253),
-    'connection_table': _between(0, 253),
-    'first_ct_zone': _between(1, 0xffff),
-    'base_priority': _between(0, 0xffff - 100),
-    # OpenFlow carries timeouts in 16 bits.
-    'connection_idle_timeout': _between(1, 0xffff, ' seconds'),
-    'fin_idle_timeout': _between(0, 0xffff, ' seconds'),
-    'max_connections_per_service': _between(1, 10_000_000),
-    'packet_in_rate': Bounds(0, 10_000_000, 'must be between 0 (no limit) '
-                             'and 10000000 per second'),
-}
+def _setting(default, help, bounds=None):
+    """A `PolicySettings` field: its default, what it means (the help of
+    its config option, `ha_redirect.opts`) and, for a number, its range
+    (the field checks it, the option declares it)."""
+    return dataclasses.field(default=default,
+                             metadata={'help': help, 'bounds': bounds})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,47 +45,119 @@ class PolicySettings:
 
     `cookie` fills the upper 32 bits of every flow cookie we install; the
     lower bits say which service and which server a flow belongs to, so
-    deletes can be scoped to exactly the flows they concern.
+    deletes can be scoped to exactly the flows they concern. What each
+    field does is its help (`SETTING_HELP`), the config option's too.
     """
-    strategy: str = 'reactive'
-    cookie: int = 0x48415244
-    table: int = 0
-    connection_table: int = 1
-    base_priority: int = 1000
-    connection_idle_timeout: int = 30
-    fin_idle_timeout: int = 2
-    failback: bool = True
-    # Seconds a recovered server must stay healthy before it takes new
-    # connections again (a link is up before its service is ready).
-    failback_hold_down: float = 0.0
-    forward_non_service_traffic: bool = True
-    # Fast-failover groups get ids first_group_id + service index.
-    first_group_id: int = 0x48520000
-    # The `stateful` strategy tracks each service's connections in conntrack
-    # zone first_ct_zone + service index, and sends them to their server
-    # from `route_table` (None: connection_table + 1).
-    first_ct_zone: int = 0x4852
-    route_table: typing.Optional[int] = None
-    # In-band TCP health probes (the `tcp_probe` monitor): the controller's
-    # own address on the servers' subnet, used by no client.
-    probe_ip: typing.Optional[str] = None
-    probe_mac: typing.Optional[str] = None
-    probe_interval: float = 0.1
+    strategy: str = _setting(
+        'reactive',
+        'How redirect flows are installed: the name of a plugin in the '
+        '"ha_redirect.strategies" entry-point namespace. Built in: '
+        '"reactive" (the paper\'s Algorithm 1: a new connection goes to the '
+        'controller, which installs its rewrite flows), "proactive" (flows '
+        'installed in advance; the switch pins connections with OVS learn), '
+        '"fast_failover" (an OpenFlow fast-failover group: the switch fails '
+        'over by itself; stateless) and "stateful" (the group plus OVS '
+        'conntrack: switch-local failover, lossless failback).')
+    cookie: int = _setting(
+        0x48415244,
+        'Upper 32 bits of the cookie of every flow ha_redirect installs (hex '
+        'or decimal, non-zero). Flows are deleted by this cookie only, so '
+        'other controllers\' flows on the same switch are left alone.')
+    table: int = _setting(
+        0, 'OpenFlow table that receives the service traffic.',
+        _between(0, 253))
+    connection_table: int = _setting(
+        1, 'OpenFlow table for per-connection flows; must differ from '
+        '"table".', _between(0, 253))
+    base_priority: int = _setting(
+        1000, 'Lowest priority of our flows; ours use up to base_priority + '
+        '100.', _between(0, 0xffff - 100))
+    # OpenFlow carries timeouts in 16 bits.
+    connection_idle_timeout: int = _setting(
+        30, 'Seconds an idle per-connection flow stays installed.',
+        _between(1, 0xffff, ' seconds'))
+    fin_idle_timeout: int = _setting(
+        2, 'Seconds a learned per-connection flow stays after the switch '
+        'sees a FIN or RST (OVS learn fin_idle_timeout; 0: only the idle '
+        'timeout applies).', _between(0, 0xffff, ' seconds'))
+    failback: bool = _setting(
+        True,
+        'When the primary returns, send new connections back to it '
+        '(established ones keep their server). Without failback a healthy '
+        'backup keeps the service until it fails itself.')
+    failback_hold_down: float = _setting(
+        0.0,
+        'Seconds a recovered server must stay healthy before it takes new '
+        'connections again: a link comes up before its service is ready. '
+        '0: at once.', _between(0, 86400, ' seconds'))
+    forward_non_service_traffic: bool = _setting(
+        True,
+        'Forward traffic that belongs to no service with the NORMAL action '
+        '(the switch acts as a learning switch). Disable when another app '
+        'handles that traffic.')
+    first_group_id: int = _setting(
+        0x48520000,
+        'OpenFlow group id of the first service\'s fast-failover group '
+        '(fast_failover, stateful); the next services use the following '
+        'ids.', Bounds(0, 0xffffff00 - 0xffff, 'must leave room for a group '
+                       'per service below 0xffffff00'))
+    first_ct_zone: int = _setting(
+        0x4852,
+        'Conntrack zone of the first service under the "stateful" strategy; '
+        'the next services use the following zones. Use zones nothing else '
+        'on the switch uses: the bridges of a userspace datapath share one '
+        'connection table.', _between(1, 0xffff))
+    route_table: typing.Optional[int] = _setting(
+        None,
+        'OpenFlow table where "stateful" sends committed connections to '
+        'their server; unset: connection_table + 1.')
+    # In-band TCP health probes (the `tcp_probe` monitor).
+    probe_ip: typing.Optional[str] = _setting(
+        None,
+        'Source address of the tcp_probe monitor\'s health probes: an '
+        'unused address in the servers\' subnet that no client uses. '
+        'Required when a service uses tcp_probe.')
+    probe_mac: typing.Optional[str] = _setting(
+        None,
+        'MAC address of the health probes (answered by the controller when '
+        'servers ARP for probe_ip).')
+    probe_interval: float = _setting(
+        0.1, 'Seconds between two probes of one server.',
+        _between(0.001, 3600, ' seconds'))
     # 1 s, not less: under load a probe through the userspace datapath and
     # the controller was seen to take over 300 ms (false mark-downs).
-    probe_timeout: float = 1.0
-    probe_fall: int = 3
-    probe_rise: int = 2
-    probe_jitter: float = 0.1
-    # Connections one service's memory tracks (reactive); beyond it, new
-    # connections are forwarded to the active server without a pin.
-    max_connections_per_service: int = 10000
-    # PacketIns per second each of our controller-bound flow kinds may
-    # send (an OpenFlow meter, where the switch has meters); 0: no limit.
-    packet_in_rate: int = 1000
-    # Our meters: first_meter_id for clients' traffic, the next one for
-    # the monitors' (so a client flood cannot starve health probes).
-    first_meter_id: int = 72
+    probe_timeout: float = _setting(
+        1.0, 'Seconds to wait for a probe\'s SYN-ACK before it counts as '
+        'failed.', _between(0.001, 3600, ' seconds'))
+    probe_fall: int = _setting(
+        3, 'Failed probes in a row that mark a server down.',
+        Bounds(1, None, 'must be at least 1'))
+    probe_rise: int = _setting(
+        2, 'Good probes in a row that mark a server up again.',
+        Bounds(1, None, 'must be at least 1'))
+    probe_jitter: float = _setting(
+        0.1, 'Random spread of the probe interval, as a fraction, so '
+        'servers are not probed in lockstep.')
+    max_connections_per_service: int = _setting(
+        10000,
+        'Connections the controller tracks per service (reactive pins them '
+        'one by one). At the cap, new connections are still forwarded to '
+        'the active server, but unpinned: each of their packets passes '
+        'through the controller until tracked connections expire.',
+        _between(1, 10_000_000))
+    packet_in_rate: int = _setting(
+        1000,
+        'PacketIns per second that our flows may send to the controller, '
+        'enforced by OpenFlow meters (packets above it are dropped in the '
+        'switch): one meter for clients\' packets (reactive\'s new '
+        'connections, ARP for a failed primary) and one for health probes, '
+        'so a flood cannot starve them. Used where the switch has meters; '
+        '0: no limit.', Bounds(0, 10_000_000, 'must be between 0 (no limit) '
+                               'and 10000000 per second'))
+    first_meter_id: int = _setting(
+        72,
+        'OpenFlow meter id for clients\' PacketIns; the next id is the '
+        'health probes\'. Use ids no other app on the switch uses.')
 
     def __post_init__(self):
         error = SettingsError.for_field
@@ -140,6 +196,16 @@ class PolicySettings:
         if self.route_table is not None:
             return self.route_table
         return self.connection_table + 1
+
+
+# Each setting's meaning, and the numeric settings' ranges: `PolicySettings`
+# checks the ranges and the config options (`ha_redirect.opts`) declare
+# both, so they agree.
+SETTING_HELP = {field.name: field.metadata['help']
+                for field in dataclasses.fields(PolicySettings)}
+SETTING_BOUNDS = {field.name: field.metadata['bounds']
+                  for field in dataclasses.fields(PolicySettings)
+                  if field.metadata['bounds'] is not None}
 
 
 ALL_GROUPS = 0xfffffffc            # OFPG_ALL: a group delete that spans all
