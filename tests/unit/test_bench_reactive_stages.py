@@ -224,6 +224,9 @@ def _failover(t_cut=100.0):
         (t_cut + 11 * ms, tcp_frame(CLIENT, BACKUP, p, 5001, 2)),
         (t_cut + 11.1 * ms, arp_frame(1, BACKUP, CLIENT)),
         (t_cut + 12 * ms, tcp_frame(BACKUP, CLIENT, 5001, p, 0x12)),
+        (t_cut + 13.2 * ms, tcp_frame(CLIENT, BACKUP, p, 5001, 0x10)),
+        (t_cut + 13.5 * ms, tcp_frame(BACKUP, CLIENT, 5001, p, 0x18,
+                                      b'backup1\n')),
     ]
     attempts = [
         dict(t=t_cut + 0.4 * ms, t_done=t_cut + 1.0, ok=False, who=None),
@@ -249,7 +252,8 @@ def test_a_reactive_failover_is_read_stage_by_stage():
         syn_of_packet_in=5.5, flow_mods_first=7, flow_mods_last=8,
         barrier_reply=10, packet_out=9.5, syn_to_backup=11,
         arp_from_backup=11.1, synack_from_backup=12, synack_at_client=13,
-        data_at_client=14, first_ok_start=5.4, gap=15)
+        ack_at_backup=13.2, data_from_backup=13.5, data_at_client=14,
+        first_ok_start=5.4, gap=15)
     assert counts == dict(
         syns_cut_to_port_status=1, packet_ins_cut_to_port_status=1,
         syns_to_primary_after_port_status=0,
