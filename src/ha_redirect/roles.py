@@ -209,6 +209,15 @@ class SwitchRoles:
         purpose = self._requests.get((msg.datapath.id, msg.xid))
         return adoption_mod.READ_PURPOSES.get(purpose) == kind
 
+    def take_read(self, msg, kind):
+        """A multipart reply of `kind` ('flows' or 'groups'): taken, and
+        True, if it answers a takeover's read; else False (someone else's
+        request)."""
+        if not self.is_read(msg, kind):
+            return False
+        self.on_read(msg, kind)
+        return True
+
     def on_read(self, msg, kind):
         """Part of a takeover read's reply; the last one makes us MASTER."""
         datapath = msg.datapath

@@ -166,3 +166,29 @@ def test_a_slave_counts_the_writes_it_withholds():
     assert app._status(None)['controller']['writes_withheld'] == 2
     assert not [m for m in datapath.sent
                 if isinstance(m, parser.OFPBarrierRequest)]
+
+
+def test_only_the_replies_to_the_takeover_read_are_taken_as_it():
+    app, _ = ha_app()
+    datapath = RecordingDatapath()
+    connect(app, datapath)
+    answer_master(app, datapath)
+    flows, groups = reads(datapath)
+    roles = app._switch_roles
+
+    def reply(cls, xid):
+        message = cls(datapath)
+        message.xid, message.flags, message.body = xid, 0, []
+        return message
+    # Someone else's flow statistics (an operator's status), and a reply
+    # of the other kind, are left alone.
+    assert not roles.take_read(reply(parser.OFPFlowStatsReply,
+                                     flows.xid + 1000), 'flows')
+    assert not roles.take_read(reply(parser.OFPGroupDescStatsReply,
+                                     flows.xid), 'groups')
+    assert app._roles == {1: 'claiming'}
+    assert roles.take_read(reply(parser.OFPFlowStatsReply, flows.xid),
+                           'flows')
+    assert roles.take_read(reply(parser.OFPGroupDescStatsReply, groups.xid),
+                           'groups')
+    assert app._roles == {1: 'master'}
