@@ -32,3 +32,32 @@ def test_gap_mode_writes_a_side_by_side_table(tmp_path):
     assert rows['sdn-stateful']['survivors'] == 2
     assert 0 < summary['resolution']['rate_per_s'] <= 1100
     assert len(list((out / 'runs').glob('*.json'))) == 4
+
+
+def test_the_flip_and_many_services_get_their_ratios(tmp_path):
+    """The controller-flip comparison redirects, and --services runs 3
+    services against 1, alternating, with the first service's ratio."""
+    out = tmp_path / 'gaps'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'ha_redirect.lab.cli', 'gaps',
+         '--schemes', 'flip,sdn-fast_failover', '--repeat', '1',
+         '--services', '3', '--output', str(out), '--no-progress'],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = (out / 'gaps.md').read_text()
+    print('\n' + table)
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['services'] == 3
+    rows, many = summary['schemes'], summary['many_services']
+    for scheme in ('flip', 'sdn-fast_failover'):
+        # One failure moved the first of 3 services, and the 1 service.
+        assert 0 < many[scheme]['gap_median_ms'] < 5000, rows[scheme]
+        assert 0 < many[scheme]['one_gap_median_ms'] < 5000
+        assert many[scheme]['ratio'] > 0
+        assert f'| {scheme} | {many[scheme]["gap_median_ms"]:.1f} (1) |' \
+            in table
+    assert rows['flip']['ratio_to_flip'] == 1.0
+    assert rows['sdn-fast_failover']['ratio_to_flip'] > 0
+    assert sorted(p.name for p in (out / 'runs').glob('*.json')) == [
+        'flip_link0.json', 'flip_x3_link0.json',
+        'sdn-fast_failover_link0.json', 'sdn-fast_failover_x3_link0.json']

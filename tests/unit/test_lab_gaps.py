@@ -1,5 +1,6 @@
 """Gap mode: its command line, and the numbers it derives from records."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -358,3 +359,39 @@ def test_outputs_are_written(tmp_path):
     data = json.loads((tmp_path / 'summary.json').read_text())
     assert data['schemes']['sdn-stateful']['gap_median_ms'] == 4.0
     assert data['command'] == 'ha-redirect-lab gaps --repeat 3'
+
+
+def test_many_services_share_the_servers_on_consecutive_ports(tmp_path):
+    from ha_redirect.lab import flip
+    from ha_redirect.lab import scenarios
+    from ha_redirect.lab import topology
+    from ha_redirect import policy
+
+    class Scope:
+        token = '1a2b'
+
+        def name(self, prefix, width):
+            return prefix + self.token
+
+    plan = topology.sdn_plan(Scope())
+    services = scenarios.many_services(plan, 4)
+    assert services[0] == plan.service()
+    assert [s.tcp_ports for s in services] == [(5001,), (5002,), (5003,),
+                                               (5004,)]
+    assert len({s.name for s in services}) == 4
+    assert {(s.primary, s.backups) for s in services} == {
+        (plan.service().primary, plan.service().backups)}
+    # Our controller takes them together.
+    policy.RedirectPolicy(services, None)
+    for bad in (0, scenarios.MAX_SERVICES + 1):
+        with pytest.raises(ValueError, match='n_services'):
+            scenarios.many_services(plan, bad)
+    # The flip app gets one rewrite per port, for the shared servers.
+    text = flip.render_flip_config(services)
+    assert 'tcp_ports = 5001,5002,5003,5004\n' in text
+    assert 'primary_port = 1\n' in text and 'backup_ip = 10.0.0.2\n' in text
+    other = dataclasses.replace(
+        services[1], backups=(dataclasses.replace(
+            services[1].backups[0], ip='10.0.0.9'),))
+    with pytest.raises(ValueError, match="service 'web2'"):
+        flip.render_flip_config([services[0], other])

@@ -109,7 +109,9 @@ class SdnScenario(_Scenario):
         The controller goes first so the switch connects at once; this
         returns when the controller has seen the switch.
         """
-        self.controller.start()
+        # The controller validates every service before it listens: give
+        # many services time (about 40 ms each on a busy 2-core host).
+        self.controller.start(timeout=20.0 + 0.1 * len(self.services))
         if self.tls is not None:
             # Before the bridge, so the scope deletes the bridge (and its
             # ssl: controller) before it puts the SSL settings back.
