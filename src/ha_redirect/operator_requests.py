@@ -14,6 +14,7 @@ import typing
 from os_ken.controller import event
 
 from ha_redirect import openflow
+from ha_redirect import shell_part
 
 # The shell's logger: operators and the lab read one source for all of it.
 LOG = logging.getLogger('ha_redirect.app')
@@ -44,19 +45,16 @@ class EventStatsTimeout(event.EventBase):
     pending: typing.Dict[str, typing.Any]
 
 
-class OperatorRequests:
+class OperatorRequests(shell_part.ShellPart):
     """Answers `EventControl`s. `send_all(messages)` sends the policy's
     messages to whichever switch each is for; `roles` is the shell's
     `ha_redirect.roles.SwitchRoles`."""
 
     def __init__(self, policy, roles, clock, datapaths, send_all,
                  post_later):
-        self._policy = policy
+        super().__init__(policy, clock, datapaths, post_later)
         self._roles = roles
-        self._clock = clock
-        self._datapaths = datapaths
         self._send_all = send_all
-        self._post_later = post_later     # (delay, event): a timer
         self.stats_waiting = {}     # (dpid, xid) -> (event, flows so far)
 
     def on_control(self, ev):

@@ -16,6 +16,7 @@ from os_ken.controller import event
 
 from ha_redirect import adoption as adoption_mod
 from ha_redirect import openflow
+from ha_redirect import shell_part
 
 # The shell's logger: operators and the lab read one source for all of it.
 LOG = logging.getLogger('ha_redirect.app')
@@ -32,7 +33,7 @@ class EventLeadership(event.EventBase):
     detail: typing.Any
 
 
-class SwitchRoles:
+class SwitchRoles(shell_part.ShellPart):
     """This controller's role at each switch: 'slave', 'claiming' (a
     MASTER request or the takeover's read in flight) or 'master'.
 
@@ -42,10 +43,8 @@ class SwitchRoles:
 
     def __init__(self, election, policy, clock, datapaths, post_later,
                  adopt):
+        super().__init__(policy, clock, datapaths, post_later)
         self.election = election
-        self._policy = policy
-        self._clock = clock
-        self._datapaths = datapaths
         self._adopt = adopt
         self.roles = {}         # dpid -> 'slave', 'claiming', 'master'
         self._requests = {}     # (dpid, xid) -> what we asked for
