@@ -422,8 +422,7 @@ class RedirectApp(app_manager.OSKenApp):
 
     @handler.set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN)
     def on_group_desc(self, ev):
-        if self._switch_roles.is_read(ev.msg, 'groups'):
-            self._switch_roles.on_read(ev.msg, 'groups')
+        self._switch_roles.take_read(ev.msg, 'groups')
 
     def _adopt(self, adopted):
         """MASTER after the takeover's read: change only what differs."""
@@ -464,9 +463,7 @@ class RedirectApp(app_manager.OSKenApp):
 
     @handler.set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN)
     def on_flow_stats(self, ev):
-        if self._switch_roles.is_read(ev.msg, 'flows'):
-            self._switch_roles.on_read(ev.msg, 'flows')
-        else:
+        if not self._switch_roles.take_read(ev.msg, 'flows'):
             self._operator.on_flow_stats(ev.msg)
 
     @handler.set_ev_cls(EventStatsTimeout)
