@@ -203,6 +203,9 @@ def _failover(t_cut=100.0):
     of = [
         up.send(t_cut + 1 * ms, packet_in(p_early)),        # 1: before PS
         up.send(t_cut + 2 * ms, port_status(1, True)),      # 2
+        # the barrier of the PacketIn queued before PortStatus
+        down.send(t_cut + 2.5 * ms, barrier(False, 9)),     # 2.5
+        up.send(t_cut + 2.7 * ms, barrier(True, 9)),        # 2.7
         down.send(t_cut + 3 * ms, flow_mod(ofp.OFPFC_DELETE, xid=10)),
         down.send(t_cut + 4 * ms, barrier(False, 11)),      # 4
         up.send(t_cut + 5 * ms, barrier(True, 11)),         # 5
@@ -247,7 +250,7 @@ def test_a_reactive_failover_is_read_stage_by_stage():
     got = {k: None if v is None else round(v * 1000, 3)
            for k, v in stages.items()}
     assert got == dict(
-        carrier_lost=0.3, port_status=2, port_logged=2.5, reaction_first=3,
+        carrier_lost=0.3, port_status=2, port_logged=2.5, reaction_first=2.5,
         deletes=3, reaction_barrier_reply=5, packet_in=6,
         syn_of_packet_in=5.5, flow_mods_first=7, flow_mods_last=8,
         barrier_reply=10, packet_out=9.5, syn_to_backup=11,
