@@ -51,9 +51,8 @@ def test_paper_sweep_and_defaults():
     assert cfg.schemes == ('haproxy-paper', 'haproxy-tuned', 'sdn-reactive',
                            'sdn-proactive', 'sdn-fast_failover',
                            'sdn-stateful')
-    assert {s.partition('-')[2] for s in cfg.schemes
-            if s.startswith('sdn-')} >= {'reactive', 'proactive',
-                                         'fast_failover', 'stateful'}
+    # The paper's abort claim is judged on at least three rates.
+    assert len(cfg.rates) >= 3
     # Every scheme meets every rate in each repetition before the next.
     runs = evaluation.plan_runs(cfg)
     assert len(runs) == len(cfg.schemes) * len(cfg.rates) * cfg.repeat

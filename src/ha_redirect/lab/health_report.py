@@ -15,6 +15,7 @@ tuned HAProxy's health checks, measured in the same invocation:
 """
 
 import dataclasses
+import functools
 import typing
 
 from ha_redirect.lab import formatting
@@ -55,6 +56,7 @@ def _ordered(runs):
     return sorted(seen, key=lambda s: not _is_haproxy(s))
 
 
+@functools.lru_cache(maxsize=None)   # parsing reads the entry points
 def _is_haproxy(name):
     try:
         return schemes_mod.Scheme.parse(name).kind == schemes_mod.HAPROXY

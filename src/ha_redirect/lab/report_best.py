@@ -14,6 +14,7 @@ out would let a scheme that failed look fast.
 """
 
 import dataclasses
+import functools
 import math
 import statistics
 import typing
@@ -89,6 +90,7 @@ class Row:
     best_sdn_median: typing.Optional[float]
 
 
+@functools.lru_cache(maxsize=None)   # parsing reads the entry points
 def is_sdn(name):
     """Whether `name` is one of our controller's strategies (an unknown
     name, e.g. of a strategy no longer installed, is not)."""
