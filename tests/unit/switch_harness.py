@@ -75,9 +75,11 @@ class SimulatedSwitch:
                                      packet['arp_spa'], packet['arp_tpa'])
         else:
             event = model.TcpPacket(
-                packet['in_port'], packet['eth_src'], packet['eth_dst'],
-                packet['ipv4_src'], packet['ipv4_dst'], packet['tcp_src'],
-                packet['tcp_dst'], packet.get('tcp_flags', 0), data=b'pkt')
+                packet['in_port'], eth_src=packet['eth_src'],
+                eth_dst=packet['eth_dst'], ipv4_src=packet['ipv4_src'],
+                ipv4_dst=packet['ipv4_dst'], tcp_src=packet['tcp_src'],
+                tcp_dst=packet['tcp_dst'],
+                tcp_flags=packet.get('tcp_flags', 0), data=b'pkt')
         sent_before = len(self.table.sent)
         self.apply(self.policy.on_packet(self.datapath_id, event, self.now))
         deliveries = []

@@ -1,5 +1,7 @@
 """The model refuses what could not work, once, naming the field at fault."""
 
+import dataclasses
+
 import pytest
 
 from ha_redirect import model
@@ -122,3 +124,17 @@ def test_group_and_meter_mods_share_their_commands():
     assert model.GroupCommand.ADD is model.MeterCommand.ADD
     assert [c.value for c in model.GroupCommand] == ['add', 'modify',
                                                      'delete']
+
+
+def test_segments_and_packets_share_one_header_given_by_keyword_only():
+    header = dict(eth_src='00:00:00:00:00:01', eth_dst='00:00:00:00:00:02',
+                  ipv4_src='10.0.0.1', ipv4_dst='10.0.0.2', tcp_src=40000,
+                  tcp_dst=80, tcp_flags=model.TCP_SYN, tcp_seq=7)
+    segment = model.TcpSegment(1, 3, **header)
+    packet = model.TcpPacket(3, **header)
+    for name in (f.name for f in dataclasses.fields(model.TcpHeader)):
+        assert getattr(segment, name) == getattr(packet, name)
+    assert (segment.datapath_id, segment.out_port, packet.in_port) == (1, 3, 3)
+    # A source given where a destination was meant cannot happen silently.
+    with pytest.raises(TypeError):
+        model.TcpPacket(3, *header.values())

@@ -254,18 +254,13 @@ class ControllerProcess(scope_mod.OwnedProcess):
                 argv, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
         self.starts += 1
-        if self.starts == 1:
-            self.scope.on_close(f'stop {self.label}', self.stop)
-        scope_mod.wait_until(self._listening, timeout, interval=0.05,
-                             what=f'{self.label} to listen on '
-                             f'{LISTEN_HOST}:{self.port}')
-        return self
+        return self.wait_ready(self._listening, timeout,
+                               what=f'listen on {LISTEN_HOST}:{self.port}')
+
+    def exit_detail(self):
+        return self.log_since_start().strip()[-800:]
 
     def _listening(self):
-        if self.popen.poll() is not None:
-            raise scope_mod.LabError(
-                f'{self.label} exited with status {self.popen.returncode}: '
-                f'{self.log_since_start().strip()[-800:]}')
         inodes = listening_inodes(self.port)
         if inodes and not pid_owns_socket(self.popen.pid, inodes):
             raise scope_mod.LabError(
@@ -288,11 +283,7 @@ class ControllerProcess(scope_mod.OwnedProcess):
         line = f'{CONNECTED_LINE}{datapath_id:#x}'
 
         def connected():
-            if self.popen.poll() is not None:
-                raise scope_mod.LabError(
-                    f'{self.label} exited with status '
-                    f'{self.popen.returncode}: '
-                    f'{self.log_since_start().strip()[-800:]}')
+            self.check_alive()
             return line in self.log_since_start()
         scope_mod.wait_until(connected, timeout, interval=0.05,
                              what=f'switch {datapath_id:#x} to connect to '

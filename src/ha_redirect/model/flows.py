@@ -31,9 +31,9 @@ __all__ = [
     'OutputFrom', 'Conntrack', 'FinTimeout', 'Meter', 'Action', 'Bucket',
     'GroupOrMeterCommand', 'GroupCommand', 'GroupMod', 'MeterCommand',
     'MeterMod', 'FlowCommand', 'FlowMod', 'PacketOut', 'ArpReply',
-    'TcpSegment', 'FlowStatsRequest', 'ConntrackFlush', 'Barrier', 'Bundle',
-    'Message', 'TcpPacket', 'ArpRequest', 'Packet', 'TCP_FIN', 'TCP_SYN',
-    'TCP_RST', 'TCP_ACK', 'TCP_OPENING']
+    'TcpHeader', 'TcpSegment', 'FlowStatsRequest', 'ConntrackFlush',
+    'Barrier', 'Bundle', 'Message', 'TcpPacket', 'ArpRequest', 'Packet',
+    'TCP_FIN', 'TCP_SYN', 'TCP_RST', 'TCP_ACK', 'TCP_OPENING']
 
 ARP_REQUEST = 1
 ARP_REPLY = 2
@@ -319,21 +319,27 @@ class ArpReply:
     target_ip: str
 
 
-@dataclasses.dataclass(frozen=True)
-class TcpSegment:
-    """A TCP segment the controller originates (health probes and the RST
-    that closes them), sent out of `out_port`."""
-    datapath_id: int
-    out_port: int
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TcpHeader:
+    """What a TCP segment says of itself: addresses, ports and TCP fields.
+    By keyword only, so a source is never taken for a destination."""
     eth_src: str
     eth_dst: str
     ipv4_src: str
     ipv4_dst: str
     tcp_src: int
     tcp_dst: int
-    tcp_flags: int
+    tcp_flags: int = 0
     tcp_seq: int = 0
     tcp_ack: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TcpSegment(TcpHeader):
+    """A TCP segment the controller originates (health probes and the RST
+    that closes them), sent out of `out_port`."""
+    datapath_id: int
+    out_port: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,19 +395,12 @@ Message = typing.Union[
 # What the switch saw, as the OpenFlow layer decodes it for the policy.
 
 @dataclasses.dataclass(frozen=True)
-class TcpPacket:
+class TcpPacket(TcpHeader):
+    """A TCP packet the switch sent us, from `in_port`: in its buffer
+    `buffer_id` (None: not buffered), `data` its bytes."""
     in_port: int
-    eth_src: str
-    eth_dst: str
-    ipv4_src: str
-    ipv4_dst: str
-    tcp_src: int
-    tcp_dst: int
-    tcp_flags: int = 0
     buffer_id: typing.Optional[int] = None
     data: bytes = b''
-    tcp_seq: int = 0
-    tcp_ack: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
