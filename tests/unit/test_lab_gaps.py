@@ -295,6 +295,8 @@ def test_many_services_ratio_of_the_first_services_gap():
     assert summary['schemes']['sdn-proactive']['runs'] == 3
     text = gaps_summary.markdown(summary, meta(services=100))
     assert '## 100 services against 1' in text
+    assert 'with 100 services, then with 1' in text
+    assert 'long-lived' not in text.split('## Goals')[0]
     assert '| sdn-proactive | 25.0 (3) | 10.0 (3) | 2.50 |' in text
     assert '| sdn-stateful | - (0) | 7.0 (1) | - |' in text
     one = gaps_summary.summarize(results, schemes, 5)

@@ -174,12 +174,15 @@ def markdown(summary, meta):
     if meta.get('interrupted'):
         lines += ['**Interrupted**: the table holds the runs done so far.',
                   '']
+    services = meta.get('services', 1)
+    back = (f'Failback: {meta["long_lived"]} long-lived connections on the '
+            'backup while the primary\'s link comes back.' if services == 1
+            else f'Each link failure with {services} services, then with '
+            '1; the table holds the runs with 1 (no failback runs).')
     lines += [
         f'Link failure: {meta["repeat"]} per scheme, prober every '
         f'{meta["interval_ms"]:g} ms. Gap = failure to the first new '
-        'connection answered by the backup. Failback: '
-        f'{meta["long_lived"]} long-lived connections on the backup while '
-        'the primary\'s link comes back.', '']
+        f'connection answered by the backup. {back}', '']
     with_flip = FLIP in summary['schemes']
     head = list(TABLE_HEAD)
     if with_flip:
