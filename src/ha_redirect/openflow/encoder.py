@@ -95,7 +95,6 @@ _FIELDS = {
     'tcp_src': (_oxm(13, 2), _int(2)),
     'tcp_dst': (_oxm(14, 2), _int(2)),
 }
-_ORDER = {name: n for n, name in enumerate(_FIELDS)}
 
 
 def _pad8(length: int) -> int:
@@ -103,11 +102,9 @@ def _pad8(length: int) -> int:
 
 
 def _match(fields) -> bytes:
-    tlvs = []
-    for name in sorted(fields, key=_ORDER.__getitem__):
-        header, pack = _FIELDS[name]
-        tlvs.append(header + pack(fields[name]))
-    body = b''.join(tlvs)
+    body = b''.join([header + pack(fields[name])
+                     for name, (header, pack) in _FIELDS.items()
+                     if name in fields])
     length = 4 + len(body)
     return (_MATCH_HEADER.pack(1, length) + body
             + bytes(_pad8(length) - length))
