@@ -47,8 +47,8 @@ class EvalConfig:
     schemes: tuple = ('haproxy-paper', 'haproxy-tuned', 'sdn-reactive',
                       'sdn-proactive', 'sdn-fast_failover', 'sdn-stateful')
     # Three rates (the fewest the paper's abort claim can be judged on),
-    # doubling: six schemes x three rates run in about 10 minutes on 2
-    # cores; with 1/s as well they took over 12.
+    # doubling: six schemes x three rates took 571 s on 2 cores shared
+    # with other work (load 6-10); with 1/s as well, 772 s.
     rates: tuple = (2.0, 4.0, 8.0)
     repeat: int = 1
     duration: float = 2.0       # iperf3 -t, seconds (the paper: at most 10)
