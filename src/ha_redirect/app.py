@@ -8,7 +8,6 @@ are `ha_redirect.operator_requests`'. They are plain objects: os-ken's
 handlers stay here, in the one OSKenApp class of this module.
 """
 
-import collections
 import logging
 import queue
 import time
@@ -33,39 +32,11 @@ from ha_redirect import operator_requests
 from ha_redirect import opts
 from ha_redirect import policy as policy_mod
 from ha_redirect import roles as roles_mod
+from ha_redirect import switch_io
 
 LOG = logging.getLogger(__name__)
 
 MAIN = handler.MAIN_DISPATCHER
-# Enough recent messages to name the culprit of any error the switch returns.
-_SENT_MEMORY = 4096
-
-
-class _ReadAhead:
-    """A switch's socket whose reads take what has arrived, up to 64 KiB.
-
-    os-ken's receive loop asks for a message's 8-byte header, then for its
-    body: two system calls per PacketIn, each giving up the GIL and
-    waiting to take it back. Its loop parses every whole message in what
-    it gets, in order, and keeps the rest, so reading ahead changes only
-    how many messages one read brings."""
-
-    def __init__(self, sock):
-        self._sock = sock
-
-    def recv(self, size, *args):
-        return self._sock.recv(max(size, 1 << 16), *args)
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
-
-
-class _XidSlot:
-    """Takes an xid from `Datapath.set_xid` for bytes we pack ourselves."""
-    xid = None
-
-    def set_xid(self, xid):
-        self.xid = xid
 
 
 class EventTick(event.EventBase):
@@ -133,7 +104,7 @@ class RedirectApp(app_manager.OSKenApp):
             redirect_policy, self._switch_roles, self._now, self._datapaths,
             self._send_all, self._post_later)
         self._port_desc_parts = {}
-        self._sent = collections.OrderedDict()
+        self._writer = switch_io.SwitchWriter(self.metrics)
         self._tick_pending = False
         self._max_meter_id = {}     # dpid -> highest usable meter id
         self._backlog = backlog.PacketInBacklog(
@@ -277,9 +248,7 @@ class RedirectApp(app_manager.OSKenApp):
                         handler.CONFIG_DISPATCHER)
     def on_switch_features(self, ev):
         datapath = ev.msg.datapath
-        if hasattr(datapath, 'socket') and not isinstance(
-                datapath.socket, _ReadAhead):
-            datapath.socket = _ReadAhead(datapath.socket)
+        switch_io.read_ahead(datapath)
         self._max_meter_id.pop(datapath.id, None)
         # The switch answers in order: its meter features come before its
         # ports, which start the resync.
@@ -406,7 +375,7 @@ class RedirectApp(app_manager.OSKenApp):
     def on_switch_error(self, ev):
         msg = ev.msg
         datapath = msg.datapath
-        culprit = self._sent.get((datapath.id, msg.xid))
+        culprit = self._writer.culprit(datapath.id, msg.xid)
         if openflow.is_expected_error(msg, culprit):
             return
         if self._switch_roles.on_error(datapath, msg):
@@ -505,57 +474,6 @@ class RedirectApp(app_manager.OSKenApp):
                 self._send(datapath, [message])
 
     def _send(self, datapath, messages):
-        """Send one event's messages in order, as ONE write to os-ken's
-        send queue (each write takes its semaphore and wakes its send
-        thread, which cost more than the messages' bytes)."""
-        if not self._switch_roles.permits(datapath.id, messages):
-            return
-        if not hasattr(datapath, 'send'):
-            # A datapath that takes only message objects (tests' recorders).
-            self._send_each(datapath, messages)
-            return
-        chunks = []
-        sent = []
-        slot = _XidSlot()
-
-        def new_xid():
-            datapath.set_xid(slot)      # os-ken keeps the counter
-            return slot.xid
-        try:
-            for message in messages:
-                try:
-                    wire = openflow.to_wire(datapath, message, new_xid)
-                except openflow.UnsupportedFlow as exc:
-                    # A policy bug must not take the switch connection down.
-                    LOG.error('dpid=%#x: not sending %s', datapath.id, exc)
-                    continue
-                for xid, data in wire:
-                    self._remember(datapath, xid, message)
-                    chunks.append(data)
-                sent.append(message)
-        finally:
-            # What was serialized goes out even if a later message fails,
-            # as it did message by message.
-            if chunks:
-                datapath.send(b''.join(chunks))
-            for message in sent:
-                self.metrics.count_sent(datapath.id, message)
-
-    def _send_each(self, datapath, messages):
-        for message in messages:
-            try:
-                ofp_msgs = openflow.to_ofp_messages(datapath, message)
-            except openflow.UnsupportedFlow as exc:
-                LOG.error('dpid=%#x: not sending %s', datapath.id, exc)
-                continue
-            for ofp_msg in ofp_msgs:
-                datapath.set_xid(ofp_msg)
-                self._remember(datapath, ofp_msg.xid, message)
-                datapath.send_msg(ofp_msg)
-            self.metrics.count_sent(datapath.id, message)
-
-    def _remember(self, datapath, xid, message):
-        """Keep which message an xid carried, to name an error's culprit."""
-        self._sent[(datapath.id, xid)] = message
-        if len(self._sent) > _SENT_MEMORY:
-            self._sent.popitem(last=False)
+        """Send one event's messages in order, if this controller may."""
+        if self._switch_roles.permits(datapath.id, messages):
+            self._writer.send(datapath, messages)

@@ -28,6 +28,7 @@ from ha_redirect import operator_requests
 from ha_redirect.policy import RedirectPolicy
 from ha_redirect import roles
 from ha_redirect.strategies.reactive import ReactiveStrategy
+from ha_redirect import switch_io
 
 from os_ken_fakes import RecordingDatapath
 
@@ -321,7 +322,7 @@ def test_a_switch_socket_read_ahead_parses_every_message_in_order(
     datapath.set_state(handler.MAIN_DISPATCHER)
     redirect_app.on_switch_features(types.SimpleNamespace(
         msg=types.SimpleNamespace(datapath=_NoSend(datapath))))
-    assert isinstance(datapath.socket, app_mod._ReadAhead)
+    assert isinstance(datapath.socket, switch_io.ReadAhead)
     stream = b''
     for port in range(40000, 40040):
         frame = _syn_bytes(port)

@@ -1,0 +1,116 @@
+"""The bytes between the app and a switch: reads ahead, one write per event.
+
+Part of the os-ken shell (`ha_redirect.app`): it knows os-ken's Datapath
+(`socket`, `send`, `set_xid`), and what it sends was already allowed by
+the write gate (`ha_redirect.roles`).
+"""
+
+import collections
+import logging
+
+from ha_redirect import openflow
+
+# The app's logger: operators and the lab read these lines as the app's.
+LOG = logging.getLogger('ha_redirect.app')
+
+# Enough recent messages to name the culprit of any error the switch returns.
+SENT_MEMORY = 4096
+
+
+class ReadAhead:
+    """A switch's socket whose reads take what has arrived, up to 64 KiB.
+
+    os-ken's receive loop asks for a message's 8-byte header, then for its
+    body: two system calls per PacketIn, each giving up the GIL and
+    waiting to take it back. Its loop parses every whole message in what
+    it gets, in order, and keeps the rest, so reading ahead changes only
+    how many messages one read brings."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def recv(self, size, *args):
+        return self._sock.recv(max(size, 1 << 16), *args)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def read_ahead(datapath):
+    """Make os-ken's reads of this switch's socket read ahead (once)."""
+    if hasattr(datapath, 'socket') and not isinstance(datapath.socket,
+                                                      ReadAhead):
+        datapath.socket = ReadAhead(datapath.socket)
+
+
+class _XidSlot:
+    """Takes an xid from `Datapath.set_xid` for bytes we pack ourselves."""
+    xid = None
+
+    def set_xid(self, xid):
+        self.xid = xid
+
+
+class SwitchWriter:
+    """Sends our messages, and remembers which message each xid carried."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+        self._sent = collections.OrderedDict()
+
+    def culprit(self, datapath_id, xid):
+        """The message a switch's error (by xid) is about, if we know it."""
+        return self._sent.get((datapath_id, xid))
+
+    def send(self, datapath, messages):
+        """Send one event's messages in order, as ONE write to os-ken's
+        send queue (each write takes its semaphore and wakes its send
+        thread, which cost more than the messages' bytes)."""
+        if not hasattr(datapath, 'send'):
+            # A datapath that takes only message objects (tests' recorders).
+            self._send_each(datapath, messages)
+            return
+        chunks = []
+        sent = []
+        slot = _XidSlot()
+
+        def new_xid():
+            datapath.set_xid(slot)      # os-ken keeps the counter
+            return slot.xid
+        try:
+            for message in messages:
+                try:
+                    wire = openflow.to_wire(datapath, message, new_xid)
+                except openflow.UnsupportedFlow as exc:
+                    # A policy bug must not take the switch connection down.
+                    LOG.error('dpid=%#x: not sending %s', datapath.id, exc)
+                    continue
+                for xid, data in wire:
+                    self._remember(datapath, xid, message)
+                    chunks.append(data)
+                sent.append(message)
+        finally:
+            # What was serialized goes out even if a later message fails,
+            # as it did message by message.
+            if chunks:
+                datapath.send(b''.join(chunks))
+            for message in sent:
+                self.metrics.count_sent(datapath.id, message)
+
+    def _send_each(self, datapath, messages):
+        for message in messages:
+            try:
+                ofp_msgs = openflow.to_ofp_messages(datapath, message)
+            except openflow.UnsupportedFlow as exc:
+                LOG.error('dpid=%#x: not sending %s', datapath.id, exc)
+                continue
+            for ofp_msg in ofp_msgs:
+                datapath.set_xid(ofp_msg)
+                self._remember(datapath, ofp_msg.xid, message)
+                datapath.send_msg(ofp_msg)
+            self.metrics.count_sent(datapath.id, message)
+
+    def _remember(self, datapath, xid, message):
+        self._sent[(datapath.id, xid)] = message
+        if len(self._sent) > SENT_MEMORY:
+            self._sent.popitem(last=False)
