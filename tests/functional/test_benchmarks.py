@@ -63,3 +63,12 @@ def test_bench_takeover_times_one_kill(tmp_path):
     assert row['kills'] == 1
     assert 0 < row['takeover_median_ms'] < 10000
     assert row['probes'] > 0
+
+
+def test_bench_reactive_stages_times_one_failover(tmp_path):
+    result = _bench('bench_reactive_stages', tmp_path, '--strategies',
+                    'reactive', '--runs', '1')
+    (run,) = result['runs']
+    assert run['status'] == 'ok', run
+    stages = run['stages']
+    assert 0 < stages['gap'] < 5
