@@ -44,7 +44,7 @@ def test_defaults_are_the_flip_every_strategy_and_tuned_haproxy():
     from ha_redirect import plugins
     args = gaps.add_arguments(gaps._Parser()).parse_args([])
     assert (args.repeat, args.interval_ms, args.long_lived,
-            args.services) == (5, 1.0, 5, 1)
+            args.services, args.cold_arp) == (5, 5.0, 5, 1, False)
     schemes = gaps.default_schemes()
     assert schemes[0] == 'flip' and schemes[-1] == 'haproxy-tuned'
     assert set(schemes[1:-1]) == {f'sdn-{n}'
@@ -121,6 +121,60 @@ def test_link_metrics_gap_failed_attempts_latency_and_resolution():
     assert m['spacing_max_near_failure_ms'] == pytest.approx(1.0)
 
 
+def test_link_metrics_connect_gap_ends_at_the_backups_syn_ack():
+    records = probe_records(100.0, 0.0205)
+    m = gaps.link_metrics(records, 100.0)
+    # The first backup attempt (start 100.021) connected 0.5 ms later,
+    # and had its identity line 1 ms after it started.
+    assert m['connect_gap_s'] == pytest.approx(0.0215, abs=1e-6)
+    assert m['gap_s'] == pytest.approx(0.022, abs=1e-6)
+    assert m['connect_before_ms'] == pytest.approx(1.0)
+    # A later attempt that connected sooner than the first one finished
+    # sets the connect gap: the backup's first SYN-ACK at the client.
+    slow = [r for r in records if r.get('t') == pytest.approx(100.021)]
+    slow[0]['t_connected'] = 100.0300
+    slow[0]['t_done'] = 100.0305
+    m = gaps.link_metrics(records, 100.0)
+    assert m['connect_gap_s'] == pytest.approx(0.0225, abs=1e-6)
+    # Records from before the prober stamped connections: no figure.
+    for r in records:
+        r.pop('t_connected', None)
+    m = gaps.link_metrics(records, 100.0)
+    assert m['connect_gap_s'] is None and m['connect_before_ms'] is None
+
+
+class FakeServer:
+    """A host whose `ping` fills its neighbour table (or does not)."""
+
+    def __init__(self, name, learns=True):
+        self.name, self.learns, self.table = name, learns, {}
+
+    def cmd(self, line):
+        ip = line.split()[-1]
+        if self.learns:
+            self.table[ip] = '00:00:00:00:00:' + ip.split('.')[-1]
+
+    def pexec(self, argv):
+        ip = argv[-1]
+        entries = ([dict(dst=ip, lladdr=self.table[ip])]
+                   if ip in self.table else [])
+        return json.dumps(entries), '', 0
+
+
+def test_warm_neighbours_checks_each_backup_learned_each_client():
+    from ha_redirect.lab import scope as scope_mod
+    from ha_redirect.lab import topology
+    clients = [topology.HostPlan(f'client{i}', f'c{i}', f'10.0.0.{i}/24',
+                                 f'00:00:00:00:00:{i}') for i in (11, 12)]
+    server = FakeServer('bk1')
+    gaps.warm_neighbours([server], clients)
+    assert server.table == {'10.0.0.11': '00:00:00:00:00:11',
+                            '10.0.0.12': '00:00:00:00:00:12'}
+    with pytest.raises(scope_mod.LabError,
+                       match="bk2 did not learn 10.0.0.11's MAC"):
+        gaps.warm_neighbours([FakeServer('bk2', learns=False)], clients)
+
+
 def test_link_metrics_without_an_answer_from_the_backup():
     records = probe_records(100.0, 10.0, end=0.2)
     m = gaps.link_metrics(records, 100.0)
@@ -191,7 +245,10 @@ def link_result(scheme, rep, gap_ms, failed=3, status='ok', services=1):
                     gap_s=None if gap_ms is None else gap_ms / 1000,
                     first_backup_start_s=(None if gap_ms is None
                                           else gap_ms / 2000),
+                    connect_gap_s=(None if gap_ms is None
+                                   else gap_ms / 1250),
                     failed_after=failed, latency_before_ms=1.5,
+                    connect_before_ms=0.5,
                     spacing_max_near_failure_ms=2.0,
                     resolution=dict(rate_per_s=900.0, spacing_median_ms=1.1,
                                     spacing_p99_ms=3.0,
@@ -259,20 +316,36 @@ def test_ratio_to_the_flip_in_the_summary_and_the_table():
     rows = summary['schemes']
     assert rows['flip']['ratio_to_flip'] == pytest.approx(1)
     assert rows['sdn-proactive']['ratio_to_flip'] == pytest.approx(12 / 9)
+    assert rows['sdn-proactive']['connect_gap_median_ms'] == pytest.approx(
+        12 / 1.25)
+    assert rows['sdn-proactive']['connect_ratio_to_flip'] == pytest.approx(
+        12 / 9)
     assert rows['flip']['pins_connections'] is False
     text = gaps_summary.markdown(summary, meta())
     head = next(line for line in text.splitlines()
                 if line.startswith('| scheme |'))
     cells = [c.strip() for c in head.strip('|').split('|')]
-    assert cells[3:5] == ['ratio to proactive', 'ratio to flip']
+    assert cells[3:7] == ['connect gap median ms', 'ratio to flip',
+                          'connect ratio to flip', 'ratio to proactive']
     row = next(line for line in text.splitlines()
                if line.startswith('| sdn-proactive |'))
-    assert [c.strip() for c in row.strip('|').split('|')][3:5] == [
-        '1.00', '1.33']
-    # Without the flip the table keeps its old columns.
+    assert [c.strip() for c in row.strip('|').split('|')][3:7] == [
+        '9.6', '1.33', '1.33', '1.00']
+    # Without the flip the table has no flip columns.
     plain = gaps_summary.markdown(
         gaps_summary.summarize(synthetic_results(), SCHEMES, 5), meta())
     assert 'ratio to flip' not in plain
+    # The printed table: every scheme's medians and ratios to the flip.
+    printed = gaps_summary.console_table(summary).splitlines()
+    assert printed[0].split() == ['scheme', 'gap', 'ms', 'to', 'flip',
+                                  'connect', 'gap', 'ms', 'to', 'flip',
+                                  'runs']
+    assert printed[1].split() == ['flip', '9.0', '1.00', '7.2', '1.00',
+                                  '3/3']
+    assert printed[2].split() == ['sdn-proactive', '12.0', '1.33', '9.6',
+                                  '1.33', '3/3']
+    assert printed[-1].split() == ['haproxy-tuned', '120.0', '13.33',
+                                   '96.0', '13.33', '3/4']
 
 
 def test_many_services_ratio_of_the_first_services_gap():
@@ -328,9 +401,10 @@ def test_markdown_table_goals_and_environment():
     row = next(line for line in text.splitlines()
                if line.startswith('| sdn-stateful |'))
     cells = [c.strip() for c in row.strip('|').split('|')]
-    assert cells[1:6] == ['4.0', '3.0-5.0 (3/3 runs)', '0.33', '2.0',
+    assert cells[1:7] == ['4.0', '3.0-5.0 (3/3 runs)', '3.2', '0.33', '2.0',
                           '3 (3-3)']
-    assert cells[8] == '5/5'
+    assert cells[7:9] == ['1.5', '0.5']
+    assert cells[10] == '5/5'
     row = next(line for line in text.splitlines()
                if line.startswith('| haproxy-tuned |'))
     assert '(3/4 runs)' in row and '| 4/5 |' in row

@@ -51,6 +51,9 @@ def summarize(results, schemes, long_lived, services=1):
             gap_median_ms=_median(gaps),
             gap_min_ms=min(gaps) if gaps else None,
             gap_max_ms=max(gaps) if gaps else None,
+            connect_gap_median_ms=_median([
+                formatting.to_ms(r['metrics'].get('connect_gap_s'))
+                for r in ok]),
             moved_median_ms=_median([
                 formatting.to_ms(r['metrics'].get('first_backup_start_s'))
                 for r in ok]),
@@ -58,6 +61,8 @@ def summarize(results, schemes, long_lived, services=1):
             failed_median=_median([r['metrics']['failed_after']
                                    for r in ok]),
             latency_before_ms=_median([r['metrics']['latency_before_ms']
+                                       for r in ok]),
+            connect_before_ms=_median([r['metrics'].get('connect_before_ms')
                                        for r in ok]),
             spacing_near_max_ms=max(
                 [r['metrics']['spacing_max_near_failure_ms'] for r in ok
@@ -76,11 +81,12 @@ def summarize(results, schemes, long_lived, services=1):
                       and r['status'] != 'ok'])
     ref = rows.get(REFERENCE, {}).get('gap_median_ms')
     flip = rows.get(FLIP, {}).get('gap_median_ms')
+    flip_connect = rows.get(FLIP, {}).get('connect_gap_median_ms')
     for row in rows.values():
-        m = row['gap_median_ms']
-        row['ratio_to_proactive'] = (m / ref if m is not None and ref
-                                     else None)
-        row['ratio_to_flip'] = m / flip if m is not None and flip else None
+        row['ratio_to_proactive'] = _ratio(row['gap_median_ms'], ref)
+        row['ratio_to_flip'] = _ratio(row['gap_median_ms'], flip)
+        row['connect_ratio_to_flip'] = _ratio(row['connect_gap_median_ms'],
+                                              flip_connect)
     links = [r for r in results if r['kind'] == 'link'
              and r['status'] == 'ok' and _services(r) == 1]
     res = [r['metrics']['resolution'] for r in links
@@ -96,6 +102,10 @@ def summarize(results, schemes, long_lived, services=1):
     if services > 1:
         out['many_services'] = many_services(results, schemes, services)
     return out
+
+
+def _ratio(value, reference):
+    return value / reference if value is not None and reference else None
 
 
 def many_services(results, schemes, services):
@@ -158,10 +168,13 @@ def goals(rows):
 
 _fmt = formatting.optional
 
-TABLE_HEAD = ['scheme', 'gap median ms', 'gap range ms', 'ratio to proactive',
+TABLE_HEAD = ['scheme', 'gap median ms', 'gap range ms',
+              'connect gap median ms', 'ratio to proactive',
               'moved at ms', 'failed attempts median (range)',
-              'latency before ms', 'widest probe spacing ms',
+              'latency before ms', 'connect before ms',
+              'widest probe spacing ms',
               'failback survivors', 'failback gap ms', 'back to primary ms']
+FLIP_HEAD = ['ratio to flip', 'connect ratio to flip']
 
 
 def markdown(summary, meta):
@@ -179,14 +192,19 @@ def markdown(summary, meta):
             'backup while the primary\'s link comes back.' if services == 1
             else f'Each link failure with {services} services, then with '
             '1; the table holds the runs with 1 (no failback runs).')
+    arp = {True: ' The backups knew the clients\' MACs before the failure '
+           '(one ping), as on a LAN.',
+           False: ' The backups\' ARP caches were cold (--cold-arp).',
+           None: ''}[meta.get('warm_arp')]
     lines += [
         f'Link failure: {meta["repeat"]} per scheme, prober every '
         f'{meta["interval_ms"]:g} ms. Gap = failure to the first new '
-        f'connection answered by the backup. {back}', '']
+        'connection answered by the backup (its identity line); connect '
+        f'gap = failure to that connection\'s SYN-ACK.{arp} {back}', '']
     with_flip = FLIP in summary['schemes']
     head = list(TABLE_HEAD)
     if with_flip:
-        head.insert(4, 'ratio to flip')
+        head[4:4] = FLIP_HEAD
     lines += report_sections.table(head, [
         _table_row(scheme, r, with_flip)
         for scheme, r in summary['schemes'].items()])
@@ -233,13 +251,16 @@ def _table_row(scheme, r, with_flip=False):
         surv += ' (stateless)'
     ratios = [_fmt(r['ratio_to_proactive'], '.2f')]
     if with_flip:
-        ratios.append(_fmt(r['ratio_to_flip'], '.2f'))
-    return [scheme, _fmt(r['gap_median_ms']), rng + note, *ratios,
+        ratios[:0] = [_fmt(r['ratio_to_flip'], '.2f'),
+                      _fmt(r.get('connect_ratio_to_flip'), '.2f')]
+    return [scheme, _fmt(r['gap_median_ms']), rng + note,
+            _fmt(r.get('connect_gap_median_ms')), *ratios,
             _fmt(r['moved_median_ms']),
             f'{_fmt(r["failed_median"], "g")} '
             f'({min(failed) if failed else "-"}-'
             f'{max(failed) if failed else "-"})',
-            _fmt(r['latency_before_ms']), _fmt(r['spacing_near_max_ms']),
+            _fmt(r['latency_before_ms']), _fmt(r.get('connect_before_ms')),
+            _fmt(r['spacing_near_max_ms']),
             surv, _fmt(r['failback_gap_ms']),
             _fmt(r['failback_to_primary_ms'])]
 
@@ -267,7 +288,8 @@ def _notes(meta):
         'be answered late. '
         '"latency before" is the median time a connection took to be '
         'answered in the second before the failure: a gap cannot be '
-        'shorter. "widest probe spacing" is the longest wait between two '
+        'shorter; "connect before" is the same to the SYN-ACK. '
+        '"widest probe spacing" is the longest wait between two '
         'attempts from the failure to the backup\'s first answer, over '
         'the runs: the gap\'s resolution. "failed attempts" got no answer '
         f'within {meta["probe_timeout_ms"]:g} ms. The failback gap is the '
@@ -278,6 +300,21 @@ def _notes(meta):
         f'echoed {meta["survivor_echoes"]}+ times from 1 s after link-up; '
         '"stateless" strategies do not pin connections and are expected '
         'to reset them.')
+
+
+def console_table(summary):
+    """The medians and their ratios to the flip, as printed at the end."""
+    rows = [[scheme, _fmt(r['gap_median_ms']),
+             _fmt(r['ratio_to_flip'], '.2f'),
+             _fmt(r.get('connect_gap_median_ms')),
+             _fmt(r.get('connect_ratio_to_flip'), '.2f'),
+             f'{len(r["gaps_ms"])}/{r["runs"]}']
+            for scheme, r in summary['schemes'].items()]
+    head = ['scheme', 'gap ms', 'to flip', 'connect gap ms', 'to flip',
+            'runs']
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    return '\n'.join('  '.join(str(x).ljust(w) for x, w in zip(row, widths))
+                     .rstrip() for row in [head] + rows)
 
 
 def write_outputs(out_dir, results, meta):
