@@ -60,7 +60,8 @@ _SETTING_OPTION_FORMS = {
     'probe_ip': (cfg.IPOpt, {'version': 4}),
     'probe_mac': (cfg.StrOpt, {'regex': model.MAC_PATTERN}),
     'probe_jitter': (cfg.FloatOpt, {'min': 0, 'max': 0.99}),
-    'first_meter_id': (cfg.IntOpt, {'min': 1, 'max': model.METER_MAX - 2}),
+    'first_meter_id': (cfg.IntOpt, {
+        'min': 1, 'max': model.METER_MAX - 1 - model.METER_PASSIVE}),
 }
 _SETTING_TYPES = {field.name: field.type
                   for field in dataclasses.fields(model.PolicySettings)}
@@ -98,7 +99,8 @@ _POLICY_OPTS = [
                     'controller\'s user can use it. Empty: no socket.'),
     *map(_setting_opt, (
         'probe_ip', 'probe_mac', 'probe_interval', 'probe_timeout',
-        'probe_fall', 'probe_rise', 'probe_jitter')),
+        'probe_fall', 'probe_rise', 'probe_jitter', 'passive_refusals',
+        'passive_window')),
 ]
 
 _SERVICE_OPTS = [

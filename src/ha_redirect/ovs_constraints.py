@@ -52,7 +52,11 @@ LEARN_FIELD_BITS = {
 }
 # A move or output:field may also name the conntrack metadata.
 CT_FIELD_BITS = {'ct_mark': 32, 'ct_label': 128, 'ct_zone': 16}
-FIELD_BITS = {**LEARN_FIELD_BITS, **CT_FIELD_BITS}
+# Registers: per-packet scratch, zero as a packet enters the pipeline.
+REGISTER_BITS = {'reg6': 32}
+FIELD_BITS = {**LEARN_FIELD_BITS, **CT_FIELD_BITS, **REGISTER_BITS}
+# The last table a resubmit may name (OVS: 255 means "this table").
+MAX_TABLE = 254
 
 
 class Refused(ValueError):
@@ -155,6 +159,12 @@ def _check_output_from(action, _match) -> None:
     check_bits(action.field, action.ofs, action.n_bits)
 
 
+def _check_resubmit(action, _match) -> None:
+    if not 0 <= action.table <= MAX_TABLE:
+        raise Refused(f'resubmit to table {action.table}: tables are 0 to '
+                      f'{MAX_TABLE}')
+
+
 @functools.lru_cache(maxsize=None)
 def _model():
     # Not at the top: model may import its constants from this module.
@@ -172,6 +182,7 @@ def _action_rules() -> typing.Dict[type, typing.Callable]:
         model.Learn: lambda action, _match: check_learn(action),
         model.Move: _check_move,
         model.OutputFrom: _check_output_from,
+        model.Resubmit: _check_resubmit,
     }
 
 

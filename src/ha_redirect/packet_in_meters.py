@@ -1,9 +1,10 @@
 """OpenFlow meters that limit what our flows send to the controller.
 
 Where a switch has meters that drop by packet rate, every flow of ours that
-sends to the controller passes one first: the monitors' own, or the
-clients', and with enough meter ids one per client port, so one flooding
-host cannot use up the others' share of `packet_in_rate`.
+sends to the controller passes one first: the monitors' own, the copies of
+servers' RSTs (the passive check), or the clients', and with enough meter
+ids one per client port, so one flooding host cannot use up the others'
+share of `packet_in_rate`.
 """
 
 import dataclasses
@@ -87,9 +88,12 @@ class PacketInMeters:
                 result.append(message)
                 continue
             role = message.cookie & 0xffff
-            shared = settings.first_meter_id + (
-                model.METER_MONITORS if role == model.ROLE_PROBE
-                else model.METER_CLIENTS)
+            if message.match.reg6 == model.PASS_COPY:
+                shared = settings.first_meter_id + model.METER_PASSIVE
+            else:
+                shared = settings.first_meter_id + (
+                    model.METER_MONITORS if role == model.ROLE_PROBE
+                    else model.METER_CLIENTS)
             meter = port_meters.get(message.match.in_port, shared)
             index = (message.cookie >> 16) & 0xffff
             if (role == model.ROLE_SERVICE and message.match.in_port is None
@@ -114,7 +118,8 @@ class PacketInMeters:
         # A tenth of a second's worth may come at once.
         burst = max(10, rate // 10)
         ids = [self._settings.first_meter_id + offset
-               for offset in (model.METER_CLIENTS, model.METER_MONITORS)]
+               for offset in (model.METER_CLIENTS, model.METER_MONITORS,
+                              model.METER_PASSIVE)]
         ids += sorted(self._port_meters[datapath_id].values())
         return [model.MeterMod(datapath_id, command, meter_id, rate, burst)
                 for command in (model.MeterCommand.ADD,

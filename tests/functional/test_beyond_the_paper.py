@@ -85,6 +85,56 @@ def test_a_killed_service_fails_over_and_returns_when_restarted(
                             for a in late), late[:3]
 
 
+# Probes too slow to notice within the bound: only the passive check can.
+PASSIVE_ONLY = model.PolicySettings(probe_interval=5.0, passive_refusals=3,
+                                    passive_window=1.0)
+PASSIVE_BOUND = 0.5     # seconds; ~30 ms idle, room for a loaded CI host
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_refused_connections_mark_a_killed_service_down_between_probes(
+        strategy, record_gap):
+    """As HAProxy's `observe layer4`: the switch copies the primary's RSTs
+    to the controller, which fails over after `passive_refusals` of them,
+    long before a probe is due. The RSTs still reach the clients (they
+    fail fast, refused), and the copies disturb nothing before the kill."""
+    with scope_mod.RunScope() as scope:
+        sdn = scenarios.SdnScenario(
+            scope, strategy=strategy, settings=PASSIVE_ONLY,
+            monitors=('port_status', 'tcp_probe')).start()
+        client = sdn.bed.clients[0]
+        traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
+        prober = traffic.start_prober(scope, client, *sdn.address,
+                                      interval_ms=5)
+        time.sleep(1.0)
+        t_kill = failures.kill_service(sdn.servers['primary'])
+        time.sleep(PASSIVE_BOUND + 1.0)
+        prober.stop()
+        records = prober.records()
+        before = [a for a in traffic.attempts(records)
+                  if a['t_done'] < t_kill]
+        assert before and all(a['ok'] and a['who'] == 'primary'
+                              for a in before), before[:3]
+        report = traffic.service_gap(records, t_kill, 'backup1')
+        record_gap('service killed, passive check', strategy, report)
+        to_backup = first_answer_by(records, t_kill, 'backup1')
+        assert to_backup is not None, report.describe()
+        print(f'\n{strategy}: {report.describe()}')
+        assert to_backup - t_kill <= PASSIVE_BOUND, report.describe()
+        failed = [a for a in traffic.attempts(records)
+                  if a['t'] >= t_kill and not a['ok']]
+        assert failed, 'no attempt was refused: was the service killed?'
+        # Refused, or reset if it was open at the kill: none timed out.
+        assert all(a['error'] in ('ECONNREFUSED', 'ConnectionResetError')
+                   for a in failed), failed[:3]
+        assert_all_served_by(records, to_backup + 0.2, 'backup1')
+
+
+def assert_all_served_by(records, since, who):
+    late = [a for a in traffic.attempts(records) if a['t'] > since]
+    assert late and all(a['ok'] and a['who'] == who for a in late), late[:3]
+
+
 @pytest.mark.parametrize('strategy', STRATEGIES)
 def test_when_the_backup_fails_too_the_next_backup_takes_over(
         strategy, record_gap):

@@ -416,8 +416,9 @@ def test_flows_to_the_controller_pass_a_meter_where_the_switch_has_them():
     messages = policy.on_switch_connected(1, {1: True, 2: True, 3: True},
                                           0.0, max_meter_id=1000)
     meters = [m for m in messages if isinstance(m, model.MeterMod)]
-    # Shared, monitors', and client port 3's own (72 + 2 + 3).
-    assert {m.meter_id for m in meters} == {72, 73, 77}
+    # Shared, monitors', servers' RST copies (the passive check), and
+    # client port 3's own (72 + 2 + 3).
+    assert {m.meter_id for m in meters} == {72, 73, 74, 77}
     assert all(m.rate == settings.packet_in_rate for m in meters)
     [bundle] = [m for m in messages if isinstance(m, model.Bundle)]
     assert messages.index(bundle) > messages.index(meters[-1])
@@ -425,9 +426,12 @@ def test_flows_to_the_controller_pass_a_meter_where_the_switch_has_them():
                      if isinstance(f, model.FlowMod) and model.Output(
                          model.SpecialPort.CONTROLLER) in f.actions]
     assert to_controller
+    copies = [f for f in to_controller if f.match.reg6 == model.PASS_COPY]
+    assert copies
     for flow in to_controller:
         probe = flow.cookie & 0xffff == model.ROLE_PROBE
-        expected = 73 if probe else 77 if flow.match.in_port == 3 else 72
+        expected = (74 if flow in copies else 73 if probe
+                    else 77 if flow.match.in_port == 3 else 72)
         assert flow.actions[0] == model.Meter(expected)
     # Port 3's copy of each service flow, one priority up.
     shared = [f for f in to_controller

@@ -108,6 +108,8 @@ def render_controller_config(services, settings=None, control_socket='',
         f'probe_fall = {settings.probe_fall}',
         f'probe_rise = {settings.probe_rise}',
         f'probe_jitter = {settings.probe_jitter!r}',
+        f'passive_refusals = {settings.passive_refusals}',
+        f'passive_window = {settings.passive_window!r}',
     ]
     if coordination:
         lines += ['', '[coordination]']

@@ -28,7 +28,8 @@ __all__ = [
     'ARP_REPLY', 'SpecialPort', 'PortRef', 'PREREQUISITES', 'MATCH_FIELDS',
     'CT_NEW', 'CT_EST', 'CT_REL', 'CT_RPL', 'CT_INV', 'CT_TRK', 'ct_state',
     'Match', 'Output', 'SetField', 'GotoTable', 'Learn', 'Group', 'Move',
-    'OutputFrom', 'Conntrack', 'FinTimeout', 'Meter', 'Action', 'Bucket',
+    'OutputFrom', 'Conntrack', 'FinTimeout', 'Meter', 'Resubmit', 'Action',
+    'Bucket', 'PASS_FORWARD', 'PASS_COPY',
     'GroupOrMeterCommand', 'GroupCommand', 'GroupMod', 'MeterCommand',
     'MeterMod', 'FlowCommand', 'FlowMod', 'PacketOut', 'ArpReply',
     'TcpHeader', 'TcpSegment', 'FlowStatsRequest', 'ConntrackFlush',
@@ -51,7 +52,13 @@ PortRef = typing.Union[int, SpecialPort]
 MATCH_FIELDS = ('in_port', 'eth_src', 'eth_dst', 'eth_type', 'ip_proto',
                 'ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'tcp_flags',
                 'arp_op',
-                'arp_spa', 'arp_tpa', 'ct_state', 'ct_zone', 'ct_mark')
+                'arp_spa', 'arp_tpa', 'ct_state', 'ct_zone', 'ct_mark', 'reg6')
+
+# What a packet's `reg6` says when one of our flows resubmits it to its own
+# table: every packet enters with 0; PASS_FORWARD is its pass through the
+# forwarding flows, PASS_COPY the pass that copies it to the controller.
+PASS_FORWARD = 1
+PASS_COPY = 2
 
 # Connection tracking state bits (Open vSwitch's ct_state field).
 CT_NEW = 0x01    # the first packet(s) of a connection not yet answered
@@ -93,6 +100,8 @@ class Match:
     ct_state: typing.Optional[typing.Tuple[int, int]] = None
     ct_zone: typing.Optional[int] = None
     ct_mark: typing.Optional[int] = None
+    # OVS register 6, zero as a packet enters: see PASS_FORWARD.
+    reg6: typing.Optional[int] = None
 
     def fields(self) -> typing.Dict[str, typing.Any]:
         """The fields that are set, in a stable order."""
@@ -221,8 +230,15 @@ class Meter:
     meter_id: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Resubmit:
+    """OVS `resubmit(,table)`: look the packet up in `table` (any table,
+    this one too) and run that flow's actions, then carry on with ours."""
+    table: int
+
+
 Action = typing.Union[Output, SetField, GotoTable, Learn, Group, Move,
-                      OutputFrom, Conntrack, FinTimeout, Meter]
+                      OutputFrom, Conntrack, FinTimeout, Meter, Resubmit]
 
 
 @dataclasses.dataclass(frozen=True)

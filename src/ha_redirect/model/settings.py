@@ -11,10 +11,12 @@ from ha_redirect.model.validation import SettingsError
 __all__ = [
     'Bounds', 'SETTING_BOUNDS', 'SETTING_HELP', 'PolicySettings',
     'ALL_GROUPS', 'ALL_TABLES', 'METER_MAX', 'METER_CLIENTS',
-    'METER_MONITORS', 'METER_PORTS', 'last_shared_meter_id', 'port_meter_id',
+    'METER_MONITORS', 'METER_PORTS', 'METER_PASSIVE', 'last_shared_meter_id',
+    'port_meter_id',
     'PRIORITY_TABLE_MISS', 'PRIORITY_SERVICE', 'PRIORITY_SERVICE_SYN',
     'PRIORITY_SERVER_REPLY', 'PRIORITY_SERVER_BYPASS',
     'PRIORITY_ARP_RESPONDER', 'PRIORITY_PROBE_REPLY', 'PRIORITY_CONNECTION',
+    'PRIORITY_PASSIVE_COPY',
     'COOKIE_OURS_MASK', 'COOKIE_SERVICE_MASK', 'COOKIE_EXACT_MASK',
     'ROLE_SERVICE', 'ROLE_ARP', 'ROLE_PROBE', 'ROLE_CONNECTION_BASE',
     'COOKIE_PIN_ROLE_MASK', 'GLOBAL_SERVICE_INDEX', 'make_cookie',
@@ -138,6 +140,15 @@ class PolicySettings:
     probe_jitter: float = _setting(
         0.1, 'Random spread of the probe interval, as a fraction, so '
         'servers are not probed in lockstep.')
+    passive_refusals: int = _setting(
+        3, 'tcp_probe\'s passive check, as HAProxy\'s "observe layer4": '
+        'this many connections refused by a server (its RST answering a '
+        'SYN, copied to the controller by the switch) within '
+        'passive_window mark it down at once; probes still decide when it '
+        'comes back. 0: off.', Bounds(0, None, 'must be 0 (off) or more'))
+    passive_window: float = _setting(
+        1.0, 'Seconds over which passive_refusals are counted.',
+        _between(0.001, 3600, ' seconds'))
     max_connections_per_service: int = _setting(
         10000,
         'Connections the controller tracks per service (reactive pins them '
@@ -150,14 +161,17 @@ class PolicySettings:
         'PacketIns per second that our flows may send to the controller, '
         'enforced by OpenFlow meters (packets above it are dropped in the '
         'switch): one meter for clients\' packets (reactive\'s new '
-        'connections, ARP for a failed primary) and one for health probes, '
-        'so a flood cannot starve them. Used where the switch has meters; '
+        'connections, ARP for a failed primary), one for health probes and '
+        'one for servers\' RSTs copied for the passive check, so a flood '
+        'cannot starve the others. Used where the switch has meters; '
         '0: no limit.', Bounds(0, 10_000_000, 'must be between 0 (no limit) '
                                'and 10000000 per second'))
     first_meter_id: int = _setting(
         72,
         'OpenFlow meter id for clients\' PacketIns; the next id is the '
-        'health probes\'. Use ids no other app on the switch uses.')
+        'health probes\', the one after the servers\' RSTs copied for the '
+        'passive check, then one per client port. Use ids no other app on '
+        'the switch uses.')
 
     def __post_init__(self):
         error = SettingsError.for_field
@@ -186,9 +200,9 @@ class PolicySettings:
                     'route_table', f'{route} must be after connection_table '
                     f'({self.connection_table}), at most 254, and differ '
                     'from table')
-        if not 1 <= self.first_meter_id < METER_MAX:
-            raise error('first_meter_id',
-                        f'must be between 1 and {METER_MAX - 1}')
+        if not 1 <= self.first_meter_id < METER_MAX - METER_PASSIVE:
+            raise error('first_meter_id', 'must be between 1 and '
+                        f'{METER_MAX - 1 - METER_PASSIVE}')
 
     @property
     def stateful_route_table(self) -> int:
@@ -215,11 +229,15 @@ METER_MAX = 0xffff0000            # OFPM_MAX
 METER_CLIENTS = 0                 # clients' packets the controller decides
 METER_MONITORS = 1                # monitors' packets: probe replies, ARP
 METER_PORTS = 2                   # + switch port: one client port's packets
+# Servers' RSTs copied for the passive check. Port 0 does not exist, so its
+# would-be meter is free; apart from the probes', so that a flood of resets
+# cannot starve the probe replies and mark healthy servers down.
+METER_PASSIVE = METER_PORTS + 0
 
 
 def last_shared_meter_id(settings: PolicySettings) -> int:
     """A switch whose meter ids reach this one can carry our meters."""
-    return settings.first_meter_id + METER_MONITORS
+    return settings.first_meter_id + METER_PASSIVE
 
 
 def port_meter_id(settings: PolicySettings, port: int) -> int:
@@ -237,6 +255,7 @@ PRIORITY_SERVER_BYPASS = 20       # servers' own traffic is never rewritten
 PRIORITY_ARP_RESPONDER = 30       # ARP for a failed primary, answered by us
 PRIORITY_PROBE_REPLY = 40         # servers' answers to our health probes
 PRIORITY_CONNECTION = 50          # one TCP connection pinned to one server
+PRIORITY_PASSIVE_COPY = 60        # a server's RSTs: copied, then forwarded
 
 # Cookie layout: [ settings.cookie : 32 | service index : 16 | role : 16 ].
 COOKIE_OURS_MASK = 0xffffffff00000000

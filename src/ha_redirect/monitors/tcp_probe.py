@@ -8,6 +8,10 @@ is a bad one. As in HAProxy, `fall` bad probes in a row mark a server down
 and `rise` good ones mark it up again; each server's probes are spaced by
 `interval` with a little jitter, so servers are not probed in lockstep.
 Servers need nothing extra, and no management network is involved.
+
+Between probes, the passive check (`passive_check`, on unless
+passive_refusals is 0) marks a server down as soon as it refuses
+passive_refusals clients' connections within passive_window.
 """
 
 import logging
@@ -16,6 +20,7 @@ import random
 
 from ha_redirect import model
 from ha_redirect.monitors import base
+from ha_redirect.monitors import passive_check
 
 LOG = logging.getLogger(__name__)
 
@@ -61,6 +66,7 @@ class TcpProbeMonitor(base.Monitor):
         # (server, seq, forget_at).
         self._expired = {}
         self.transitions = []        # (time, server index, up), for reports
+        self._passive = passive_check.PassiveCheck(service, settings, cookie)
 
     @property
     def probed_port(self):
@@ -93,7 +99,7 @@ class TcpProbeMonitor(base.Monitor):
                 table=settings.table,
                 priority=settings.base_priority + model.PRIORITY_PROBE_REPLY,
                 cookie=self.cookie))
-        return flows
+        return flows + self._passive.flows(datapath_id)
 
     def on_switch_connected(self, port_states, now):
         # Replies to probes sent before the reconnect may never come.
@@ -146,8 +152,13 @@ class TcpProbeMonitor(base.Monitor):
                 self.service.datapath_id, out_port=packet.in_port,
                 sender_mac=settings.probe_mac, sender_ip=settings.probe_ip,
                 target_mac=packet.sender_mac, target_ip=packet.sender_ip)]
-        if (not isinstance(packet, model.TcpPacket)
-                or packet.ipv4_dst != settings.probe_ip
+        if not isinstance(packet, model.TcpPacket):
+            return None
+        refuser = self._passive.sender(packet)
+        if refuser is not None:
+            self._on_copied_reset(refuser, packet, now)
+            return []
+        if (packet.ipv4_dst != settings.probe_ip
                 or packet.tcp_src != self.probed_port):
             return None
         servers = self.service.servers
@@ -189,6 +200,18 @@ class TcpProbeMonitor(base.Monitor):
             self._record(sender, False, now, 'refused (RST)')
             self._observe(sender, 'refused', now - outstanding[1])
         return answers
+
+    def _on_copied_reset(self, index, packet, now):
+        if not self._passive.is_refusal(packet):
+            return      # an established connection's reset: no verdict
+        refusals = self._passive.refused(index, now)
+        if refusals < self.settings.passive_refusals or not self._up[index]:
+            return
+        self._passive.forget(index)
+        self._good_in_a_row[index] = 0
+        self._bad_in_a_row[index] = 0
+        self._mark(index, False, now, f'{refusals} connections refused '
+                   f'within {self.settings.passive_window:g}s')
 
     def _observe(self, index, outcome, rtt):
         if self.observer is not None:
@@ -239,10 +262,13 @@ class TcpProbeMonitor(base.Monitor):
             flips = (self._up[index]
                      and self._bad_in_a_row[index] >= settings.probe_fall)
         if flips:
-            self._up[index] = good
-            self.transitions.append((now, index, good))
-            server = self.service.servers[index]
-            LOG.info('t=%.6f service %s: tcp_probe marks %s %s %s (%s)',
-                     now, self.service.name,
-                     'primary' if index == 0 else f'backup {index}',
-                     server.ip, 'UP' if good else 'DOWN', why)
+            self._mark(index, good, now, why)
+
+    def _mark(self, index, up, now, why):
+        self._up[index] = up
+        self.transitions.append((now, index, up))
+        server = self.service.servers[index]
+        LOG.info('t=%.6f service %s: tcp_probe marks %s %s %s (%s)',
+                 now, self.service.name,
+                 'primary' if index == 0 else f'backup {index}',
+                 server.ip, 'UP' if up else 'DOWN', why)

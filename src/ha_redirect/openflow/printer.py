@@ -56,6 +56,7 @@ _ACTION_TEXTS = {
     model.Move: lambda a: (f'move:{_bits(a.src, a.src_ofs, a.n_bits)}->'
                            f'{_bits(a.dst, a.dst_ofs, a.n_bits)}'),
     model.OutputFrom: lambda a: f'output:{_bits(a.field, a.ofs, a.n_bits)}',
+    model.Resubmit: lambda a: f'resubmit(,{a.table})',
 }
 for _type, _text in _ACTION_TEXTS.items():
     describe_action.register(_type, _text)

@@ -115,6 +115,13 @@ def _(action: model.SetField, ofproto, parser) -> list:
 
 
 @_render_action.register
+def _(action: model.Resubmit, ofproto, parser) -> list:
+    # OVS reads the 16-bit OpenFlow 1.0 form of OFPP_IN_PORT here.
+    return [parser.NXActionResubmitTable(in_port=0xfff8,
+                                         table_id=action.table)]
+
+
+@_render_action.register
 def _(action: model.Group, ofproto, parser) -> list:
     return [parser.OFPActionGroup(action.group_id)]
 

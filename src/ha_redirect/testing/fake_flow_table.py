@@ -79,6 +79,8 @@ TCP_ACK = ovs_constraints.TCP_ACK
 
 # Fields of the tracker's metadata, 0 on a packet that has not been tracked.
 _CT_FIELDS = ('ct_state', 'ct_zone', 'ct_mark', 'ct_label')
+# Fields that are zero until set: connection metadata and registers.
+_ZERO_UNTIL_SET = _CT_FIELDS + ('reg6',)
 
 _ALL_ONES = 0xffffffffffffffff
 
@@ -127,7 +129,7 @@ def _field_matches(packet, field, value) -> bool:
     if field in ('ct_state', 'tcp_flags'):
         bits, mask = value
         return packet.get(field, 0) & mask == bits
-    if field in _CT_FIELDS:
+    if field in _ZERO_UNTIL_SET:
         return packet.get(field, 0) == value
     return packet.get(field) == value
 
@@ -348,6 +350,10 @@ class FakeFlowTable:
             table = next_table
         raise FakeFlowTableError('goto_table loop')
 
+    def _resubmit(self, datapath_id, packet, table, now, dry_run, depth):
+        return self._pipeline(datapath_id, packet, table, now, dry_run,
+                              depth + 1)
+
     def _execute(self, datapath_id, actions, packet, now, dry_run, depth):
         """Run an action list on `packet` (changed in place); returns the
         deliveries and the goto_table, if any."""
@@ -566,6 +572,14 @@ def _(action: model.Conntrack, run: _Run) -> None:
         run.deliveries += run.table._pipeline(
             run.datapath_id, tracked, action.table, run.now, run.dry_run,
             run.depth + 1)
+
+
+@_run_action.register
+def _(action: model.Resubmit, run: _Run) -> None:
+    # OVS: the packet as changed so far, its changes kept afterwards.
+    run.deliveries += run.table._resubmit(
+        run.datapath_id, run.packet, action.table, run.now, run.dry_run,
+        run.depth)
 
 
 @_run_action.register(model.FinTimeout)     # applied when the flow is hit

@@ -1,0 +1,110 @@
+"""The passive half of tcp_probe: servers' refusals, seen as they happen.
+
+As HAProxy's `observe layer4`: when a server's service dies while its link
+stays up, clients' SYNs come back refused (a RST). Probes need `fall`
+intervals to notice; the switch has already seen the clients' refusals.
+So the switch copies every RST a server sends from a service port to the
+controller, and `refusals` of them within `window` mark the server down at
+once. Probes still decide when it comes back.
+
+The copy must not change how the RST is forwarded, whatever strategy's flow
+forwards it, and the controller's copy passes a meter that the forwarded
+RST must not pass. So one flow per server and service port, above every
+flow that forwards servers' packets, resubmits the RST to its own table
+twice, telling the passes apart by a register (see `model.PASS_FORWARD`):
+first to be forwarded as if this flow did not exist, then to a copy flow
+that sends it, metered, to the controller.
+"""
+
+import collections
+import typing
+
+from ha_redirect import model
+
+
+class PassiveCheck:
+    """Counts one service's servers' refused connections."""
+
+    def __init__(self, service: model.Service,
+                 settings: model.PolicySettings, cookie: int):
+        self.service = service
+        self.settings = settings
+        self.cookie = cookie
+        # Per server, when its latest refusals were seen: the last
+        # `passive_refusals` are all a verdict needs, whatever the flood.
+        self._refused_at = [
+            collections.deque(maxlen=max(1, settings.passive_refusals))
+            for _ in service.servers]
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.passive_refusals > 0
+
+    def flows(self, datapath_id: int) -> typing.List[model.Message]:
+        if not self.enabled:
+            return []
+        settings = self.settings
+        table = settings.table
+        priority = settings.base_priority + model.PRIORITY_PASSIVE_COPY
+        rst = (model.TCP_RST, model.TCP_RST)
+
+        def flow(match, actions):
+            return model.FlowMod(datapath_id, model.FlowCommand.ADD,
+                                 match=match, actions=actions, table=table,
+                                 priority=priority, cookie=self.cookie)
+
+        flows = []
+        for server in self.service.servers:
+            for tcp_port in self.service.tcp_ports:
+                flows.append(flow(
+                    model.Match(in_port=server.port,
+                                eth_type=model.ETH_TYPE_IPV4,
+                                ip_proto=model.IP_PROTO_TCP,
+                                ipv4_src=server.ip, tcp_src=tcp_port,
+                                tcp_flags=rst, reg6=0),
+                    (model.SetField('reg6', model.PASS_FORWARD),
+                     model.Resubmit(table),
+                     model.SetField('reg6', model.PASS_COPY),
+                     model.Resubmit(table))))
+        for port in sorted(set(self.service.server_ports)):
+            flows.append(flow(
+                model.Match(in_port=port, eth_type=model.ETH_TYPE_IPV4,
+                            ip_proto=model.IP_PROTO_TCP, tcp_flags=rst,
+                            reg6=model.PASS_COPY),
+                (model.Output(model.SpecialPort.CONTROLLER),)))
+        return flows
+
+    def sender(self, packet: model.TcpPacket) -> typing.Optional[int]:
+        """The server a copied RST came from, or None if it is not a copy
+        of ours. The copy follows the forwarding pass, which may have
+        rewritten a backup's address to the primary's: the switch port
+        tells them apart, unless they share it."""
+        if (not self.enabled or not packet.tcp_flags & model.TCP_RST
+                or packet.tcp_src not in self.service.tcp_ports
+                or packet.ipv4_dst == self.settings.probe_ip):
+            return None
+        on_port = [index for index, server in enumerate(self.service.servers)
+                   if server.port == packet.in_port]
+        by_address = [index for index in on_port
+                      if self.service.servers[index].ip == packet.ipv4_src]
+        if by_address:
+            return by_address[0]
+        return on_port[0] if len(on_port) == 1 else None
+
+    @staticmethod
+    def is_refusal(packet: model.TcpPacket) -> bool:
+        """A RST answering a SYN (a closed port) carries sequence number 0
+        and acknowledges the SYN; the reset of an established connection
+        carries the server's own sequence number."""
+        return bool(packet.tcp_flags & model.TCP_ACK) and packet.tcp_seq == 0
+
+    def refused(self, server_index: int, now: float) -> int:
+        """Count a refusal; how many fell within the window."""
+        seen = self._refused_at[server_index]
+        seen.append(now)
+        while seen and now - seen[0] > self.settings.passive_window:
+            seen.popleft()
+        return len(seen)
+
+    def forget(self, server_index: int) -> None:
+        self._refused_at[server_index].clear()
