@@ -79,6 +79,10 @@ class ControllerMetrics:
         self.probes = self._new(
             Counter, 'probes', _SERVER + ('outcome',),
             'tcp_probe results by outcome (ok, refused, timeout)')
+        self.passive_refusals = self._new(
+            Counter, 'passive_refusals', _SERVER,
+            "Clients' connections a server refused (its RST answering a "
+            "SYN), as tcp_probe's passive check saw them")
         self.probe_rtt = self._new(
             Histogram, 'probe_rtt_seconds', _SERVICE,
             'tcp_probe round trip: SYN out to SYN-ACK or RST back',
@@ -129,6 +133,10 @@ class ControllerMetrics:
         self.probe_verdict.labels(service, name).set(int(outcome == 'ok'))
         if rtt is not None:
             self.probe_rtt.labels(service).observe(rtt)
+
+    def passive_refusal(self, service, server_index):
+        self.passive_refusals.labels(
+            service, self._name(service, server_index)).inc()
 
     # The app's --------------------------------------------------------------
 

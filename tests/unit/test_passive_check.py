@@ -130,6 +130,19 @@ def test_passive_refusals_within_the_window_mark_the_primary_down():
     assert (when, index, up) == (1.01, 0, False)
 
 
+def test_each_refusal_is_told_to_the_observer():
+    from ha_redirect import metrics as metrics_mod
+    policy = _policy(passive_refusals=3)
+    metrics = metrics_mod.ControllerMetrics()
+    policy.set_observer(metrics)
+    policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 0.0)
+    _refuse(policy, PRIMARY, 2, start=1.0)
+    policy.on_packet(1, _reset(PRIMARY, seq=99), 1.1)    # not a refusal
+    assert metrics.registry.get_sample_value(
+        'ha_redirect_passive_refusals_total',
+        {'service': 'web', 'server': 'primary'}) == 2
+
+
 def test_refusals_spread_wider_than_the_window_change_nothing():
     policy = _policy(passive_refusals=3, passive_window=1.0)
     policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 0.0)

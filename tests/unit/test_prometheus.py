@@ -87,6 +87,19 @@ def test_probe_results_are_counted_by_outcome_with_round_trips():
                 (('service', 'web'),))] == 2
 
 
+def test_refusals_the_passive_check_saw_are_counted_per_server():
+    metrics = metrics_mod.ControllerMetrics()
+    metrics.probe_result('web', 0, 'ok', 0.002)
+    metrics.passive_refusal('web', 0)
+    metrics.passive_refusal('web', 0)
+    got = samples(metrics)
+    assert got[('ha_redirect_passive_refusals_total', (
+        ('server', 'primary'), ('service', 'web')))] == 2
+    # They are no probe: the last probe's verdict stands.
+    assert got[('ha_redirect_probe_last_ok', (
+        ('server', 'primary'), ('service', 'web')))] == 1
+
+
 def test_the_first_choice_of_a_server_is_no_failover():
     metrics = metrics_mod.ControllerMetrics()
     metrics.server_changed('web', None, 0, 'switch connected')

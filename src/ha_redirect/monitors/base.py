@@ -33,7 +33,9 @@ class Monitor(abc.ABC):
     observer: typing.Any = None
     """Told of each check's result, if set (the policy sets it): an object
     with `probe_result(service_name, server_index, outcome, rtt_seconds)`
-    (`ha_redirect.metrics` exports them to Prometheus). Default None."""
+    (`ha_redirect.metrics` exports them to Prometheus), and optionally
+    `passive_refusal(service_name, server_index)`: a client's connection
+    the server refused. Default None."""
 
     def __init__(self, service: model.Service,
                  settings: model.PolicySettings, cookie: int):

@@ -205,6 +205,9 @@ class TcpProbeMonitor(base.Monitor):
         if not self._passive.is_refusal(packet):
             return      # an established connection's reset: no verdict
         refusals = self._passive.refused(index, now)
+        count = getattr(self.observer, 'passive_refusal', None)
+        if count is not None:
+            count(self.service.name, index)
         if refusals < self.settings.passive_refusals or not self._up[index]:
             return
         self._passive.forget(index)
