@@ -88,7 +88,7 @@ class PacketInMeters:
                 result.append(message)
                 continue
             role = message.cookie & 0xffff
-            if message.match.reg6 == model.PASS_COPY:
+            if message.match.reg6 is not None:     # the passive check's
                 shared = settings.first_meter_id + model.METER_PASSIVE
             else:
                 shared = settings.first_meter_id + (

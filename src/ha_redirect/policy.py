@@ -12,12 +12,14 @@ reply fallbacks for a failed primary) and `takeover_state` (reading a
 switch another controller ran).
 """
 
+import dataclasses
 import logging
 import typing
 
 from ha_redirect import model
 from ha_redirect.packet_in_meters import PacketInMeters
 from ha_redirect import plugins
+from ha_redirect import redispatch
 from ha_redirect import service_checks
 from ha_redirect.service_state import ConnectionKey
 from ha_redirect.service_state import ServiceState
@@ -62,6 +64,12 @@ class RedirectPolicy:
             strategy = plugins.load_strategy(self.settings.strategy)
         self.strategy = strategy
         strategy.check_services(self.services, self.settings)
+        if self.settings.redispatch and not strategy.pins_by_controller:
+            # Only a strategy whose SYNs come to us can send them again.
+            self.settings = dataclasses.replace(self.settings,
+                                                redispatch=False)
+        self._redispatch = redispatch.Redispatcher(self.settings,
+                                                   len(self.services))
         self._states = []
         for index, service in enumerate(self.services):
             cookie = model.make_cookie(self.settings.cookie, index,
@@ -355,7 +363,9 @@ class RedirectPolicy:
                 if isinstance(packet, model.ArpRequest):
                     break       # one answer is enough
         if claimed:
-            return messages
+            # A server's RST the switch held for us: redispatched or on.
+            return messages + self._redispatch.on_server_reset(
+                self._states_on(datapath_id), self.strategy, packet)
         if isinstance(packet, model.TcpPacket):
             return self._on_service_packet(datapath_id, packet)
         if isinstance(packet, model.ArpRequest):
@@ -456,6 +466,7 @@ class RedirectPolicy:
                             state.service.name, cap)
             return [self.strategy.release(view, packet, server)]
         state.connections[key] = server
+        self._redispatch.remember(state, key, packet, server)
         return self.strategy.connection_flows(view, packet, server)
 
     # Helpers ------------------------------------------------------------

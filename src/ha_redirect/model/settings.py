@@ -149,6 +149,12 @@ class PolicySettings:
     passive_window: float = _setting(
         1.0, 'Seconds over which passive_refusals are counted.',
         _between(0.001, 3600, ' seconds'))
+    redispatch: bool = _setting(
+        True, 'As HAProxy\'s "option redispatch": a connection a server '
+        'refuses is sent to the next eligible server instead of failing. '
+        'Only where the controller pins each connection (reactive) and the '
+        'passive check is on: servers\' RSTs of the service then pass '
+        'through the controller, as their connections\' SYNs do.')
     max_connections_per_service: int = _setting(
         10000,
         'Connections the controller tracks per service (reactive pins them '

@@ -13,7 +13,10 @@ RST must not pass. So one flow per server and service port, above every
 flow that forwards servers' packets, resubmits the RST to its own table
 twice, telling the passes apart by a register (see `model.PASS_FORWARD`):
 first to be forwarded as if this flow did not exist, then to a copy flow
-that sends it, metered, to the controller.
+that sends it, metered, to the controller. With `redispatch` (where the
+controller pins connections itself), the flow holds the RST for the
+controller instead, which passes it on or redispatches its connection
+(`ha_redirect.redispatch`).
 """
 
 import collections
@@ -53,6 +56,14 @@ class PassiveCheck:
                                  match=match, actions=actions, table=table,
                                  priority=priority, cookie=self.cookie)
 
+        if settings.redispatch:
+            # Held for the controller, which redispatches or passes it on.
+            first_pass = (model.Output(model.SpecialPort.CONTROLLER),)
+        else:
+            first_pass = (model.SetField('reg6', model.PASS_FORWARD),
+                          model.Resubmit(table),
+                          model.SetField('reg6', model.PASS_COPY),
+                          model.Resubmit(table))
         flows = []
         for server in self.service.servers:
             for tcp_port in self.service.tcp_ports:
@@ -62,10 +73,9 @@ class PassiveCheck:
                                 ip_proto=model.IP_PROTO_TCP,
                                 ipv4_src=server.ip, tcp_src=tcp_port,
                                 tcp_flags=rst, reg6=0),
-                    (model.SetField('reg6', model.PASS_FORWARD),
-                     model.Resubmit(table),
-                     model.SetField('reg6', model.PASS_COPY),
-                     model.Resubmit(table))))
+                    first_pass))
+        if settings.redispatch:
+            return flows
         for port in sorted(set(self.service.server_ports)):
             flows.append(flow(
                 model.Match(in_port=port, eth_type=model.ETH_TYPE_IPV4,
@@ -75,18 +85,24 @@ class PassiveCheck:
         return flows
 
     def sender(self, packet: model.TcpPacket) -> typing.Optional[int]:
-        """The server a copied RST came from, or None if it is not a copy
-        of ours. The copy follows the forwarding pass, which may have
-        rewritten a backup's address to the primary's: the switch port
-        tells them apart, unless they share it."""
-        if (not self.enabled or not packet.tcp_flags & model.TCP_RST
-                or packet.tcp_src not in self.service.tcp_ports
-                or packet.ipv4_dst == self.settings.probe_ip):
+        return self.sender_of(self.service, self.settings, packet)
+
+    @staticmethod
+    def sender_of(service: model.Service, settings: model.PolicySettings,
+                  packet: model.TcpPacket) -> typing.Optional[int]:
+        """The server a copied (or held) RST came from, or None if it is
+        not one of ours. The copy follows the forwarding pass, which may
+        have rewritten a backup's address to the primary's: the switch
+        port tells them apart, unless they share it."""
+        if (settings.passive_refusals <= 0
+                or not packet.tcp_flags & model.TCP_RST
+                or packet.tcp_src not in service.tcp_ports
+                or packet.ipv4_dst == settings.probe_ip):
             return None
-        on_port = [index for index, server in enumerate(self.service.servers)
+        on_port = [index for index, server in enumerate(service.servers)
                    if server.port == packet.in_port]
         by_address = [index for index in on_port
-                      if self.service.servers[index].ip == packet.ipv4_src]
+                      if service.servers[index].ip == packet.ipv4_src]
         if by_address:
             return by_address[0]
         return on_port[0] if len(on_port) == 1 else None

@@ -350,6 +350,20 @@ class FakeFlowTable:
             table = next_table
         raise FakeFlowTableError('goto_table loop')
 
+    def packet_out(self, message: model.PacketOut,
+                   packet_fields: typing.Mapping[str, typing.Any],
+                   now: float = 0.0) -> typing.List[Delivery]:
+        """Run a packet-out's actions on the packet it carries (given as
+        fields: the fake does not parse `data`), from its `in_port`."""
+        _check(ovs_constraints.check_packet_out,
+               f'dpid {message.datapath_id:#x} packet-out', message.actions)
+        packet = {k: _normalize(k, v) for k, v in packet_fields.items()}
+        if isinstance(message.in_port, int):
+            packet['in_port'] = message.in_port
+        deliveries, _ = self._execute(message.datapath_id, message.actions,
+                                      packet, now, True, 0)
+        return deliveries
+
     def _resubmit(self, datapath_id, packet, table, now, dry_run, depth):
         return self._pipeline(datapath_id, packet, table, now, dry_run,
                               depth + 1)
