@@ -8,8 +8,10 @@ are `ha_redirect.operator_requests`'. They are plain objects: os-ken's
 handlers stay here, in the one OSKenApp class of this module.
 """
 
+import collections
 import logging
 import queue
+import threading
 import time
 
 from os_ken.base import app_manager
@@ -25,9 +27,11 @@ from ha_redirect import adoption
 from ha_redirect import backlog
 from ha_redirect import control
 from ha_redirect import coordination
+from ha_redirect import fast_path
 from ha_redirect import metrics as metrics_mod
 from ha_redirect import model
 from ha_redirect import openflow
+from ha_redirect.openflow import decoder
 from ha_redirect import operator_requests
 from ha_redirect import opts
 from ha_redirect import policy as policy_mod
@@ -60,6 +64,11 @@ METRICS_REFRESH = metrics_mod.REFRESH_INTERVAL
 # a second from one port).
 PACKET_IN_BACKLOG = 100
 PACKET_IN_BACKLOG_PER_PORT = 32
+
+# PacketIns handled below the queue hold the policy for this many at a time,
+# then write their messages in one send: the app's thread waits at most
+# that long for its turn.
+FAST_PATH_BATCH = 16
 
 
 class RedirectApp(app_manager.OSKenApp):
@@ -110,6 +119,16 @@ class RedirectApp(app_manager.OSKenApp):
         self._backlog = backlog.PacketInBacklog(
             PACKET_IN_BACKLOG, PACKET_IN_BACKLOG_PER_PORT)
         self._shed_reported = 0.0
+        # The policy, and what goes with it (our tables, roles, the writer),
+        # is used by the app's thread and by switches' receive threads
+        # (their PacketIns below the queue, `take_packet_ins`): one at a
+        # time, and each handler's messages written before the next.
+        self._policy_lock = threading.Lock()
+        # id(datapath) -> its events in the app's queue or being handled
+        self._queued = {}
+        self._queued_lock = threading.Lock()
+        self._packet_in_counters = {}
+        self.packet_ins_malformed = 0
 
     def _send_event(self, ev, state):
         # Runs in the thread that delivers the event: a switch's receive
@@ -119,14 +138,52 @@ class RedirectApp(app_manager.OSKenApp):
             if not self._backlog.admit(
                     (msg.datapath.id, msg.match.get('in_port')), ev,
                     exempt_from_total=msg.cookie & 0xffff == model.ROLE_PROBE):
-                self.metrics.packet_ins_dropped.inc()
-                self._report_shed()
+                self._count_shed(1)
                 return
         else:
             if isinstance(ev, ofp_event.EventOFPPortStatus):
                 ev.received_at = time.monotonic()
+            elif isinstance(ev, ofp_event.EventOFPSwitchFeatures):
+                self._read_below_the_queue(ev.msg.datapath)
             self._backlog.note_event()
+        self._count_queued(ev, 1)
         super()._send_event(ev, state)
+
+    def _read_below_the_queue(self, datapath):
+        """From now on, read this switch with a `fast_path.SwitchReader`.
+        Called in its receive thread as it delivers the features reply:
+        os-ken's loop then holds no byte beyond that message (it reads each
+        message's header and body exactly), so the reader starts on a
+        message's first byte."""
+        if hasattr(datapath, 'socket') and not isinstance(
+                datapath.socket, fast_path.SwitchReader):
+            datapath.socket = fast_path.SwitchReader(
+                datapath.socket, datapath, self, PACKET_IN_BACKLOG,
+                PACKET_IN_BACKLOG_PER_PORT)
+
+    @staticmethod
+    def _event_switch(ev):
+        msg = getattr(ev, 'msg', None)
+        if msg is not None:
+            return getattr(msg, 'datapath', None)
+        return getattr(ev, 'datapath', None)
+
+    def _count_queued(self, ev, change):
+        """Keep count of each switch's events in the queue or in hand."""
+        datapath = self._event_switch(ev)
+        if datapath is None:
+            return
+        key = id(datapath)
+        with self._queued_lock:
+            count = self._queued.get(key, 0) + change
+            if count:
+                self._queued[key] = count
+            else:
+                del self._queued[key]
+
+    def _count_shed(self, count):
+        self.metrics.packet_ins_dropped.inc(count)
+        self._report_shed()
 
     def _report_shed(self):
         now = time.monotonic()
@@ -148,19 +205,24 @@ class RedirectApp(app_manager.OSKenApp):
             self._events_sem.release()
             if ev == self._event_stop:
                 continue
-            for event_handler in self.get_handlers(ev, state):
-                try:
-                    event_handler(ev)
-                except Exception:
-                    LOG.exception('%s: handler %s failed on %s; serving '
-                                  'on', self.name,
-                                  getattr(event_handler, '__name__',
-                                          event_handler), type(ev).__name__)
+            with self._policy_lock:
+                self._handle_event(ev, state)
+                self._count_queued(ev, -1)
+
+    def _handle_event(self, ev, state):
+        for event_handler in self.get_handlers(ev, state):
             try:
-                self._refresh_metrics(
-                    every_time=not isinstance(ev, ofp_event.EventOFPPacketIn))
+                event_handler(ev)
             except Exception:
-                LOG.exception('metrics: refresh failed; serving on')
+                LOG.exception('%s: handler %s failed on %s; serving '
+                              'on', self.name,
+                              getattr(event_handler, '__name__',
+                                      event_handler), type(ev).__name__)
+        try:
+            self._refresh_metrics(
+                every_time=not isinstance(ev, ofp_event.EventOFPPacketIn))
+        except Exception:
+            LOG.exception('metrics: refresh failed; serving on')
 
     def _refresh_metrics(self, every_time=True):
         self.metrics.refresh(self.policy, set(self._datapaths),
@@ -248,7 +310,6 @@ class RedirectApp(app_manager.OSKenApp):
                         handler.CONFIG_DISPATCHER)
     def on_switch_features(self, ev):
         datapath = ev.msg.datapath
-        switch_io.read_ahead(datapath)
         self._max_meter_id.pop(datapath.id, None)
         # The switch answers in order: its meter features come before its
         # ports, which start the resync.
@@ -346,20 +407,101 @@ class RedirectApp(app_manager.OSKenApp):
     def on_packet_in(self, ev):
         ev = self._backlog.take(ev)
         datapath = ev.msg.datapath
-        if self._datapaths.get(datapath.id) is not datapath or (
-                not self._switch_roles.is_master(datapath.id)):
-            return      # from a connection that has ended or not resynced
+        if not self._serves_packet_ins(datapath):
+            return
         try:
             packet = openflow.decode_packet_in(ev.msg)
         except (openflow.MalformedPacket, KeyError) as exc:
-            LOG.warning('dpid=%#x: dropped a malformed PacketIn: %s',
-                        datapath.id, exc)
+            self._note_malformed(datapath, exc)
             return
+        self._on_packet(datapath, packet)
+
+    def _serves_packet_ins(self, datapath):
+        """Not from a connection that has ended or not resynced, and ours
+        to answer."""
+        return self._datapaths.get(datapath.id) is datapath and (
+            self._switch_roles.is_master(datapath.id))
+
+    def _on_packet(self, datapath, packet, chunks=None):
+        """The policy's answer to a decoded PacketIn: sent, or packed into
+        `chunks` for the caller to send."""
         if packet is None:
             return
-        self.metrics.packet_ins.labels(f'{datapath.id:#x}').inc()
-        self._send(datapath, self.policy.on_packet(datapath.id, packet,
-                                                   self.clock()))
+        counter = self._packet_in_counters.get(datapath.id)
+        if counter is None:
+            counter = self._packet_in_counters[datapath.id] = (
+                self.metrics.packet_ins.labels(f'{datapath.id:#x}'))
+        counter.inc()
+        messages = self.policy.on_packet(datapath.id, packet, self.clock())
+        if chunks is None:
+            self._send(datapath, messages)
+        elif self._switch_roles.permits(datapath.id, messages):
+            self._writer.pack(datapath, messages, chunks)
+
+    def _note_malformed(self, datapath, exc):
+        self.packet_ins_malformed += 1
+        LOG.warning('dpid=%#x: dropped a malformed PacketIn: %s',
+                    datapath.id, exc)
+
+    # Below the queue: a switch's SwitchReader calls these in its receive
+    # thread ------------------------------------------------------------
+
+    def take_packet_ins(self, datapath, packet_ins):
+        """Handle a run of PacketIns (`decoder.PacketInFields`) here, as
+        `on_packet_in` would, if nothing of this switch waits in the app's
+        queue or is being handled; else False: they queue behind it."""
+        if datapath.state != MAIN:
+            return False
+        with self._policy_lock:
+            if id(datapath) in self._queued or self._backlog.holds(
+                    datapath.id):
+                return False
+        for start in range(0, len(packet_ins), FAST_PATH_BATCH):
+            self._handle_fast_batch(
+                datapath, packet_ins[start:start + FAST_PATH_BATCH])
+        return True
+
+    @staticmethod
+    def exempt_from_total(fields):
+        return fields.cookie & 0xffff == model.ROLE_PROBE
+
+    def shed_packet_ins(self, datapath, shed):
+        self._backlog.count_shed(collections.Counter(
+            {(datapath.id, port): count for port, count in shed.items()}))
+        self._count_shed(sum(shed.values()))
+
+    def malformed_packet_in(self, datapath, exc):
+        with self._policy_lock:
+            self._note_malformed(datapath, exc)
+
+    def _handle_fast_batch(self, datapath, packet_ins):
+        """Some PacketIns, under the policy lock, their answers in one
+        write."""
+        chunks = []
+        with self._policy_lock:
+            try:
+                for fields in packet_ins:
+                    if not self._serves_packet_ins(datapath):
+                        break
+                    try:
+                        packet = decoder.decode_fields(fields)
+                    except openflow.MalformedPacket as exc:
+                        self._note_malformed(datapath, exc)
+                        continue
+                    try:
+                        self._on_packet(datapath, packet, chunks)
+                    except Exception:
+                        LOG.exception('%s: PacketIn below the queue failed; '
+                                      'serving on', self.name)
+                self._refresh_metrics(every_time=False)
+            except Exception:
+                LOG.exception('%s: PacketIns below the queue failed; '
+                              'serving on', self.name)
+            finally:
+                # Written before the policy is let go: what it decides next
+                # (for any thread) goes out after this.
+                if chunks:
+                    datapath.send(b''.join(chunks))
 
     @handler.set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN)
     def on_flow_removed(self, ev):

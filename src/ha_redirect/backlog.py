@@ -9,6 +9,9 @@ retransmits), and those it admits are handled round-robin across the ports
 they came in on, so one flooding host cannot crowd out the others. Nothing
 is handled before an event that reached the app ahead of it.
 
+PacketIns handled below the queue (`ha_redirect.fast_path`) are bounded
+the same way while they wait there, into the same count of what was shed.
+
 Pure and thread-safe; it knows nothing of os-ken.
 """
 
@@ -18,7 +21,7 @@ import typing
 
 
 class PacketInBacklog:
-    """Bounded, per-port fair backlog of PacketIns.
+    """Bounded, per-port fair backlog of PacketIns; keys are (switch, port).
 
     Each admitted PacketIn also goes into the app's event queue, where it
     serves as a token: when a token's turn comes, `take(token)` returns the
@@ -83,6 +86,16 @@ class PacketInBacklog:
                 self._waiting[key] = waiting    # to the back of the line
             self._size -= 1
             return packet
+
+    def holds(self, switch) -> bool:
+        """Whether a PacketIn of `switch` waits here."""
+        with self._lock:
+            return any(key[0] == switch for key in self._waiting)
+
+    def count_shed(self, shed: typing.Counter) -> None:
+        """Add PacketIns dropped elsewhere (below the queue) to the count."""
+        with self._lock:
+            self.shed.update(shed)
 
     def take_shed(self) -> typing.Counter:
         """What was dropped since the last call, by port."""

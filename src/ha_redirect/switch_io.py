@@ -1,8 +1,10 @@
-"""The bytes between the app and a switch: reads ahead, one write per event.
+"""The bytes from the app to a switch: one write per event (or per run of
+PacketIns), and which message each xid carried. (What the switch sends is
+read by `ha_redirect.fast_path`.)
 
 Part of the os-ken shell (`ha_redirect.app`): it knows os-ken's Datapath
-(`socket`, `send`, `set_xid`), and what it sends was already allowed by
-the write gate (`ha_redirect.roles`).
+(`send`, `set_xid`), and what it sends was already allowed by the write
+gate (`ha_redirect.roles`).
 """
 
 import collections
@@ -15,32 +17,6 @@ LOG = logging.getLogger('ha_redirect.app')
 
 # Enough recent messages to name the culprit of any error the switch returns.
 SENT_MEMORY = 4096
-
-
-class ReadAhead:
-    """A switch's socket whose reads take what has arrived, up to 64 KiB.
-
-    os-ken's receive loop asks for a message's 8-byte header, then for its
-    body: two system calls per PacketIn, each giving up the GIL and
-    waiting to take it back. Its loop parses every whole message in what
-    it gets, in order, and keeps the rest, so reading ahead changes only
-    how many messages one read brings."""
-
-    def __init__(self, sock):
-        self._sock = sock
-
-    def recv(self, size, *args):
-        return self._sock.recv(max(size, 1 << 16), *args)
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
-
-
-def read_ahead(datapath):
-    """Make os-ken's reads of this switch's socket read ahead (once)."""
-    if hasattr(datapath, 'socket') and not isinstance(datapath.socket,
-                                                      ReadAhead):
-        datapath.socket = ReadAhead(datapath.socket)
 
 
 class _XidSlot:
@@ -71,31 +47,36 @@ class SwitchWriter:
             self._send_each(datapath, messages)
             return
         chunks = []
-        sent = []
+        try:
+            self.pack(datapath, messages, chunks)
+        finally:
+            # What was packed goes out even if a later message fails, as it
+            # did message by message.
+            if chunks:
+                datapath.send(b''.join(chunks))
+
+    def pack(self, datapath, messages, chunks):
+        """Append the bytes of `messages` to `chunks`, for the caller to
+        write next (in one `datapath.send`, before anything else)."""
+        if not hasattr(datapath, 'send'):
+            self._send_each(datapath, messages)
+            return
         slot = _XidSlot()
 
         def new_xid():
             datapath.set_xid(slot)      # os-ken keeps the counter
             return slot.xid
-        try:
-            for message in messages:
-                try:
-                    wire = openflow.to_wire(datapath, message, new_xid)
-                except openflow.UnsupportedFlow as exc:
-                    # A policy bug must not take the switch connection down.
-                    LOG.error('dpid=%#x: not sending %s', datapath.id, exc)
-                    continue
-                for xid, data in wire:
-                    self._remember(datapath, xid, message)
-                    chunks.append(data)
-                sent.append(message)
-        finally:
-            # What was serialized goes out even if a later message fails,
-            # as it did message by message.
-            if chunks:
-                datapath.send(b''.join(chunks))
-            for message in sent:
-                self.metrics.count_sent(datapath.id, message)
+        for message in messages:
+            try:
+                wire = openflow.to_wire(datapath, message, new_xid)
+            except openflow.UnsupportedFlow as exc:
+                # A policy bug must not take the switch connection down.
+                LOG.error('dpid=%#x: not sending %s', datapath.id, exc)
+                continue
+            for xid, data in wire:
+                self._remember(datapath, xid, message)
+                chunks.append(data)
+            self.metrics.count_sent(datapath.id, message)
 
     def _send_each(self, datapath, messages):
         for message in messages:

@@ -2,14 +2,8 @@
 datapath: each handler hands the event to the policy and sends its answer."""
 
 import logging
-import socket
-import struct
-import threading
-import types
 
 from os_ken.base import app_manager
-from os_ken.controller import controller
-from os_ken.controller import handler
 from os_ken.controller import ofp_event
 from os_ken.lib.packet import arp
 from os_ken.lib.packet import ethernet
@@ -28,7 +22,6 @@ from ha_redirect import operator_requests
 from ha_redirect.policy import RedirectPolicy
 from ha_redirect import roles
 from ha_redirect.strategies.reactive import ReactiveStrategy
-from ha_redirect import switch_io
 
 from os_ken_fakes import RecordingDatapath
 
@@ -294,70 +287,3 @@ def test_a_refused_message_leaves_the_others_in_the_write(
     assert len(datapath.writes) == 1
     assert [t for t, _, _ in datapath.frames] == [
         ofp.OFPT_BARRIER_REQUEST, ofp.OFPT_BARRIER_REQUEST]
-
-
-class _Brick:
-    """What os-ken's receive loop hands each message to."""
-
-    def __init__(self):
-        self.events = []
-
-    def send_event_to_observers(self, ev, state):
-        self.events.append(ev)
-
-    def get_handlers(self, ev):
-        return []
-
-
-def test_a_switch_socket_read_ahead_parses_every_message_in_order(
-        redirect_app):
-    """Several PacketIns in one read, and one split across reads: os-ken's
-    own receive loop still delivers each once, in order."""
-    with socket.create_server(('127.0.0.1', 0)) as server:
-        theirs = socket.create_connection(server.getsockname())
-        ours, _ = server.accept()
-    datapath = controller.Datapath(ours, ('127.0.0.1', 6653))
-    datapath.set_version(ofp.OFP_VERSION)
-    datapath.ofp_brick = brick = _Brick()
-    datapath.set_state(handler.MAIN_DISPATCHER)
-    redirect_app.on_switch_features(types.SimpleNamespace(
-        msg=types.SimpleNamespace(datapath=_NoSend(datapath))))
-    assert isinstance(datapath.socket, switch_io.ReadAhead)
-    stream = b''
-    for port in range(40000, 40040):
-        frame = _syn_bytes(port)
-        body = (struct.pack('!IHBBQ', ofp.OFP_NO_BUFFER, len(frame),
-                            ofp.OFPR_ACTION, 0, 0)
-                + struct.pack('!HHIII', ofp.OFPMT_OXM, 12, 0x80000004, 3, 0)
-                + bytes(2) + frame)
-        stream += struct.pack('!BBHI', ofp.OFP_VERSION, ofp.OFPT_PACKET_IN,
-                              8 + len(body), port) + body
-    reader = threading.Thread(target=datapath._recv_loop)
-    reader.start()
-    theirs.sendall(stream[:1000])
-    theirs.sendall(stream[1000:])
-    theirs.close()
-    reader.join(10)
-    assert [ev.msg.xid for ev in brick.events
-            if isinstance(ev, ofp_event.EventOFPPacketIn)] == list(
-        range(40000, 40040))
-    ours.close()
-
-
-class _NoSend:
-    """A datapath's socket, with its requests discarded."""
-
-    def __init__(self, datapath):
-        self._datapath = datapath
-
-    def send_msg(self, msg):
-        pass
-
-    def __getattr__(self, name):
-        return getattr(self._datapath, name)
-
-    def __setattr__(self, name, value):
-        if name == '_datapath':
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self._datapath, name, value)

@@ -1,11 +1,13 @@
 """What the switch reports, as our model's values.
 
-`decode_packet_in` reads the TCP segment or ARP request in a PacketIn;
+`decode_packet_in` reads the TCP segment or ARP request in a PacketIn
+(`parse_packet_in` and `decode_fields` the same from a PacketIn's bytes);
 `decode_flow_removed` and `decode_flow_stats` the cookie and match of
 flows; `port_states_from_desc` which ports can carry traffic;
 `is_expected_error` which errors our own messages provoke on purpose.
 """
 
+import socket
 import struct
 import typing
 
@@ -40,15 +42,86 @@ _TCP = struct.Struct('!HHIIBB')
 
 
 def _mac_text(raw: bytes) -> str:
-    return ':'.join(f'{b:02x}' for b in raw)
+    return raw.hex(':')
 
 
-def _ip_text(raw: bytes) -> str:
-    return '.'.join(str(b) for b in raw)
+_ip_text = socket.inet_ntoa
+
+# A PacketIn's fixed part after the OpenFlow header (1.3 to 1.5): buffer
+# id, total length, reason, table id, cookie; its match follows.
+_PACKET_IN = struct.Struct('!IHBBQ')
+_MATCH_HEADER = struct.Struct('!HH')
+_OXM_HEADER = struct.Struct('!I')
+_OFPMT_OXM = 1
+_OXM_IN_PORT = 0x80000004       # OpenFlow basic, in_port, 4 bytes, no mask
+_IN_PORT = struct.Struct('!I')
+_NO_BUFFER = 0xffffffff
+
+
+class PacketInFields(typing.NamedTuple):
+    """What we use of a PacketIn: read from its bytes by `parse_packet_in`
+    (os-ken's objects carry the same as `buffer_id`, `cookie`,
+    `match['in_port']` and `data`)."""
+    buffer_id: int
+    cookie: int
+    in_port: int
+    data: bytes
+
+
+def parse_packet_in(message: bytes) -> PacketInFields:
+    """The fields of a PacketIn's bytes (OpenFlow 1.3 to 1.5 share its
+    layout), checked as far as we read them: its match must be OXM, fit
+    the message and hold an in_port. Raises MalformedPacket otherwise."""
+    if len(message) < 8 + _PACKET_IN.size + _MATCH_HEADER.size:
+        raise MalformedPacket(f'{len(message)}-byte PacketIn is too short')
+    buffer_id, _total_len, _reason, _table, cookie = _PACKET_IN.unpack_from(
+        message, 8)
+    match_type, match_length = _MATCH_HEADER.unpack_from(message, 24)
+    match_end = 24 + match_length
+    data_start = 24 + (match_length + 7) // 8 * 8 + 2
+    if match_type != _OFPMT_OXM or match_length < 4 or (
+            data_start > len(message)):
+        raise MalformedPacket(f'PacketIn match (type {match_type}, '
+                              f'{match_length} bytes) does not fit')
+    in_port = None
+    offset = 28
+    while offset + 4 <= match_end:
+        (oxm,) = _OXM_HEADER.unpack_from(message, offset)
+        end = offset + 4 + (oxm & 0xff)
+        if end > match_end:
+            raise MalformedPacket('PacketIn match field overruns the match')
+        if oxm == _OXM_IN_PORT:
+            (in_port,) = _IN_PORT.unpack_from(message, offset + 4)
+        offset = end
+    if offset != match_end:
+        raise MalformedPacket('PacketIn match ends inside a field header')
+    if in_port is None:
+        raise MalformedPacket('PacketIn match has no in_port')
+    return PacketInFields(buffer_id, cookie, in_port,
+                          bytes(message[data_start:]))
 
 
 def decode_packet_in(msg) -> typing.Optional[model.Packet]:
-    """The TCP segment or ARP request in a PacketIn, or None if irrelevant.
+    """The TCP segment or ARP request in an os-ken PacketIn, or None if
+    irrelevant (see `decode_frame`)."""
+    in_port = msg.match['in_port']
+    buffer_id = msg.buffer_id
+    if buffer_id == msg.datapath.ofproto.OFP_NO_BUFFER:
+        buffer_id = None
+    return decode_frame(bytes(msg.data), in_port, buffer_id)
+
+
+def decode_fields(fields: PacketInFields) -> typing.Optional[model.Packet]:
+    """`decode_frame` of what `parse_packet_in` read."""
+    buffer_id = fields.buffer_id
+    return decode_frame(fields.data, fields.in_port,
+                        None if buffer_id == _NO_BUFFER else buffer_id)
+
+
+def decode_frame(data: bytes, in_port: int, buffer_id: typing.Optional[int]
+                 ) -> typing.Optional[model.Packet]:
+    """The TCP segment or ARP request in a PacketIn's frame, or None if
+    irrelevant.
 
     Reads only the fixed headers we use, with `struct`: hosts' frames never
     reach a general parser (os-ken's loops forever on a zero-length TCP
@@ -59,11 +132,6 @@ def decode_packet_in(msg) -> typing.Optional[model.Packet]:
     MalformedPacket, naming the port, if a header the frame announces is
     short or inconsistent.
     """
-    data = bytes(msg.data)
-    in_port = msg.match['in_port']
-    buffer_id = msg.buffer_id
-    if buffer_id == msg.datapath.ofproto.OFP_NO_BUFFER:
-        buffer_id = None
 
     def bad(why):
         return MalformedPacket(f'in_port {in_port}: {why}')

@@ -1,0 +1,181 @@
+"""PacketIns handled in the switch's receive thread, below os-ken's queue.
+
+os-ken parses every message of a switch into objects in its receive thread,
+queues them as events, and the app's thread takes them one by one: for a
+PacketIn, that parse and the thread hand-offs cost more than the policy's
+decision. A `SwitchReader` stands in for the switch's socket under os-ken's
+receive loop. It splits what it reads into OpenFlow messages and offers
+each run of PacketIns to the app, which handles them there and then, or
+declines (then os-ken gets them, as before). Every other message goes to
+os-ken, and a PacketIn behind it waits until os-ken has delivered it (its
+next read): so the app sees whether that message queued an event of this
+switch, and no PacketIn is ever handled before a message that came ahead
+of it.
+
+The PacketIns waiting here are bounded as the app's queue bounds its own
+(`ha_redirect.backlog`): past that they are dropped as they are read, and
+counted. Each read takes all the switch has sent (up to `READ_SIZE`), so
+no backlog waits unseen in the socket.
+
+Part of the os-ken shell (`ha_redirect.app`), which decides when a run may
+be handled here (`RedirectApp.take_packet_ins`).
+"""
+
+import collections
+import logging
+
+from ha_redirect.openflow import decoder
+
+LOG = logging.getLogger('ha_redirect.app')
+
+READ_SIZE = 1 << 20
+_OFPT_PACKET_IN = 10
+_OFP_VERSION_1_3 = 4     # from 1.3 on, PacketIns share one layout
+_HEADER_SIZE = 8
+
+
+class SwitchReader:
+    """A switch's socket, as os-ken's receive loop reads it: `recv`
+    returns only whole messages (os-ken parses every whole message of a
+    read, in order).
+
+    `app` provides:
+    - `take_packet_ins(datapath, packet_ins)`: handle a run of PacketIns
+      (`decoder.PacketInFields`, in the order they came) now and return
+      True, or return False;
+    - `exempt_from_total(fields)`: a PacketIn never shed for the total;
+    - `shed_packet_ins(datapath, shed)`: PacketIns dropped, a Counter by
+      in_port;
+    - `malformed_packet_in(datapath, error)`: a PacketIn whose OpenFlow
+      fields do not parse, dropped (os-ken's parser would raise in its
+      receive loop and end the connection).
+    """
+
+    def __init__(self, sock, datapath, app, total, per_port):
+        self._sock = sock
+        self._datapath = datapath
+        self._app = app
+        self._total = total
+        self._per_port = per_port
+        self._buffer = bytearray(READ_SIZE)
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0
+        self._raw = False       # a message os-ken must frame itself
+        # Whole messages not yet handed on: (PacketInFields or None, bytes)
+        self._messages = collections.deque()
+        self._waiting = collections.Counter()     # in_port -> PacketIns
+        self._waiting_total = 0
+
+    def recv(self, size, *args):
+        while True:
+            out = self._hand_on()
+            if out:
+                return out
+            if self._raw:
+                return self._drain_raw(size, *args)
+            if self._end == len(self._buffer) or self._start:
+                self._compact()
+            received = self._sock.recv_into(self._view[self._end:])
+            if not received:
+                return b''      # os-ken drops a partial message at EOF too
+            self._end += received
+            self._split()
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def _compact(self):
+        remaining = self._end - self._start
+        self._buffer[:remaining] = self._buffer[self._start:self._end]
+        self._start, self._end = 0, remaining
+
+    def _drain_raw(self, size, *args):
+        if self._start < self._end:
+            data = bytes(self._view[self._start:self._end])
+            self._start = self._end = 0
+            return data
+        return self._sock.recv(max(size, 1 << 16), *args)
+
+    def _split(self):
+        """Queue the whole messages read; bound the PacketIns among them."""
+        buffer, view = self._buffer, self._view
+        offset, end = self._start, self._end
+        shed = collections.Counter()
+        while end - offset >= _HEADER_SIZE:
+            length = (buffer[offset + 2] << 8) | buffer[offset + 3]
+            if length < _HEADER_SIZE:
+                # Not a message we can frame: os-ken copes with it (and with
+                # everything after it) as it did before this reader.
+                self._raw = True
+                break
+            if end - offset < length:
+                break
+            message = view[offset:offset + length]
+            is_packet_in = (buffer[offset + 1] == _OFPT_PACKET_IN
+                            and buffer[offset] >= _OFP_VERSION_1_3)
+            offset += length
+            if not is_packet_in:
+                self._messages.append((None, bytes(message)))
+                continue
+            try:
+                fields = decoder.parse_packet_in(message)
+            except decoder.MalformedPacket as exc:
+                self._app.malformed_packet_in(self._datapath, exc)
+                continue
+            port = fields.in_port
+            if self._waiting[port] >= self._per_port or (
+                    self._waiting_total >= self._total
+                    and not self._app.exempt_from_total(fields)):
+                shed[port] += 1
+                continue
+            self._waiting[port] += 1
+            self._waiting_total += 1
+            self._messages.append((fields, bytes(message)))
+        self._start = offset
+        if shed:
+            self._app.shed_packet_ins(self._datapath, shed)
+
+    def _hand_on(self):
+        """Offer the leading run of PacketIns to the app; return os-ken's
+        bytes: the declined, then the other messages up to the next
+        PacketIn."""
+        messages = self._messages
+        out = []
+        run = []
+        while messages:
+            fields, message = messages[0]
+            if fields is not None:
+                if out:
+                    break       # after os-ken has delivered what is ahead
+                run.append(messages.popleft())
+                self._release(fields)
+                continue
+            if run:
+                self._offer(run, out)
+                run = []
+            out.append(message)
+            messages.popleft()
+        if run:
+            self._offer(run, out)
+        return b''.join(out)
+
+    def _release(self, fields):
+        self._waiting_total -= 1
+        port = fields.in_port
+        if self._waiting[port] > 1:
+            self._waiting[port] -= 1
+        else:
+            del self._waiting[port]
+
+    def _offer(self, run, out):
+        try:
+            if self._app.take_packet_ins(self._datapath,
+                                         [fields for fields, _ in run]):
+                return
+        except Exception:
+            # Some may have been handled: never twice, and never end
+            # os-ken's receive loop (and with it the connection).
+            LOG.exception('dropped %d PacketIns: handling them below the '
+                          'queue failed', len(run))
+            return
+        out.extend(message for _, message in run)

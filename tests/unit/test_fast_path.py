@@ -1,0 +1,588 @@
+"""PacketIns below os-ken's event queue (ha_redirect.fast_path and the
+app's `take_packet_ins`): the same decisions and bytes as the queued path,
+never ahead of an earlier event of the switch, bounded, and robust to bad
+input. Real os-ken Datapaths and receive loops over loopback sockets where
+the order of events is what is tested."""
+
+import collections
+import logging
+import socket
+import struct
+import threading
+import time
+
+from os_ken.base import app_manager  # noqa: F401 (before controller)
+from os_ken.controller import controller
+from os_ken.controller import handler
+from os_ken.controller import ofp_event
+from os_ken.lib.packet import arp
+from os_ken.lib.packet import ethernet
+from os_ken.lib.packet import ipv4
+from os_ken.lib.packet import packet
+from os_ken.lib.packet import tcp
+from os_ken.lib.packet import vlan
+from os_ken.ofproto import ofproto_parser
+from os_ken.ofproto import ofproto_v1_3 as ofp
+import pytest
+
+from ha_redirect import app as app_mod
+from ha_redirect import fast_path
+from ha_redirect import model
+from ha_redirect.openflow import decoder
+from ha_redirect.policy import RedirectPolicy
+from ha_redirect.strategies.reactive import ReactiveStrategy
+
+from os_ken_fakes import RecordingDatapath
+
+PRIMARY = model.Endpoint('10.0.0.1', '00:00:00:00:00:01', 1)
+BACKUP = model.Endpoint('10.0.0.2', '00:00:00:00:00:02', 2)
+CLIENT_MAC, CLIENT_IP = '00:00:00:00:00:03', '10.0.0.3'
+
+
+def _app():
+    service = model.Service('web', 1, (5001,), PRIMARY, (BACKUP,))
+    app = app_mod.RedirectApp(redirect_policy=RedirectPolicy(
+        [service], strategy=ReactiveStrategy()))
+    handler.register_instance(app)      # as os-ken's AppManager does
+    return app
+
+
+def _tcp_frame(src_port=40000, bits=tcp.TCP_SYN, src=(CLIENT_MAC, CLIENT_IP),
+               dst=(PRIMARY.mac, PRIMARY.ip), vlan_id=None, tcp_ports=None):
+    frame = packet.Packet()
+    frame.add_protocol(ethernet.ethernet(
+        dst=dst[0], src=src[0], ethertype=0x8100 if vlan_id else 0x0800))
+    if vlan_id:
+        frame.add_protocol(vlan.vlan(vid=vlan_id, ethertype=0x0800))
+    frame.add_protocol(ipv4.ipv4(src=src[1], dst=dst[1], proto=6))
+    sport, dport = tcp_ports or (src_port, 5001)
+    frame.add_protocol(tcp.tcp(src_port=sport, dst_port=dport, bits=bits))
+    frame.serialize()
+    return bytes(frame.data)
+
+
+def _arp_frame():
+    frame = packet.Packet()
+    frame.add_protocol(ethernet.ethernet(dst='ff:ff:ff:ff:ff:ff',
+                                         src=CLIENT_MAC, ethertype=0x0806))
+    frame.add_protocol(arp.arp(src_mac=CLIENT_MAC, src_ip=CLIENT_IP,
+                               dst_ip=PRIMARY.ip))
+    frame.serialize()
+    return bytes(frame.data)
+
+
+def _packet_in_bytes(frame, in_port=3, xid=7, cookie=0,
+                     buffer_id=ofp.OFP_NO_BUFFER, extra_oxm=b''):
+    oxms = struct.pack('!II', 0x80000004, in_port) + extra_oxm
+    match = struct.pack('!HH', ofp.OFPMT_OXM, 4 + len(oxms)) + oxms
+    match += bytes(-len(match) % 8)
+    body = (struct.pack('!IHBBQ', buffer_id, len(frame), ofp.OFPR_ACTION, 0,
+                        cookie) + match + bytes(2) + frame)
+    return struct.pack('!BBHI', ofp.OFP_VERSION, ofp.OFPT_PACKET_IN,
+                       8 + len(body), xid) + body
+
+
+def _port_status_bytes(port_no, up):
+    port = struct.pack('!I4x6s2x16sIIIIIIII', port_no, bytes(6),
+                       f'p{port_no}'.encode(), 0,
+                       0 if up else ofp.OFPPS_LINK_DOWN, 0, 0, 0, 0, 0, 0)
+    body = struct.pack('!B7x', ofp.OFPPR_MODIFY) + port
+    return struct.pack('!BBHI', ofp.OFP_VERSION, ofp.OFPT_PORT_STATUS,
+                       8 + len(body), 0) + body
+
+
+def _os_ken_msg(datapath, raw):
+    version, msg_type, length, xid = ofproto_parser.header(raw)
+    return ofproto_parser.msg(datapath, version, msg_type, length, xid, raw)
+
+
+FRAMES = {
+    'syn': _tcp_frame(),
+    'syn_vlan': _tcp_frame(40001, vlan_id=5),
+    'ack': _tcp_frame(40002, bits=tcp.TCP_ACK),
+    'server_rst': _tcp_frame(bits=tcp.TCP_RST | tcp.TCP_ACK,
+                             src=(PRIMARY.mac, PRIMARY.ip),
+                             dst=(CLIENT_MAC, CLIENT_IP),
+                             tcp_ports=(5001, 40003)),
+    'arp_request': _arp_frame(),
+    'udp_or_other': bytes.fromhex('ffffffffffff000000000003' '86dd') + bytes(
+        40),
+}
+
+
+@pytest.mark.parametrize('name', sorted(FRAMES))
+@pytest.mark.parametrize('buffer_id,cookie', [
+    (ofp.OFP_NO_BUFFER, 0), (17, 0x1234 << 32 | model.ROLE_PROBE)])
+def test_packet_in_bytes_read_as_os_ken_reads_them(name, buffer_id, cookie):
+    raw = _packet_in_bytes(FRAMES[name], in_port=9, cookie=cookie,
+                           buffer_id=buffer_id,
+                           extra_oxm=struct.pack('!IQ', 0x80000408, 5))
+    msg = _os_ken_msg(RecordingDatapath(), raw)
+    fields = decoder.parse_packet_in(memoryview(raw))
+    assert fields == (msg.buffer_id, msg.cookie, msg.match['in_port'],
+                      bytes(msg.data))
+    assert decoder.decode_fields(fields) == decoder.decode_packet_in(msg)
+
+
+@pytest.mark.parametrize('raw', [
+    _packet_in_bytes(FRAMES['syn'])[:30],                   # short
+    _packet_in_bytes(FRAMES['syn'])[:24]
+    + struct.pack('!HH', ofp.OFPMT_OXM, 200) + bytes(20),   # match overruns
+    _packet_in_bytes(FRAMES['syn'])[:24]
+    + struct.pack('!HHI', ofp.OFPMT_OXM, 12, 0x80000010) + bytes(20),
+    _packet_in_bytes(FRAMES['syn'])[:24]
+    + struct.pack('!HH', 0, 8) + bytes(30),                 # not OXM
+    _packet_in_bytes(FRAMES['syn'])[:24]                    # no in_port
+    + struct.pack('!HHI', ofp.OFPMT_OXM, 6, 0x80000600) + bytes(32),
+])
+def test_a_packet_in_that_does_not_parse_is_malformed(raw):
+    with pytest.raises(decoder.MalformedPacket):
+        decoder.parse_packet_in(raw)
+
+
+class WireDatapath(RecordingDatapath):
+    """Takes bytes as os-ken's Datapath does; its frames are
+    (type, xid, bytes)."""
+    state = handler.MAIN_DISPATCHER
+
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+
+    def send(self, buf):
+        self.writes.append(bytes(buf))
+        return True
+
+    def frames(self):
+        stream = b''.join(self.writes)
+        frames, offset = [], 0
+        while offset < len(stream):
+            _, msg_type, length, xid = ofproto_parser.header(
+                stream[offset:])
+            frames.append((msg_type, xid, stream[offset:offset + length]))
+            offset += length
+        return frames
+
+
+def _connect(app, datapath, primary_up=True):
+    reply = ofproto_parser.msg(datapath, *_multipart_port_desc(primary_up))
+    app.on_port_desc(ofp_event.EventOFPPortDescStatsReply(reply))
+
+
+def _multipart_port_desc(primary_up):
+    ports = b''.join(
+        struct.pack('!I4x6s2x16sIIIIIIII', no, bytes(6), f'p{no}'.encode(),
+                    0, 0 if up else ofp.OFPPS_LINK_DOWN, 0, 0, 0, 0, 0, 0)
+        for no, up in ((1, primary_up), (2, True), (3, True), (9, True)))
+    body = struct.pack('!HH4x', ofp.OFPMP_PORT_DESC, 0) + ports
+    raw = struct.pack('!BBHI', ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY,
+                      8 + len(body), 1) + body
+    return ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, len(raw), 1, raw
+
+
+@pytest.mark.parametrize('primary_up', [True, False],
+                         ids=['normal', 'failed_over'])
+def test_below_the_queue_sends_the_queued_paths_bytes(primary_up):
+    """Every kind of PacketIn, through on_packet_in one event at a time and
+    through take_packet_ins in one run: the same policy calls, the same
+    messages, byte for byte and xid for xid."""
+    queued, below = WireDatapath(), WireDatapath()
+    apps = {'queued': _app(), 'below': _app()}
+    calls = collections.defaultdict(list)
+    for name, app in apps.items():
+        answer = app.policy.on_packet
+
+        def recording(dpid, decoded, now, name=name, answer=answer):
+            calls[name].append(decoded)
+            return answer(dpid, decoded, now)
+        app.policy.on_packet = recording
+    _connect(apps['queued'], queued, primary_up)
+    _connect(apps['below'], below, primary_up)
+    assert below.xid == queued.xid
+    queued.writes.clear()
+    below.writes.clear()
+    raws = [_packet_in_bytes(FRAMES[name], in_port=3, xid=n)
+            for n, name in enumerate(sorted(FRAMES) * 2)]
+    raws += [_packet_in_bytes(_tcp_frame(41000 + n), in_port=3 + n % 2)
+             for n in range(40)]
+    for raw in raws:
+        apps['queued'].on_packet_in(
+            ofp_event.EventOFPPacketIn(_os_ken_msg(queued, raw)))
+    assert apps['below'].take_packet_ins(
+        below, [decoder.parse_packet_in(raw) for raw in raws])
+    assert calls['below'] == calls['queued']
+    assert len(calls['queued']) == len(raws) - 2     # not the IPv6 frames
+    assert below.frames() == queued.frames()
+    kinds = collections.Counter(t for t, _, _ in below.frames())
+    assert kinds[ofp.OFPT_PACKET_OUT] >= 40 and kinds[ofp.OFPT_FLOW_MOD] >= 80
+    # One write per batch of PacketIns, not one per PacketIn.
+    assert len(below.writes) < len(queued.writes) / 4
+
+
+def test_a_bad_frame_below_the_queue_is_logged_counted_and_passed(caplog):
+    app = _app()
+    datapath = WireDatapath()
+    _connect(app, datapath)
+    datapath.writes.clear()
+    runs = [_packet_in_bytes(FRAMES['syn'][:20]),
+            _packet_in_bytes(FRAMES['syn'][:40]),
+            _packet_in_bytes(_tcp_frame(40100))]
+    with caplog.at_level(logging.WARNING):
+        assert app.take_packet_ins(
+            datapath, [decoder.parse_packet_in(raw) for raw in runs])
+    assert caplog.text.count('dropped a malformed PacketIn') == 2
+    assert app.packet_ins_malformed == 2
+    assert [t for t, _, _ in datapath.frames()] == [
+        ofp.OFPT_FLOW_MOD, ofp.OFPT_FLOW_MOD, ofp.OFPT_BARRIER_REQUEST,
+        ofp.OFPT_PACKET_OUT]
+
+
+def test_a_policy_failure_below_the_queue_costs_only_its_packet(
+        caplog, monkeypatch):
+    app = _app()
+    datapath = WireDatapath()
+    _connect(app, datapath)
+    datapath.writes.clear()
+    answer = app.policy.on_packet
+
+    def failing_once(dpid, packet, now):
+        if packet.tcp_src == 40200:
+            raise RuntimeError('a policy bug')
+        return answer(dpid, packet, now)
+    monkeypatch.setattr(app.policy, 'on_packet', failing_once)
+    with caplog.at_level(logging.ERROR):
+        assert app.take_packet_ins(datapath, [
+            decoder.parse_packet_in(_packet_in_bytes(_tcp_frame(port)))
+            for port in (40200, 40201)])
+    assert 'serving on' in caplog.text
+    assert [t for t, _, _ in datapath.frames()].count(
+        ofp.OFPT_PACKET_OUT) == 1
+
+
+# The reader alone, over a scripted socket --------------------------------
+
+class _ScriptedSocket:
+    """A socket whose reads return the given chunks, then EOF."""
+
+    def __init__(self, chunks):
+        self.chunks = list(chunks)
+
+    def recv_into(self, view):
+        if not self.chunks:
+            return 0
+        chunk = self.chunks.pop(0)
+        view[:len(chunk)] = chunk
+        return len(chunk)
+
+    def recv(self, size, *args):
+        return self.chunks.pop(0) if self.chunks else b''
+
+
+class _App:
+    """What a SwitchReader calls, recorded; takes runs while `taking`."""
+
+    def __init__(self, taking=True):
+        self.taking = taking
+        self.taken, self.shed, self.malformed = [], collections.Counter(), []
+
+    def take_packet_ins(self, datapath, packet_ins):
+        if self.taking:
+            self.taken.append([f.in_port for f in packet_ins])
+        return self.taking
+
+    def exempt_from_total(self, fields):
+        return fields.cookie == 0xfee
+
+    def shed_packet_ins(self, datapath, shed):
+        self.shed.update(shed)
+
+    def malformed_packet_in(self, datapath, error):
+        self.malformed.append(str(error))
+
+
+def _read_all(reader):
+    out = []
+    while True:
+        data = reader.recv(8)
+        if not data:
+            return out
+        out.append(data)
+
+
+def test_the_reader_hands_other_messages_on_and_waits_behind_them():
+    pi = [_packet_in_bytes(FRAMES['syn'], in_port=n) for n in range(10, 16)]
+    status = _port_status_bytes(1, False)
+    echo = struct.pack('!BBHI', 4, ofp.OFPT_ECHO_REQUEST, 8, 3)
+    stream = pi[0] + pi[1] + status + echo + pi[2] + pi[3] + status + pi[4]
+    app = _App()
+    # Split mid-message, to be framed across reads.
+    reader = fast_path.SwitchReader(
+        _ScriptedSocket([stream[:100], stream[100:]]), None, app, 100, 32)
+    assert _read_all(reader) == [status + echo, status]
+    # Each run stopped at the message ahead of it, until os-ken had it.
+    assert app.taken == [[10, 11], [12, 13], [14]]
+
+
+def test_declined_packet_ins_reach_os_ken_in_order():
+    pi = [_packet_in_bytes(FRAMES['syn'], in_port=n) for n in range(10, 14)]
+    status = _port_status_bytes(1, False)
+    reader = fast_path.SwitchReader(
+        _ScriptedSocket([pi[0] + pi[1] + status + pi[2] + pi[3]]), None,
+        _App(taking=False), 100, 32)
+    assert b''.join(_read_all(reader)) == pi[0] + pi[1] + status + pi[2] + (
+        pi[3])
+
+
+def test_the_reader_bounds_what_waits_and_sheds_the_rest():
+    one_port = [_packet_in_bytes(FRAMES['syn'], in_port=3)] * 50
+    others = [_packet_in_bytes(FRAMES['syn'], in_port=4 + n % 5)
+              for n in range(150)]
+    probes = [_packet_in_bytes(FRAMES['syn'], in_port=20, cookie=0xfee)] * 5
+    app = _App()
+    reader = fast_path.SwitchReader(
+        _ScriptedSocket([b''.join(one_port + others + probes)]), None, app,
+        100, 32)
+    assert _read_all(reader) == []
+    taken = collections.Counter(port for run in app.taken for port in run)
+    # 32 from the flooding port, the others up to 100 in all, and the
+    # probe replies on top.
+    assert taken[3] == 32 and sum(taken.values()) == 105
+    assert taken[20] == 5
+    assert app.shed[3] == 18 and sum(app.shed.values()) == 205 - 105
+
+
+def test_a_crafted_packet_in_is_dropped_and_the_rest_read():
+    good = _packet_in_bytes(FRAMES['syn'], in_port=3)
+    crafted = good[:24] + struct.pack('!HH', ofp.OFPMT_OXM, 400) + good[28:]
+    app = _App()
+    reader = fast_path.SwitchReader(_ScriptedSocket([crafted + good]), None,
+                                    app, 100, 32)
+    assert _read_all(reader) == []
+    assert app.taken == [[3]] and len(app.malformed) == 1
+
+
+def test_a_message_too_short_to_frame_goes_to_os_ken_raw():
+    good = _packet_in_bytes(FRAMES['syn'], in_port=3)
+    bad = struct.pack('!BBHI', 4, 0, 4, 0)
+    app = _App()
+    reader = fast_path.SwitchReader(
+        _ScriptedSocket([good + bad + good, good]), None, app, 100, 32)
+    assert b''.join(_read_all(reader)) == bad + good + good
+    assert app.taken == [[3]]
+
+
+def test_os_ken_s_own_loop_over_the_reader_delivers_every_message_in_order():
+    """40 PacketIns the app declines, one split across reads: os-ken's own
+    receive loop delivers each once, in order."""
+    with socket.create_server(('127.0.0.1', 0)) as server:
+        theirs = socket.create_connection(server.getsockname())
+        ours, _ = server.accept()
+    datapath = controller.Datapath(ours, ('127.0.0.1', 6653))
+    datapath.set_version(ofp.OFP_VERSION)
+    datapath.ofp_brick = brick = _Recorder()
+    datapath.set_state(handler.MAIN_DISPATCHER)
+    datapath.socket = fast_path.SwitchReader(datapath.socket, datapath,
+                                             _App(taking=False), 100, 32)
+    stream = b''.join(_packet_in_bytes(_tcp_frame(port), xid=port)
+                      for port in range(40000, 40040))
+    reader = threading.Thread(target=datapath._recv_loop)
+    reader.start()
+    theirs.sendall(stream[:1000])
+    time.sleep(0.05)
+    theirs.sendall(stream[1000:])
+    theirs.close()
+    reader.join(10)
+    assert [ev.msg.xid for ev in brick.events
+            if isinstance(ev, ofp_event.EventOFPPacketIn)] == list(
+        range(40000, 40040))
+    ours.close()
+
+
+class _Recorder:
+    """os-ken's ofp_event brick, keeping the events."""
+
+    def __init__(self):
+        self.events = []
+
+    def send_event_to_observers(self, ev, state):
+        self.events.append(ev)
+
+    def get_handlers(self, ev):
+        return []
+
+
+# The app, under os-ken's own receive loop over a socket --------------------
+
+class _Brick:
+    """os-ken's ofp_event brick: hands each event to the app."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def send_event_to_observers(self, ev, state):
+        self.app._send_event(ev, state)
+
+    def get_handlers(self, ev):
+        return []
+
+
+def _drain(app):
+    """Run the app's own event loop over what is queued, then return."""
+    app.is_active = False
+    app._send_event(app._event_stop, None)
+    app._event_loop()
+    app.is_active = True
+
+
+class _Switch:
+    """A real os-ken Datapath of dpid 1 in MAIN, over loopback; what it
+    would send is recorded as bytes."""
+
+    def __init__(self, app):
+        with socket.create_server(('127.0.0.1', 0)) as server:
+            self.theirs = socket.create_connection(server.getsockname())
+            ours, _ = server.accept()
+        self.datapath = datapath = controller.Datapath(ours, ('127.0.0.1',
+                                                              6653))
+        datapath.set_version(ofp.OFP_VERSION)
+        datapath.id = 1
+        self.writes = []
+        datapath.send = self._record
+        datapath.ofp_brick = _Brick(app)
+        datapath.set_state(handler.CONFIG_DISPATCHER)
+        features = ofproto_parser.msg(datapath, ofp.OFP_VERSION,
+                                      ofp.OFPT_FEATURES_REPLY, 32, 1,
+                                      struct.pack('!BBHIQIBB2xII', 4, 6, 32,
+                                                  1, 1, 0, 254, 0, 0, 0))
+        datapath.ofp_brick.send_event_to_observers(
+            ofp_event.EventOFPSwitchFeatures(features),
+            handler.CONFIG_DISPATCHER)
+        datapath.set_state(handler.MAIN_DISPATCHER)
+        _drain(app)
+        _connect(app, datapath)
+        self.reader = threading.Thread(target=datapath._recv_loop)
+        self.reader.start()
+
+    def _record(self, buf, close_socket=False):
+        self.writes.append(bytes(buf))
+        return True
+
+    def forward_ports(self):
+        """Where each pinned client connection's first FlowMod sends it."""
+        stream = b''.join(self.writes)
+        ports, offset = [], 0
+        while offset < len(stream):
+            _, msg_type, length, _ = ofproto_parser.header(stream[offset:])
+            msg = stream[offset:offset + length]
+            offset += length
+            if msg_type != ofp.OFPT_FLOW_MOD or msg[25] != ofp.OFPFC_ADD:
+                continue
+            match_length = struct.unpack_from('!H', msg, 50)[0]
+            match = msg[48:48 + match_length]
+            if struct.pack('!IH', 0x80001c02, 5001) not in match or (
+                    struct.pack('!I4s', 0x80001604,
+                                socket.inet_aton(CLIENT_IP)) not in match):
+                continue        # not a client's forward flow
+            actions = msg[48 + (match_length + 7) // 8 * 8 + 8:]
+            ports.append(struct.unpack_from('!I', actions,
+                                            len(actions) - 12)[0])
+        return ports
+
+    def close(self):
+        self.theirs.close()
+        self.reader.join(10)
+        self.datapath.socket.close()
+
+
+def _wait(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.005)
+
+
+def test_the_features_reply_puts_the_reader_under_os_ken():
+    app = _app()
+    switch = _Switch(app)
+    try:
+        assert isinstance(switch.datapath.socket, fast_path.SwitchReader)
+    finally:
+        switch.close()
+
+
+def test_a_packet_in_is_handled_in_the_receive_thread_when_nothing_waits():
+    app = _app()
+    switch = _Switch(app)
+    try:
+        switch.writes.clear()
+        switch.theirs.sendall(_packet_in_bytes(_tcp_frame(40300)))
+        # The app's event loop does not run: only the receive thread can
+        # have answered.
+        _wait(lambda: switch.forward_ports())
+        assert switch.forward_ports() == [PRIMARY.port]
+        assert app.events.empty()
+    finally:
+        switch.close()
+
+
+def test_a_port_status_ahead_of_a_packet_in_is_applied_first():
+    """PortStatus(primary down) and a SYN in one write: the SYN must be
+    decided after the PortStatus, so it goes to the backup. The app's event
+    loop is not running while the receive thread reads them: a PacketIn
+    handled below the queue would be decided first, for the primary."""
+    app = _app()
+    switch = _Switch(app)
+    try:
+        switch.writes.clear()
+        switch.theirs.sendall(_port_status_bytes(1, False)
+                              + _packet_in_bytes(_tcp_frame(40400)))
+        _wait(lambda: app.events.qsize() == 2)
+        assert switch.forward_ports() == []
+        _drain(app)
+        assert switch.forward_ports() == [BACKUP.port]
+        # With the queue empty again, the next one is handled below it.
+        switch.theirs.sendall(_packet_in_bytes(_tcp_frame(40401)))
+        _wait(lambda: len(switch.forward_ports()) == 2)
+        assert switch.forward_ports() == [BACKUP.port, BACKUP.port]
+        assert app.events.empty()
+    finally:
+        switch.close()
+
+
+def test_a_crafted_packet_in_leaves_the_connection_up(caplog):
+    app = _app()
+    switch = _Switch(app)
+    try:
+        good = _packet_in_bytes(_tcp_frame(40500))
+        crafted = good[:24] + struct.pack('!HH', ofp.OFPMT_OXM, 9000) + (
+            good[28:])
+        switch.writes.clear()
+        with caplog.at_level(logging.WARNING):
+            switch.theirs.sendall(crafted)
+            switch.theirs.sendall(good)
+            _wait(lambda: switch.forward_ports())
+        assert switch.reader.is_alive()
+        assert 'dropped a malformed PacketIn' in caplog.text
+        assert app.packet_ins_malformed == 1
+    finally:
+        switch.close()
+
+
+def test_a_flood_below_the_queue_is_shed_counted_and_logged(caplog):
+    app = _app()
+    switch = _Switch(app)
+    try:
+        flood = b''.join(_packet_in_bytes(_tcp_frame(41000 + n), in_port=3)
+                         for n in range(400))
+        with app._policy_lock, caplog.at_level(logging.WARNING):
+            # The policy is busy: everything arrives before any is handled.
+            switch.theirs.sendall(flood)
+            _wait(lambda: app.metrics.packet_ins_dropped._value.get() > 0)
+        _wait(lambda: len(switch.forward_ports()) + (
+            app.metrics.packet_ins_dropped._value.get()) >= 400)
+        handled = len(switch.forward_ports())
+        assert handled >= app_mod.PACKET_IN_BACKLOG_PER_PORT
+        assert handled + app.metrics.packet_ins_dropped._value.get() == 400
+        assert 'overloaded: dropped' in caplog.text
+    finally:
+        switch.close()
