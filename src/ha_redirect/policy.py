@@ -17,6 +17,7 @@ import logging
 import typing
 
 from ha_redirect import model
+from ha_redirect.monitors import base as monitor_base
 from ha_redirect.packet_in_meters import PacketInMeters
 from ha_redirect import plugins
 from ha_redirect import redispatch
@@ -83,6 +84,32 @@ class RedirectPolicy:
                 monitors=monitors))
         self._connected: typing.Set[int] = set()
         self._meters = PacketInMeters(self.settings, self.services)
+        # The services never change: index them once, so that a change to
+        # one service costs the same with 1 or 1,000 services beside it.
+        self._states_by_switch: typing.Dict[
+            int, typing.List[ServiceState]] = {}
+        self._states_by_port: typing.Dict[
+            typing.Tuple[int, int], typing.List[ServiceState]] = {}
+        self._states_by_primary: typing.Dict[
+            typing.Tuple[int, str], typing.List[ServiceState]] = {}
+        # Services whose monitors look at packets (the base class's
+        # on_packet never claims one): the rest need not see each PacketIn.
+        self._watching_packets: typing.Dict[int, typing.List[
+            typing.Tuple[ServiceState, list]]] = {}
+        for state in self._states:
+            service = state.service
+            dpid = service.datapath_id
+            self._states_by_switch.setdefault(dpid, []).append(state)
+            for tcp_port in service.tcp_ports:
+                self._states_by_port.setdefault(
+                    (dpid, tcp_port), []).append(state)
+            watchers = [m for m in state.monitors if type(m).on_packet
+                        is not monitor_base.Monitor.on_packet]
+            if watchers:
+                self._watching_packets.setdefault(dpid, []).append(
+                    (state, watchers))
+            self._states_by_primary.setdefault(
+                (dpid, service.primary.ip), []).append(state)
 
     def set_observer(self, observer: typing.Any) -> None:
         """Tell `observer` (see the class docstring) of what happens from
@@ -322,13 +349,43 @@ class RedirectPolicy:
 
     def on_port_status(self, datapath_id: int, port_no: int, is_up: bool,
                        now: float) -> typing.List[model.Message]:
-        messages: typing.List[model.Message] = []
-        for state in self._states_on(datapath_id):
+        """A port went up or down: every service's changes, in service
+        order, closed by one barrier (see `on_port_status_in_chunks`)."""
+        return [message for chunk in self.on_port_status_in_chunks(
+            datapath_id, port_no, is_up, now) for message in chunk]
+
+    def on_port_status_in_chunks(self, datapath_id: int, port_no: int,
+                                 is_up: bool, now: float
+                                 ) -> typing.Iterator[
+                                     typing.List[model.Message]]:
+        """`on_port_status`'s messages in chunks, each made only when the
+        one before it has been taken: the changes of 1 service, then of
+        2, 4, 8, ... more, the last chunk closed by the barrier. One link
+        can carry a thousand services' primaries; sending each chunk as
+        it comes puts the first services' redirects on the wire after
+        their own work, not after everyone's. Take every chunk, in order,
+        before anything else reaches the policy: each service's state
+        changes as its chunk is made."""
+        label = f'port {port_no} {"up" if is_up else "down"}'
+        states = self._states_on(datapath_id)
+        chunk: typing.List[model.Message] = []
+        in_chunk = 0
+        chunk_size = 1
+        changed = False
+        for position, state in enumerate(states):
             for monitor in state.monitors:
                 monitor.on_port_status(port_no, is_up, now)
-            messages += self._reconcile(
-                state, now, f'port {port_no} {"up" if is_up else "down"}')
-        return messages
+            changes = self._changes(state, now, label)
+            if changes is not None:
+                changed = True
+                chunk += changes
+                in_chunk += 1
+            last = position == len(states) - 1
+            if last and changed:
+                chunk.append(model.Barrier(datapath_id))
+            if chunk and (last or in_chunk >= chunk_size):
+                yield chunk
+                chunk, in_chunk, chunk_size = [], 0, chunk_size * 2
 
     def on_tick(self, now: float) -> typing.List[model.Message]:
         """Let monitors probe and time out; call every `tick_interval`."""
@@ -350,9 +407,9 @@ class RedirectPolicy:
         # each tcp_probe monitor claims only the replies to its own probes.
         claimed = False
         messages: typing.List[model.Message] = []
-        for state in self._states_on(datapath_id):
+        for state, monitors in self._watching_packets.get(datapath_id, ()):
             answered = False
-            for monitor in state.monitors:
+            for monitor in monitors:
                 answer = monitor.on_packet(packet, now)
                 if answer is not None:
                     answered = True
@@ -369,8 +426,10 @@ class RedirectPolicy:
         if isinstance(packet, model.TcpPacket):
             return self._on_service_packet(datapath_id, packet)
         if isinstance(packet, model.ArpRequest):
-            return stand_in.answer_arp(self._states_on(datapath_id),
-                                       datapath_id, packet)
+            return stand_in.answer_arp(
+                self._states_by_primary.get(
+                    (datapath_id, packet.target_ip), ()),
+                datapath_id, packet)
         return []
 
     def on_flow_removed(self, datapath_id: int, cookie: int,
@@ -410,10 +469,21 @@ class RedirectPolicy:
 
     def _reconcile(self, state: ServiceState, now: float, why: str
                    ) -> typing.List[model.Message]:
+        """The service's changes, if any, closed by a barrier."""
+        messages = self._changes(state, now, why)
+        if messages is None:
+            return []
+        return messages + [model.Barrier(state.service.datapath_id)]
+
+    def _changes(self, state: ServiceState, now: float, why: str
+                 ) -> typing.Optional[typing.List[model.Message]]:
+        """Take the monitors' verdict on the service; the messages that
+        carry out what changed, the redirect first, without a barrier
+        (None: nothing changed)."""
         was_healthy, was_eligible = state.healthy, state.eligible
         state.update_health(now, self.settings.failback_hold_down)
         if state.healthy == was_healthy and state.eligible == was_eligible:
-            return []
+            return None
         messages: typing.List[model.Message] = []
         previous = state.active
         state.active = state.choose_active(self.settings.failback)
@@ -423,7 +493,7 @@ class RedirectPolicy:
         messages += self.strategy.on_servers_changed(view, previous)
         if previous != state.active:
             messages += stand_in.reply_fallbacks(
-                self.strategy, self.settings, self._states_on(datapath_id),
+                self.strategy, self.settings, self._sharing_a_port(state),
                 datapath_id, involving=state.service)
         for server, (before, after) in enumerate(zip(was_healthy,
                                                      state.healthy)):
@@ -435,8 +505,8 @@ class RedirectPolicy:
                 state.forget_connections_to(server)
         if was_healthy[0] != state.healthy[0]:
             messages += stand_in.update_arp_responder(
-                self.settings, self._states_on(datapath_id), state)
-        messages.append(model.Barrier(datapath_id))
+                self.settings, self._states_by_primary[
+                    (datapath_id, state.service.primary.ip)], state)
         return self._meters.apply(datapath_id, messages)
 
     def _on_service_packet(self, datapath_id, packet):
@@ -472,8 +542,10 @@ class RedirectPolicy:
     # Helpers ------------------------------------------------------------
 
     def _service_for(self, datapath_id, packet):
-        return next((state for state in self._states_on(datapath_id)
-                     if state.serves(packet)), None)
+        # Only a service of the packet's destination port can serve it.
+        return next((state for state in self._states_by_port.get(
+            (datapath_id, packet.tcp_dst), ()) if state.serves(packet)),
+            None)
 
     def _transition(self, state, previous, now, why):
         """Servers changed state; maybe new connections go elsewhere."""
@@ -488,8 +560,19 @@ class RedirectPolicy:
                                          state.active, why)
 
     def _states_on(self, datapath_id):
-        return [s for s in self._states
-                if s.service.datapath_id == datapath_id]
+        return self._states_by_switch.get(datapath_id, [])
+
+    def _sharing_a_port(self, state):
+        """The services on the state's switch that serve one of its TCP
+        ports (itself included), in service order: the only ones its
+        reply fallbacks depend on."""
+        dpid = state.service.datapath_id
+        ports = state.service.tcp_ports
+        if len(ports) == 1:
+            return self._states_by_port[(dpid, ports[0])]
+        sharing = {s.index: s for port in ports
+                   for s in self._states_by_port[(dpid, port)]}
+        return [sharing[index] for index in sorted(sharing)]
 
     def _state_named(self, name):
         for state in self._states:

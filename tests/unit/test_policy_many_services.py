@@ -1,0 +1,173 @@
+"""One link failure that moves many services: the first service's redirect
+must not wait for everyone's work (issue 12, item 4)."""
+
+import dataclasses
+
+import pytest
+
+from ha_redirect import model
+from ha_redirect.policy import RedirectPolicy
+from ha_redirect import stand_in
+from ha_redirect.strategies.fast_failover import FastFailoverStrategy
+from ha_redirect.strategies.proactive import ProactiveStrategy
+from ha_redirect.strategies.reactive import ReactiveStrategy
+from ha_redirect.strategies.stateful import StatefulStrategy
+
+from switch_harness import SimulatedSwitch
+from switch_harness import tcp
+
+PRIMARY = model.Endpoint('10.0.0.1', '00:00:00:00:00:01', 1)
+BACKUP = model.Endpoint('10.0.0.2', '00:00:00:00:00:02', 2)
+OTHER_PRIMARY = model.Endpoint('10.0.0.6', '00:00:00:00:00:06', 6)
+# A second primary address behind the first primary's port.
+SECOND_PRIMARY = model.Endpoint('10.0.0.7', '00:00:00:00:00:07', 1)
+CLIENT = ('10.0.0.3', '00:00:00:00:00:03', 3)
+ALL_UP = {1: True, 2: True, 3: True, 6: True}
+FIRST_PORT = 5001
+STRATEGIES = {'reactive': ReactiveStrategy, 'proactive': ProactiveStrategy,
+              'fast_failover': FastFailoverStrategy,
+              'stateful': StatefulStrategy}
+
+
+def behind_one_port(count):
+    """`count` services whose primaries sit behind port 1, one TCP port
+    each, as `ha-redirect-lab gaps --services N` sets them up."""
+    first = model.Service('web', 1, (FIRST_PORT,), PRIMARY, (BACKUP,),
+                          client_ports=(CLIENT[2],))
+    return [first] + [dataclasses.replace(first, name=f'web{i}',
+                                          tcp_ports=(FIRST_PORT + i,))
+                      for i in range(1, count)]
+
+
+def connected(strategy, services, ports=ALL_UP):
+    policy = RedirectPolicy(services, model.PolicySettings(),
+                            strategy=STRATEGIES[strategy]())
+    switch = SimulatedSwitch(policy)
+    switch.connect(ports)
+    return switch
+
+
+@pytest.fixture(params=sorted(STRATEGIES))
+def strategy(request):
+    return request.param
+
+
+def test_the_first_chunk_is_the_first_services_change_alone(strategy):
+    """With 30 services, the first chunk is what the first service sends
+    when it is alone (the redirect first), less the barrier."""
+    alone = connected(strategy, behind_one_port(1))
+    expected = alone.policy.on_port_status(1, PRIMARY.port, False, 1.0)
+    assert isinstance(expected[-1], model.Barrier)
+    many = connected(strategy, behind_one_port(30))
+    chunks = many.policy.on_port_status_in_chunks(1, PRIMARY.port, False,
+                                                  1.0)
+    assert next(chunks) == expected[:-1]
+
+
+class _Moves:
+    """An observer that counts the services moved so far."""
+    def __init__(self):
+        self.moved = []
+
+    def server_changed(self, service_name, previous, active, why):
+        self.moved.append(service_name)
+
+
+def test_chunks_are_made_only_when_taken_doubling(strategy):
+    switch = connected(strategy, behind_one_port(20))
+    moves = _Moves()
+    switch.policy.set_observer(moves)
+    per_chunk = []
+    chunks = []
+    for chunk in switch.policy.on_port_status_in_chunks(
+            1, PRIMARY.port, False, 1.0):
+        per_chunk.append(len(moves.moved) - sum(per_chunk))
+        chunks.append(chunk)
+    assert per_chunk == [1, 2, 4, 8, 5]
+    assert moves.moved == [s.name for s in behind_one_port(20)]
+    # One barrier, closing the last chunk.
+    barriers = [(c, i) for c, chunk in enumerate(chunks)
+                for i, m in enumerate(chunk) if isinstance(m, model.Barrier)]
+    assert barriers == [(len(chunks) - 1, len(chunks[-1]) - 1)]
+
+
+def test_on_port_status_is_the_chunks_in_order(strategy):
+    one = connected(strategy, behind_one_port(7))
+    other = connected(strategy, behind_one_port(7))
+    assert one.policy.on_port_status(1, PRIMARY.port, False, 1.0) == [
+        m for chunk in other.policy.on_port_status_in_chunks(
+            1, PRIMARY.port, False, 1.0) for m in chunk]
+
+
+def test_a_port_no_service_uses_sends_nothing(strategy):
+    switch = connected(strategy, behind_one_port(5))
+    assert list(switch.policy.on_port_status_in_chunks(1, 3, False,
+                                                       1.0)) == []
+
+
+def test_every_service_fails_over_and_back(strategy):
+    switch = connected(strategy, behind_one_port(30))
+    ip, mac, port = CLIENT
+    for is_up, server in ((False, BACKUP), (True, PRIMARY)):
+        switch.port(PRIMARY.port, is_up)
+        for i in (0, 17, 29):
+            deliveries = switch.send(tcp(
+                port, ip, PRIMARY.ip, 40000 + i + 100 * is_up,
+                FIRST_PORT + i, mac, PRIMARY.mac))
+            assert [(d.port, d.packet['ipv4_dst']) for d in deliveries] == [
+                (server.port, server.ip)]
+
+
+def _our_flows(switch):
+    return sorted((e.table, e.priority, sorted(e.match.items()),
+                   e.actions, e.cookie)
+                  for e in switch.table.flows(1) if not e.learned)
+
+
+# Services sharing TCP ports, a backup and primaries, in every mix: the
+# stand-ins' flows after a failover are those a switch that meets the
+# controller in that state gets (the failover computes them from the
+# services that share a port or a primary only).
+MIXED = [
+    # a and b fail together and share a backup on port 80: ambiguous.
+    model.Service('a', 1, (80,), PRIMARY, (BACKUP,)),
+    model.Service('b', 1, (80, 443), SECOND_PRIMARY, (BACKUP,)),
+    model.Service('c', 1, (443,), OTHER_PRIMARY, (BACKUP,)),
+    # The backup is d's primary on 8080: e's replies from it pass as they are.
+    model.Service('d', 1, (8080,), BACKUP, (OTHER_PRIMARY,)),
+    model.Service('e', 1, (8080,), PRIMARY, (BACKUP,)),
+    model.Service('f', 1, (9090,), PRIMARY, (BACKUP,)),
+]
+
+
+@pytest.mark.parametrize('port', [PRIMARY.port, OTHER_PRIMARY.port])
+def test_after_a_failover_the_flows_are_a_fresh_switchs(strategy, port):
+    failed = connected(strategy, MIXED)
+    failed.port(port, False)
+    fresh = connected(strategy, MIXED, {**ALL_UP, port: False})
+    assert _our_flows(failed) == _our_flows(fresh)
+    failed.port(port, True)
+    assert _our_flows(failed) == _our_flows(connected(strategy, MIXED))
+
+
+def test_a_failover_looks_only_at_the_services_it_depends_on(monkeypatch):
+    """The cost per service does not grow with the services beside it."""
+    seen = []
+    for name in ('reply_fallbacks', 'update_arp_responder'):
+        original = getattr(stand_in, name)
+
+        def spy(*args, original=original, name=name, **kwargs):
+            # The services it was given: its `states` argument.
+            seen.append(len(args[1] if name == 'update_arp_responder'
+                            else args[2]))
+            return original(*args, **kwargs)
+        monkeypatch.setattr(stand_in, name, spy)
+    services = behind_one_port(50) + [
+        model.Service(f'other{i}', 1, (7000 + i,), OTHER_PRIMARY, (BACKUP,))
+        for i in range(50)]
+    switch = connected('reactive', services)
+    seen.clear()
+    switch.policy.on_port_status(1, PRIMARY.port, False, 1.0)
+    # Each reply fallback reads its own port's one service; the ARP
+    # responder the 50 services with that primary (not the 100).
+    assert sorted(set(seen)) == [1, 50]
