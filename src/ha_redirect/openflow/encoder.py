@@ -50,17 +50,36 @@ _PORTS = {model.SpecialPort.CONTROLLER: 0xfffffffd,
           model.SpecialPort.IN_PORT: 0xfffffff8}
 
 
+# Packed values by their text: a switch's clients and servers repeat.
+_MEMO_SIZE = 1 << 16
+_macs: typing.Dict[str, bytes] = {}
+
+
 def _mac(text) -> bytes:
-    raw = bytes.fromhex(text.replace(':', ''))
-    if len(raw) != 6:
-        raise _NotPacked
+    raw = _macs.get(text)
+    if raw is None:
+        raw = bytes.fromhex(text.replace(':', ''))
+        if len(raw) != 6:
+            raise _NotPacked
+        if len(_macs) >= _MEMO_SIZE:
+            _macs.clear()
+        _macs[text] = raw
     return raw
 
 
+_ipv4s: typing.Dict[str, bytes] = {}
+
+
 def _ipv4(text) -> bytes:
-    if not isinstance(text, str) or text.count('.') != 3:
-        raise _NotPacked
-    return socket.inet_aton(text)
+    raw = _ipv4s.get(text) if type(text) is str else None
+    if raw is None:
+        if not isinstance(text, str) or text.count('.') != 3:
+            raise _NotPacked
+        raw = socket.inet_aton(text)
+        if len(_ipv4s) >= _MEMO_SIZE:
+            _ipv4s.clear()
+        _ipv4s[text] = raw
+    return raw
 
 
 def _int(width):
@@ -101,10 +120,34 @@ def _pad8(length: int) -> int:
     return (length + 7) // 8 * 8
 
 
+def _set_field_layout(header, pack):
+    """(action header + OXM header, value packer, padding) of a set_field
+    of this field: its value is the OXM header's last byte long."""
+    length = _pad8(8 + header[3])
+    return (struct.pack('!HH', _OFPAT_SET_FIELD, length) + header, pack,
+            bytes(length - 8 - header[3]))
+
+
+_SET_FIELDS = {name: _set_field_layout(header, pack)
+               for name, (header, pack) in _FIELDS.items()}
+# Output actions to a numbered port, by port.
+_outputs: typing.Dict[int, bytes] = {}
+
+
+# The set fields' names, as `Match.fields()` orders them -> the packers of
+# those fields in wire order.
+_match_plans: typing.Dict[tuple, list] = {}
+
+
 def _match(fields) -> bytes:
+    names = tuple(fields)
+    plan = _match_plans.get(names)
+    if plan is None:
+        plan = _match_plans[names] = [
+            (name, header, pack) for name, (header, pack) in _FIELDS.items()
+            if name in fields]
     body = b''.join([header + pack(fields[name])
-                     for name, (header, pack) in _FIELDS.items()
-                     if name in fields])
+                     for name, header, pack in plan])
     length = 4 + len(body)
     return (_MATCH_HEADER.pack(1, length) + body
             + bytes(_pad8(length) - length))
@@ -121,17 +164,24 @@ def _port(port) -> int:
 def _action(action) -> bytes:
     kind = type(action)
     if kind is model.Output:
-        if action.port is model.SpecialPort.CONTROLLER:
-            return _OUTPUT.pack(_OFPAT_OUTPUT, 16, _PORTS[action.port],
+        port = action.port
+        if type(port) is int:
+            packed = _outputs.get(port)
+            if packed is None:
+                packed = _OUTPUT.pack(_OFPAT_OUTPUT, 16, port, _OFPCML_MAX)
+                if len(_outputs) >= _MEMO_SIZE:
+                    _outputs.clear()
+                _outputs[port] = packed
+            return packed
+        if port is model.SpecialPort.CONTROLLER:
+            return _OUTPUT.pack(_OFPAT_OUTPUT, 16, _PORTS[port],
                                 _OFPCML_NO_BUFFER)
-        return _OUTPUT.pack(_OFPAT_OUTPUT, 16, _port(action.port),
-                            _OFPCML_MAX)
-    if kind is model.SetField and action.field in _FIELDS:
-        header, pack = _FIELDS[action.field]
-        tlv = header + pack(action.value)
-        length = _pad8(4 + len(tlv))
-        return (struct.pack('!HH', _OFPAT_SET_FIELD, length) + tlv
-                + bytes(length - 4 - len(tlv)))
+        return _OUTPUT.pack(_OFPAT_OUTPUT, 16, _port(port), _OFPCML_MAX)
+    if kind is model.SetField:
+        layout = _SET_FIELDS.get(action.field)
+        if layout is not None:
+            head, pack, padding = layout
+            return head + pack(action.value) + padding
     if kind is model.FinTimeout:
         return _FIN_TIMEOUT.pack(_OFPAT_EXPERIMENTER, 16,
                                  _NX_EXPERIMENTER_ID, _NXAST_FIN_TIMEOUT,
@@ -196,13 +246,12 @@ def to_wire(datapath, message: model.Message,
     packer = _PACKERS.get(type(message))
     if packer is not None and version in _VERSIONS:
         try:
-            packed = bytearray(packer(message, version, 0))
+            packed = packer(message, version, 0)
         except _NotPacked:
             pass
         else:
             xid = new_xid()
-            _XID.pack_into(packed, 4, xid)
-            return [(xid, bytes(packed))]
+            return [(xid, packed[:4] + _XID.pack(xid) + packed[8:])]
     wire = []
     for ofp_msg in renderer.to_ofp_messages(datapath, message):
         ofp_msg.set_xid(new_xid())
