@@ -143,11 +143,26 @@ class RedirectApp(app_manager.OSKenApp):
         else:
             if isinstance(ev, ofp_event.EventOFPPortStatus):
                 ev.received_at = time.monotonic()
+                if self._handle_in_place(ev, state):
+                    return
             elif isinstance(ev, ofp_event.EventOFPSwitchFeatures):
                 self._read_below_the_queue(ev.msg.datapath)
             self._backlog.note_event()
         self._count_queued(ev, 1)
         super()._send_event(ev, state)
+
+    def _handle_in_place(self, ev, state):
+        """Handle a switch's event in its receive thread, if nothing of
+        that switch waits in the queue (else False): a link's change then
+        never waits for the app's thread to wake, nor behind other
+        switches' events."""
+        datapath = ev.msg.datapath
+        with self._policy_lock:
+            if id(datapath) in self._queued or self._backlog.holds(
+                    datapath.id):
+                return False
+            self._handle_event(ev, state)
+        return True
 
     def _read_below_the_queue(self, datapath):
         """From now on, read this switch with a `fast_path.SwitchReader`.

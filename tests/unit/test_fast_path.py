@@ -91,6 +91,15 @@ def _port_status_bytes(port_no, up):
                        8 + len(body), 0) + body
 
 
+def _flow_removed_bytes(in_port=7):
+    match = struct.pack('!HHII', ofp.OFPMT_OXM, 12, 0x80000004, in_port)
+    match += bytes(-len(match) % 8)
+    body = struct.pack('!QHBBIIHHQQ', 0, 1, ofp.OFPRR_IDLE_TIMEOUT, 0, 1, 0,
+                       30, 0, 1, 60) + match
+    return struct.pack('!BBHI', ofp.OFP_VERSION, ofp.OFPT_FLOW_REMOVED,
+                       8 + len(body), 0) + body
+
+
 def _os_ken_msg(datapath, raw):
     version, msg_type, length, xid = ofproto_parser.header(raw)
     return ofproto_parser.msg(datapath, version, msg_type, length, xid, raw)
@@ -526,24 +535,17 @@ def test_a_packet_in_is_handled_in_the_receive_thread_when_nothing_waits():
 
 
 def test_a_port_status_ahead_of_a_packet_in_is_applied_first():
-    """PortStatus(primary down) and a SYN in one write: the SYN must be
-    decided after the PortStatus, so it goes to the backup. The app's event
-    loop is not running while the receive thread reads them: a PacketIn
-    handled below the queue would be decided first, for the primary."""
+    """PortStatus(primary down) and a SYN in one write, nothing queued:
+    both are handled in the receive thread, the SYN after the PortStatus,
+    so it goes to the backup."""
     app = _app()
     switch = _Switch(app)
     try:
         switch.writes.clear()
         switch.theirs.sendall(_port_status_bytes(1, False)
                               + _packet_in_bytes(_tcp_frame(40400)))
-        _wait(lambda: app.events.qsize() == 2)
-        assert switch.forward_ports() == []
-        _drain(app)
+        _wait(lambda: switch.forward_ports())
         assert switch.forward_ports() == [BACKUP.port]
-        # With the queue empty again, the next one is handled below it.
-        switch.theirs.sendall(_packet_in_bytes(_tcp_frame(40401)))
-        _wait(lambda: len(switch.forward_ports()) == 2)
-        assert switch.forward_ports() == [BACKUP.port, BACKUP.port]
         assert app.events.empty()
     finally:
         switch.close()
@@ -584,5 +586,41 @@ def test_a_flood_below_the_queue_is_shed_counted_and_logged(caplog):
         assert handled >= app_mod.PACKET_IN_BACKLOG_PER_PORT
         assert handled + app.metrics.packet_ins_dropped._value.get() == 400
         assert 'overloaded: dropped' in caplog.text
+    finally:
+        switch.close()
+
+
+def test_a_port_status_is_handled_in_the_receive_thread_when_nothing_waits():
+    app = _app()
+    switch = _Switch(app)
+    try:
+        switch.theirs.sendall(_port_status_bytes(1, False))
+        _wait(lambda: app.policy.active_server('web') == BACKUP)
+        assert app.events.empty()
+    finally:
+        switch.close()
+
+
+@pytest.mark.parametrize('syn_first', [True, False])
+def test_behind_a_queued_event_the_port_status_and_syn_keep_their_order(
+        syn_first):
+    """A FlowRemoved queues (it is not handled in place); the SYN and the
+    PortStatus(primary down) behind it queue too, in the order they came.
+    The app's event loop does not run while they are read."""
+    app = _app()
+    switch = _Switch(app)
+    try:
+        switch.writes.clear()
+        syn = _packet_in_bytes(_tcp_frame(40600))
+        down = _port_status_bytes(1, False)
+        switch.theirs.sendall(_flow_removed_bytes()
+                              + (syn + down if syn_first else down + syn))
+        _wait(lambda: app.events.qsize() == 3)
+        assert app.policy.active_server('web') == PRIMARY
+        assert switch.forward_ports() == []
+        _drain(app)
+        assert switch.forward_ports() == [
+            PRIMARY.port if syn_first else BACKUP.port]
+        assert app.policy.active_server('web') == BACKUP
     finally:
         switch.close()
