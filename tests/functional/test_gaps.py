@@ -26,12 +26,17 @@ def test_gap_mode_writes_a_side_by_side_table(tmp_path):
         # The backup answered, within seconds of the failure.
         assert 0 < row['gap_median_ms'] < 5000
         assert f'| {scheme} | {row["gap_median_ms"]:.1f} |' in table
+        # The backup's SYN-ACK reached the client before its name did.
+        assert 0 < row['connect_gap_median_ms'] <= row['gap_median_ms']
     assert rows['sdn-proactive']['ratio_to_proactive'] == 1.0
     assert rows['sdn-stateful']['ratio_to_proactive'] > 0
     # Stateful pins connections to their server: both survive failback.
     assert rows['sdn-stateful']['survivors'] == 2
     assert 0 < summary['resolution']['rate_per_s'] <= 1100
-    assert len(list((out / 'runs').glob('*.json'))) == 4
+    runs = list((out / 'runs').glob('*.json'))
+    assert len(runs) == 4
+    # The backups had learned the clients' MACs before each failure.
+    assert all(json.loads(p.read_text())['warm_arp'] for p in runs)
 
 
 def test_the_flip_and_many_services_get_their_ratios(tmp_path):

@@ -23,7 +23,6 @@ import math
 import selectors
 import signal
 import socket
-import socketserver
 import sys
 import threading
 import time
@@ -55,36 +54,92 @@ def _stop_on_signals():
 
 # -- serve: a server that says who it is -------------------------------------
 
-class _IdentityHandler(socketserver.BaseRequestHandler):
-    def handle(self):
-        sock = self.request
+LISTEN_BACKLOG = 1024
+
+
+class _IdentityServer:
+    """Sends its name and a newline on every connection it accepts, then
+    echoes what it receives, until the peer closes.
+
+    One thread and one selector serve every port: the name goes out in the
+    same wake-up as the accept.  (A thread per connection cost up to a few
+    milliseconds on a loaded host, and the lab's service gap ends when the
+    name arrives: that was the lab's time, not the redirector's.)  While a
+    reply waits to be sent the connection is not read, as a blocking
+    `sendall` would hold it.
+    """
+
+    def __init__(self, name, ports):
+        self.identity = (name + '\n').encode()
+        self.sel = selectors.DefaultSelector()
+        for port in ports:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(('0.0.0.0', port))
+            listener.listen(LISTEN_BACKLOG)
+            listener.setblocking(False)
+            self.sel.register(listener, selectors.EVENT_READ, None)
+
+    def run(self, stop):
+        while not stop.is_set():
+            for key, _ in self.sel.select(0.2):
+                if key.data is None:
+                    self._accept(key.fileobj)
+                elif key.data['out']:
+                    self._flush(key.fileobj, key.data)
+                else:
+                    self._echo(key.fileobj, key.data)
+
+    def _accept(self, listener):
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:          # e.g. the peer reset before accept
+                continue
+            sock.setblocking(False)
+            conn = dict(out=bytearray(self.identity))
+            self.sel.register(sock, selectors.EVENT_WRITE, conn)
+            self._flush(sock, conn)
+
+    def _echo(self, sock, conn):
         try:
-            sock.sendall(self.server.identity)
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                sock.sendall(data)
-        except OSError:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
             return
+        except OSError:
+            self._close(sock)
+            return
+        if not data:
+            self._close(sock)
+            return
+        conn['out'] += data
+        self._flush(sock, conn)
 
+    def _flush(self, sock, conn):
+        try:
+            sent = sock.send(conn['out'])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(sock)
+            return
+        del conn['out'][:sent]
+        self.sel.modify(sock, selectors.EVENT_WRITE if conn['out']
+                        else selectors.EVENT_READ, conn)
 
-class _Server(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-    request_queue_size = 1024
+    def _close(self, sock):
+        self.sel.unregister(sock)
+        sock.close()
 
 
 def serve(args):
-    servers = []
-    for port in args.port:
-        server = _Server(('0.0.0.0', port), _IdentityHandler)
-        server.identity = (args.name + '\n').encode()
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _IdentityServer(args.name, args.port)
+    stop = _stop_on_signals()
     emit(event='listening', name=args.name, ports=args.port,
          t=time.monotonic())
-    _stop_on_signals().wait()
+    server.run(stop)
     return 0
 
 
