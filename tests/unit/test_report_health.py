@@ -125,6 +125,21 @@ def test_settings_other_than_the_defaults_are_flagged():
     assert 'NOT its default settings' in health_report.monitoring_text(r)
 
 
+def test_the_passive_check_and_redispatch_are_named_where_they_ran():
+    passive = dict(TCP_PROBE, passive_refusals=3, passive_window=1.0,
+                   redispatch=True)
+    reactive = run('sdn-reactive', 2.0, 0, 0.3, 0.2, 1)
+    reactive['health_monitoring'] = passive
+    assert ('passive check (3 refusals within 1000 ms) and redispatch'
+            in health_report.monitoring_text(reactive))
+    proactive = run('sdn-proactive', 2.0, 0, 0.3, 0.2, 1)
+    proactive['health_monitoring'] = passive
+    text = health_report.monitoring_text(proactive)
+    assert 'passive check (3 refusals' in text and 'redispatch' not in text
+    proactive['health_monitoring'] = dict(passive, passive_refusals=0)
+    assert 'no passive check' in health_report.monitoring_text(proactive)
+
+
 def test_no_section_without_kill_runs():
     link_only = [r for r in results() if r['failure'] == 'link']
     assert health_report.section(link_only, {}) == []

@@ -80,7 +80,10 @@ class SchemeSetup:
                         probe_interval=s.probe_interval,
                         probe_timeout=s.probe_timeout,
                         probe_fall=s.probe_fall, probe_rise=s.probe_rise,
-                        probe_jitter=s.probe_jitter)
+                        probe_jitter=s.probe_jitter,
+                        passive_refusals=s.passive_refusals,
+                        passive_window=s.passive_window,
+                        redispatch=s.redispatch)
         profile = haproxy_mod.resolve_profile(self.profile)
         return dict(monitors=['haproxy'], haproxy_profile=profile.name,
                     haproxy_server_options=list(profile.server_options),

@@ -127,6 +127,21 @@ def detection_reasons(results):
     return out
 
 
+def _passive_text(run):
+    """The passive check's settings ('' for runs from before it)."""
+    h = run['health_monitoring']
+    refusals = h.get('passive_refusals')
+    if refusals is None:
+        return ''
+    if not refusals:
+        return 'no passive check, '
+    # Only reactive, which sees every SYN, can send a refused one again.
+    redispatch = (' and redispatch' if h.get('redispatch')
+                  and run.get('scheme') == 'sdn-reactive' else '')
+    return (f'passive check ({refusals} refusals within '
+            f'{h["passive_window"] * 1000:g} ms){redispatch}, ')
+
+
 def monitoring_text(run):
     """How a run watched its servers, in words."""
     h = run.get('health_monitoring') or {}
@@ -139,7 +154,7 @@ def monitoring_text(run):
         return (f'tcp_probe every {h["probe_interval"] * 1000:g} ms '
                 f'(jitter {h["probe_jitter"] * 100:g}%), timeout '
                 f'{h["probe_timeout"] * 1000:g} ms, fall {h["probe_fall"]}, '
-                f'rise {h["probe_rise"]}, beside '
+                f'rise {h["probe_rise"]}, ' + _passive_text(run) + 'beside '
                 + ', '.join(m for m in h.get('monitors', [])
                             if m != 'tcp_probe')
                 + (' -- its default settings' if settings == defaults
