@@ -46,19 +46,25 @@ def ctl(sdn, *args):
     return result
 
 
+def kill_while_probing(scope, strategy, settings, probing_before):
+    """A served service watched by tcp_probe, a 5 ms prober at its first
+    client, and the primary's service killed after `probing_before` s:
+    (scenario, prober, kill time)."""
+    sdn = scenarios.SdnScenario(
+        scope, strategy=strategy, settings=settings,
+        monitors=('port_status', 'tcp_probe')).start()
+    client = sdn.bed.clients[0]
+    traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
+    prober = traffic.start_prober(scope, client, *sdn.address, interval_ms=5)
+    time.sleep(probing_before)
+    return sdn, prober, failures.kill_service(sdn.servers['primary'])
+
+
 @pytest.mark.parametrize('strategy', STRATEGIES)
 def test_a_killed_service_fails_over_and_returns_when_restarted(
         strategy, record_gap):
     with scope_mod.RunScope() as scope:
-        sdn = scenarios.SdnScenario(
-            scope, strategy=strategy,
-            monitors=('port_status', 'tcp_probe')).start()
-        client = sdn.bed.clients[0]
-        traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
-        prober = traffic.start_prober(scope, client, *sdn.address,
-                                      interval_ms=5)
-        time.sleep(0.5)
-        t_kill = failures.kill_service(sdn.servers['primary'])
+        sdn, prober, t_kill = kill_while_probing(scope, strategy, None, 0.5)
         time.sleep(DETECTION_BOUND + 0.5)
         # The same service comes back on the same, never-down link.
         sdn.servers['primary'] = traffic.start_identity_server(
@@ -99,15 +105,8 @@ def test_refused_connections_mark_a_killed_service_down_between_probes(
     long before a probe is due. The RSTs still reach the clients (they
     fail fast, refused), and the copies disturb nothing before the kill."""
     with scope_mod.RunScope() as scope:
-        sdn = scenarios.SdnScenario(
-            scope, strategy=strategy, settings=PASSIVE_ONLY,
-            monitors=('port_status', 'tcp_probe')).start()
-        client = sdn.bed.clients[0]
-        traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
-        prober = traffic.start_prober(scope, client, *sdn.address,
-                                      interval_ms=5)
-        time.sleep(1.0)
-        t_kill = failures.kill_service(sdn.servers['primary'])
+        sdn, prober, t_kill = kill_while_probing(scope, strategy,
+                                                 PASSIVE_ONLY, 1.0)
         time.sleep(PASSIVE_BOUND + 1.0)
         prober.stop()
         records = prober.records()
