@@ -28,7 +28,7 @@ from ha_redirect.openflow import decoder
 
 LOG = logging.getLogger('ha_redirect.app')
 
-READ_SIZE = 1 << 20
+READ_SIZE = 1 << 18
 _OFPT_PACKET_IN = 10
 _OFP_VERSION_1_3 = 4     # from 1.3 on, PacketIns share one layout
 _HEADER_SIZE = 8
