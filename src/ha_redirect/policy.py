@@ -30,6 +30,10 @@ from ha_redirect import takeover_state
 
 LOG = logging.getLogger(__name__)
 
+# Services per chunk of a port's changes, at most: small enough that a
+# PacketIn let in between two chunks waits little.
+MAX_CHUNK = 64
+
 
 class RedirectPolicy:
     """Keeps a set of TCP services reachable across server failures.
@@ -83,6 +87,9 @@ class RedirectPolicy:
                 service, index, healthy=(False,) * len(service.servers),
                 monitors=monitors))
         self._connected: typing.Set[int] = set()
+        # Services whose monitors heard of a port that they have not acted
+        # on yet (index -> why), while a port's chunks are being taken.
+        self._unsettled: typing.Dict[int, str] = {}
         self._meters = PacketInMeters(self.settings, self.services)
         # The services never change: index them once, so that a change to
         # one service costs the same with 1 or 1,000 services beside it.
@@ -359,23 +366,32 @@ class RedirectPolicy:
                                  ) -> typing.Iterator[
                                      typing.List[model.Message]]:
         """`on_port_status`'s messages in chunks, each made only when the
-        one before it has been taken: the changes of 1 service, then of
-        2, 4, 8, ... more, the last chunk closed by the barrier. One link
-        can carry a thousand services' primaries; sending each chunk as
-        it comes puts the first services' redirects on the wire after
-        their own work, not after everyone's. Take every chunk, in order,
-        before anything else reaches the policy: each service's state
-        changes as its chunk is made."""
+        one before it is taken: the changes of 1 service, then of 2, 4,
+        ... up to `MAX_CHUNK` services, the last chunk closed by the
+        barrier. One link can carry a thousand services' primaries:
+        sending each chunk as it comes puts the first redirects on the
+        wire after their own work, not after everyone's.
+
+        Other events may reach the policy between two chunks (a PacketIn
+        need not wait for the whole burst): every monitor hears of the
+        port before the first chunk, and a service still to come that an
+        event touches is settled there, its changes ahead of the event's
+        own; its chunk then carries nothing for it."""
         label = f'port {port_no} {"up" if is_up else "down"}'
         states = self._states_on(datapath_id)
+        for state in states:
+            for monitor in state.monitors:
+                monitor.on_port_status(port_no, is_up, now)
+            self._unsettled[state.index] = label
         chunk: typing.List[model.Message] = []
         in_chunk = 0
         chunk_size = 1
         changed = False
         for position, state in enumerate(states):
-            for monitor in state.monitors:
-                monitor.on_port_status(port_no, is_up, now)
-            changes = self._changes(state, now, label)
+            changes = None
+            if state.index in self._unsettled:
+                changes = self._changes(state, now,
+                                        self._unsettled[state.index])
             if changes is not None:
                 changed = True
                 chunk += changes
@@ -385,7 +401,8 @@ class RedirectPolicy:
                 chunk.append(model.Barrier(datapath_id))
             if chunk and (last or in_chunk >= chunk_size):
                 yield chunk
-                chunk, in_chunk, chunk_size = [], 0, chunk_size * 2
+                chunk, in_chunk = [], 0
+                chunk_size = min(chunk_size * 2, MAX_CHUNK)
 
     def on_tick(self, now: float) -> typing.List[model.Message]:
         """Let monitors probe and time out; call every `tick_interval`."""
@@ -424,7 +441,7 @@ class RedirectPolicy:
             return messages + self._redispatch.on_server_reset(
                 self._states_on(datapath_id), self.strategy, packet)
         if isinstance(packet, model.TcpPacket):
-            return self._on_service_packet(datapath_id, packet)
+            return self._on_service_packet(datapath_id, packet, now)
         if isinstance(packet, model.ArpRequest):
             return stand_in.answer_arp(
                 self._states_by_primary.get(
@@ -480,6 +497,7 @@ class RedirectPolicy:
         """Take the monitors' verdict on the service; the messages that
         carry out what changed, the redirect first, without a barrier
         (None: nothing changed)."""
+        self._unsettled.pop(state.index, None)
         was_healthy, was_eligible = state.healthy, state.eligible
         state.update_health(now, self.settings.failback_hold_down)
         if state.healthy == was_healthy and state.eligible == was_eligible:
@@ -509,10 +527,17 @@ class RedirectPolicy:
                     (datapath_id, state.service.primary.ip)], state)
         return self._meters.apply(datapath_id, messages)
 
-    def _on_service_packet(self, datapath_id, packet):
+    def _on_service_packet(self, datapath_id, packet, now):
         state = self._service_for(datapath_id, packet)
         if state is None:
             return []
+        if state.index in self._unsettled:
+            # Between two chunks of a port's changes: this service's own
+            # go first.
+            changes = self._changes(state, now,
+                                    self._unsettled[state.index])
+            return (changes or []) + self._on_service_packet(
+                datapath_id, packet, now)
         key = (packet.in_port, packet.ipv4_src, packet.tcp_src,
                packet.tcp_dst)
         server = state.connections.get(key)

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from ha_redirect import model
+from ha_redirect import policy as policy_mod
 from ha_redirect.policy import RedirectPolicy
 from ha_redirect import stand_in
 from ha_redirect.strategies.fast_failover import FastFailoverStrategy
@@ -119,9 +120,11 @@ def test_every_service_fails_over_and_back(strategy):
 
 
 def _our_flows(switch):
+    """The switch's flows but connections' pins."""
     return sorted((e.table, e.priority, sorted(e.match.items()),
                    e.actions, e.cookie)
-                  for e in switch.table.flows(1) if not e.learned)
+                  for e in switch.table.flows(1) if not e.learned
+                  and not e.cookie & model.COOKIE_PIN_ROLE_MASK)
 
 
 # Services sharing TCP ports, a backup and primaries, in every mix: the
@@ -171,3 +174,55 @@ def test_a_failover_looks_only_at_the_services_it_depends_on(monkeypatch):
     # Each reply fallback reads its own port's one service; the ARP
     # responder the 50 services with that primary (not the 100).
     assert sorted(set(seen)) == [1, 50]
+
+
+def _syn(i, client_port):
+    ip, mac, port = CLIENT
+    return tcp(port, ip, PRIMARY.ip, client_port, FIRST_PORT + i, mac,
+               PRIMARY.mac)
+
+
+def test_a_packet_in_between_chunks_waits_only_for_its_own_service():
+    switch = connected('reactive', behind_one_port(10))
+    policy = switch.policy
+    switch.table.set_port_live(1, PRIMARY.port, False)
+    chunks = policy.on_port_status_in_chunks(1, PRIMARY.port, False, 1.0)
+    switch.apply(next(chunks))
+    # Service 7's chunk is still to come; its SYN is decided as if the
+    # whole port's changes were in: its own go first, then its pins.
+    [out] = switch.send(_syn(7, 41000))
+    assert (out.port, out.packet['ipv4_dst']) == (BACKUP.port, BACKUP.ip)
+    rest = [m for chunk in chunks for m in chunk]
+    services = {(m.cookie >> 16) & 0xffff for m in rest
+                if isinstance(m, model.FlowMod)}
+    assert 7 not in services and {1, 2, 9} <= services
+    assert [type(m) for m in rest].count(model.Barrier) == 1
+    assert isinstance(rest[-1], model.Barrier)
+    switch.apply(rest)
+    assert _our_flows(switch) == _our_flows(connected(
+        'reactive', behind_one_port(10), {**ALL_UP, PRIMARY.port: False}))
+
+
+def test_a_port_coming_back_between_chunks_wins(strategy):
+    switch = connected(strategy, behind_one_port(10))
+    policy = switch.policy
+    down = policy.on_port_status_in_chunks(1, PRIMARY.port, False, 1.0)
+    switch.apply(next(down))
+    switch.apply(policy.on_port_status(1, PRIMARY.port, True, 2.0))
+    switch.apply([m for chunk in down for m in chunk])
+    assert _our_flows(switch) == _our_flows(connected(
+        strategy, behind_one_port(10)))
+    for i in range(10):
+        assert policy.active_server(f'web{i}' if i else 'web') == PRIMARY
+
+
+def test_chunks_stop_growing_at_max_chunk():
+    switch = connected('reactive', behind_one_port(200))
+    moves = _Moves()
+    switch.policy.set_observer(moves)
+    per_chunk = []
+    for _ in switch.policy.on_port_status_in_chunks(1, PRIMARY.port, False,
+                                                    1.0):
+        per_chunk.append(len(moves.moved) - sum(per_chunk))
+    assert policy_mod.MAX_CHUNK == 64
+    assert per_chunk == [1, 2, 4, 8, 16, 32, 64, 64, 9]
