@@ -1,7 +1,10 @@
 """The os-ken app: a thin shell that feeds switch events to a RedirectPolicy.
 
 Each handler finds the datapath, asks the policy, and sends what it returns
-through `ha_redirect.openflow`. Nothing here decides anything. With several
+through `ha_redirect.openflow`. Nothing here decides anything. A switch's
+PacketIns (and PortStatus) are handled in its receive thread when nothing
+of that switch waits in the app's queue (`ha_redirect.fast_path`), under
+the lock that every handler holds. With several
 controllers, `ha_redirect.roles` keeps each switch's role and gates every
 write (its takeover read is `ha_redirect.adoption`); the operator's requests
 are `ha_redirect.operator_requests`'. They are plain objects: os-ken's

@@ -624,3 +624,26 @@ def test_behind_a_queued_event_the_port_status_and_syn_keep_their_order(
         assert app.policy.active_server('web') == BACKUP
     finally:
         switch.close()
+
+
+def test_a_queued_event_holds_back_only_its_own_switch():
+    """Switch 1 has an event in the queue: its PacketIns queue behind it;
+    switch 2's are still handled below the queue. Once the queue is
+    drained, switch 1's are too."""
+    services = [model.Service(name, dpid, (5001,), PRIMARY, (BACKUP,))
+                for name, dpid in (('web', 1), ('web2', 2))]
+    app = app_mod.RedirectApp(redirect_policy=RedirectPolicy(
+        services, strategy=ReactiveStrategy()))
+    handler.register_instance(app)
+    one, two = WireDatapath(), WireDatapath()
+    one.id, two.id = 1, 2
+    _connect(app, one)
+    _connect(app, two)
+    removed = _os_ken_msg(one, _flow_removed_bytes())
+    app._send_event(ofp_event.EventOFPFlowRemoved(removed),
+                    handler.MAIN_DISPATCHER)
+    syn = [decoder.parse_packet_in(_packet_in_bytes(_tcp_frame(40700)))]
+    assert not app.take_packet_ins(one, syn)
+    assert app.take_packet_ins(two, syn)
+    _drain(app)
+    assert app.take_packet_ins(one, syn)
