@@ -80,7 +80,7 @@ def build_parser():
         evaluation.add_arguments(p)
     if gaps is not None:
         p = sub.add_parser('gaps', help='every scheme\'s service gap under '
-                           'a 1 ms prober and failback survivors, side by '
+                           'a 5 ms prober and failback survivors, side by '
                            'side')
         gaps.add_arguments(p)
     return parser
