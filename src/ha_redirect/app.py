@@ -415,10 +415,16 @@ class RedirectApp(app_manager.OSKenApp):
             ports[msg.desc.port_no] = is_up
         if not self._switch_roles.is_master(datapath.id):
             return
-        messages = self.policy.on_port_status(datapath.id, msg.desc.port_no,
-                                              is_up, now)
-        self._send(datapath, messages)
-        if messages and hasattr(ev, 'received_at'):
+        # One link can carry many services' primaries: each chunk goes on
+        # the wire as soon as it is made, so the first redirects do not
+        # wait for the whole burst to be computed and encoded.
+        sent = False
+        for chunk in self.policy.on_port_status_in_chunks(
+                datapath.id, msg.desc.port_no, is_up, now):
+            if chunk:
+                self._send(datapath, chunk)
+                sent = True
+        if sent and hasattr(ev, 'received_at'):
             self.metrics.reaction.observe(time.monotonic() - ev.received_at)
 
     @handler.set_ev_cls(ofp_event.EventOFPPacketIn, MAIN)

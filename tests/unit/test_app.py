@@ -256,6 +256,40 @@ def test_an_event_is_one_write_of_what_message_by_message_sent(
                            for m in recording.sent]
 
 
+def _frame_count(buf):
+    count = offset = 0
+    while offset < len(buf):
+        offset += ofproto_parser.header(buf[offset:])[2]
+        count += 1
+    return count
+
+
+def test_a_port_down_of_many_services_goes_out_in_growing_writes():
+    """Seven services behind one port: the first service's redirect is
+    written alone, before the other services' changes are even made."""
+    first = model.Service('web', 1, (5001,), PRIMARY, (BACKUP,))
+    services = [first] + [model.Service(f'web{i}', 1, (5001 + i,), PRIMARY,
+                                        (BACKUP,)) for i in range(1, 7)]
+    policy = RedirectPolicy(services, strategy=ReactiveStrategy())
+    app = app_mod.RedirectApp(redirect_policy=policy)
+    alone = RedirectPolicy([first], strategy=ReactiveStrategy())
+    alone.on_switch_connected(1, {1: True, 2: True, 3: True}, 0.0)
+    datapath = WireDatapath()
+    _connect(app, datapath)
+    datapath.writes, datapath.frames = [], []
+    status = parser.OFPPortStatus(datapath, reason=ofp.OFPPR_MODIFY,
+                                  desc=_port(1, up=False))
+    app.on_port_status(ofp_event.EventOFPPortStatus(status))
+    # Chunks of 1, 2 and 4 services; the barrier closes the last.
+    assert len(datapath.writes) == 3
+    in_first = _frame_count(datapath.writes[0])
+    assert in_first == len(alone.on_port_status(1, 1, False, 1.0)) - 1
+    assert ofp.OFPT_BARRIER_REQUEST not in [
+        t for t, _, _ in datapath.frames[:in_first]]
+    assert datapath.frames[-1][0] == ofp.OFPT_BARRIER_REQUEST
+    assert policy.active_server('web6') == BACKUP
+
+
 def test_an_error_names_a_message_sent_in_a_write(redirect_app, caplog):
     datapath = WireDatapath()
     _connect(redirect_app, datapath)

@@ -584,8 +584,8 @@ def test_no_packet_in_is_handled_before_an_event_that_came_ahead_of_it():
     handled = []
     policy.on_packet = lambda dpid, packet, now: handled.append(
         ('packet', packet.in_port)) or []
-    policy.on_port_status = lambda dpid, port, up, now: handled.append(
-        ('port', port)) or []
+    policy.on_port_status_in_chunks = lambda dpid, port, up, now: iter(
+        handled.append(('port', port)) or [])
 
     def packet(port):
         return ofp_event.EventOFPPacketIn(packet_in(syn_frame(), port,
