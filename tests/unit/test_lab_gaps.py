@@ -146,12 +146,14 @@ def test_link_metrics_connect_gap_ends_at_the_backups_syn_ack():
 class FakeServer:
     """A host whose `ping` fills its neighbour table (or does not)."""
 
-    def __init__(self, name, learns=True):
+    def __init__(self, name, learns=True, after_pings=1):
         self.name, self.learns, self.table = name, learns, {}
+        self.pings_left = after_pings      # the switch may still be busy
 
     def cmd(self, line):
         ip = line.split()[-1]
-        if self.learns:
+        self.pings_left -= 1
+        if self.learns and self.pings_left <= 0:
             self.table[ip] = '00:00:00:00:00:' + ip.split('.')[-1]
 
     def pexec(self, argv):
@@ -173,6 +175,10 @@ def test_warm_neighbours_checks_each_backup_learned_each_client():
     with pytest.raises(scope_mod.LabError,
                        match="bk2 did not learn 10.0.0.11's MAC"):
         gaps.warm_neighbours([FakeServer('bk2', learns=False)], clients)
+    # A switch still busy with many services' flows: a later ping works.
+    late = FakeServer('bk3', after_pings=gaps.WARM_ARP_TRIES)
+    gaps.warm_neighbours([late], clients)
+    assert '10.0.0.11' in late.table
 
 
 def test_link_metrics_without_an_answer_from_the_backup():

@@ -118,13 +118,22 @@ def _scheme_running(scheme, result, services=1, warm_arp=True):
         yield scope, lab
 
 
+WARM_ARP_TRIES = 5
+
+
 def warm_neighbours(servers, clients):
     """Each server learns each client's MAC (one ping), as a server on a
     LAN that has talked to its clients has; LabError if one did not."""
     for server in servers:
         for client in clients:
-            server.cmd(f'ping -c1 -W1 {client.address}')
-            if traffic.neighbour_mac(server, client.address) != client.mac:
+            # A few tries: with many services the switch may still be
+            # taking the controller's flows when the scenario has started.
+            for _ in range(WARM_ARP_TRIES):
+                server.cmd(f'ping -c1 -W1 {client.address}')
+                if traffic.neighbour_mac(server, client.address) == (
+                        client.mac):
+                    break
+            else:
                 raise scope_mod.LabError(
                     f'{server.name} did not learn {client.address}\'s MAC')
 
