@@ -65,6 +65,9 @@ METRICS_REFRESH = metrics_mod.REFRESH_INTERVAL
 # total stays under os-ken's queue of 128, leaving room for other events;
 # a port's share absorbs a legitimate burst (8 shed 1 % of 500 connections
 # a second from one port).
+# Seconds between two log lines about malformed PacketIns.
+MALFORMED_LOG_INTERVAL = 1.0
+
 PACKET_IN_BACKLOG = 100
 PACKET_IN_BACKLOG_PER_PORT = 32
 
@@ -132,6 +135,7 @@ class RedirectApp(app_manager.OSKenApp):
         self._queued_lock = threading.Lock()
         self._packet_in_counters = {}
         self.packet_ins_malformed = 0
+        self._malformed_logged_at = -float('inf')
 
     def _send_event(self, ev, state):
         # Runs in the thread that delivers the event: a switch's receive
@@ -464,8 +468,14 @@ class RedirectApp(app_manager.OSKenApp):
 
     def _note_malformed(self, datapath, exc):
         self.packet_ins_malformed += 1
-        LOG.warning('dpid=%#x: dropped a malformed PacketIn: %s',
-                    datapath.id, exc)
+        self.metrics.packet_ins_malformed.labels(f'{datapath.id:#x}').inc()
+        # A flood of crafted frames must not flood the log too.
+        now = time.monotonic()
+        if now - self._malformed_logged_at >= MALFORMED_LOG_INTERVAL:
+            self._malformed_logged_at = now
+            LOG.warning('dpid=%#x: dropped a malformed PacketIn: %s (%d so '
+                        'far; logged at most once a second)', datapath.id,
+                        exc, self.packet_ins_malformed)
 
     # Below the queue: a switch's SwitchReader calls these in its receive
     # thread ------------------------------------------------------------

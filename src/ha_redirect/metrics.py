@@ -89,6 +89,10 @@ class ControllerMetrics:
             buckets=_PROBE_BUCKETS)
         self.packet_ins = self._new(Counter, 'packet_ins', _SWITCH,
                                     'PacketIns handled')
+        self.packet_ins_malformed = self._new(
+            Counter, 'packet_ins_malformed', _SWITCH,
+            'PacketIns dropped because their OpenFlow fields or frame do '
+            'not parse (crafted or truncated)')
         self.packet_ins_dropped = self._new(
             Counter, 'packet_ins_dropped', (),
             'PacketIns dropped on arrival (backlog full)')
