@@ -77,3 +77,20 @@ def test_listener_check_finds_the_owning_process():
 def test_free_port_is_not_listened_on():
     port = controller.free_tcp_port()
     assert not controller.listening_inodes(port)
+
+
+def test_a_controller_is_stopped_on_close_even_if_its_start_is_cut_short(
+        tmp_path, monkeypatch):
+    """Ctrl-C while the process is being started (before it is ready):
+    the scope already knows to stop it."""
+    scope = scope_mod.RunScope(token='ab12', workdir=str(tmp_path))
+    plan = topology.sdn_plan(scope)
+    process = controller.ControllerProcess(scope, [plan.service()])
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(controller.subprocess, 'Popen', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        process.start()
+    assert [d for d, _ in scope._undo] == [f'stop {process.label}']
+    scope.close()

@@ -248,6 +248,7 @@ class ControllerProcess(scope_mod.OwnedProcess):
                      '--ca-certs', self.tls.ca_cert]
         if self.verbose:
             argv.append('--verbose')
+        self.stop_on_close()
         with open(self.log_path, 'ab') as log:
             self._log_offset = log.tell()
             log.write(f'--- start {self.starts + 1}: {" ".join(argv)}\n'

@@ -49,6 +49,7 @@ class RedisServer(scope_mod.OwnedProcess):
                 '--appendonly', 'yes', '--appendfsync', 'always',
                 '--save', '', '--daemonize', 'no',
                 '--logfile', os.path.join(self.directory, 'redis.log')]
+        self.stop_on_close()
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL,
                                       stderr=subprocess.STDOUT)

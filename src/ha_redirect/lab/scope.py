@@ -87,14 +87,20 @@ class OwnedProcess:
                        f'{self.popen.returncode}'
                        + ('' if detail is None else f': {detail}'))
 
+    def stop_on_close(self):
+        """Have the scope stop the process when it closes (once). Call it
+        before starting the process too: an interrupt between the start
+        and `wait_ready` then cannot leave it running."""
+        if not self._stopped_on_close:
+            self._stopped_on_close = True
+            self.scope.on_close(f'stop {self.label}', self.stop)
+
     def wait_ready(self, ready, timeout, what, interval=0.05):
         """After a start: the scope stops the process when it closes (asked
         once, at the first start); then poll `ready()` until true, e.g. it
         listens. A LabError if it exits first or `timeout` passes (the
         message says '<label> to <what>'). Returns self."""
-        if not self._stopped_on_close:
-            self._stopped_on_close = True
-            self.scope.on_close(f'stop {self.label}', self.stop)
+        self.stop_on_close()
 
         def alive_and_ready():
             self.check_alive()
