@@ -39,7 +39,7 @@ class Redispatcher:
                 packet.tcp_flags & model.TCP_SYN):
             return
         openings = self._openings[state.index]
-        key = (packet.ipv4_src, packet.tcp_src, packet.tcp_dst)
+        key: OpeningKey = (packet.ipv4_src, packet.tcp_src, packet.tcp_dst)
         openings.pop(key, None)
         openings[key] = (packet, connection_key, {server})
         if len(openings) > self.settings.max_connections_per_service:
@@ -52,28 +52,29 @@ class Redispatcher:
         if not self.settings.redispatch or not isinstance(
                 packet, model.TcpPacket):
             return []
-        held = [state for state in states
-                if passive_check.PassiveCheck.sender_of(
-                    state.service, self.settings, packet) is not None]
+        held = []       # (service state, the server that sent it)
+        for state in states:
+            sender = passive_check.PassiveCheck.sender_of(
+                state.service, self.settings, packet)
+            if sender is not None:
+                held.append((state, sender))
         if not held:
             return []
         if passive_check.PassiveCheck.is_refusal(packet):
-            for state in held:
-                moved = self._redispatch(state, strategy, packet)
+            for state, refuser in held:
+                moved = self._redispatch(state, refuser, strategy, packet)
                 if moved is not None:
                     return moved
-        return [pass_on(held[0].service.datapath_id, packet, self.settings)]
+        return [pass_on(held[0][0].service.datapath_id, packet,
+                        self.settings)]
 
-    def _redispatch(self, state, strategy, packet):
-        key = (packet.ipv4_dst, packet.tcp_dst, packet.tcp_src)
+    def _redispatch(self, state, refuser, strategy, packet):
+        key: OpeningKey = (packet.ipv4_dst, packet.tcp_dst, packet.tcp_src)
         opening = self._openings[state.index].get(key)
         if opening is None:
             return None
         syn, connection_key, tried = opening
-        refuser = next((i for i, s in enumerate(state.service.servers)
-                        if s.port == packet.in_port
-                        and s.ip == packet.ipv4_src), None)
-        if (refuser is None or refuser not in tried
+        if (refuser not in tried
                 or packet.tcp_ack != (syn.tcp_seq + 1) & 0xffffffff):
             return None
         # The active server first (the refuser may just have been marked
