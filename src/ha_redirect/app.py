@@ -228,8 +228,12 @@ class RedirectApp(app_manager.OSKenApp):
             if ev == self._event_stop:
                 continue
             with self._policy_lock:
-                self._handle_event(ev, state)
-                self._count_queued(ev, -1)
+                try:
+                    self._handle_event(ev, state)
+                finally:
+                    # Else the switch would count as busy forever, its
+                    # PacketIns never handled below the queue again.
+                    self._count_queued(ev, -1)
 
     def _handle_event(self, ev, state):
         for event_handler in self.get_handlers(ev, state):
@@ -421,7 +425,8 @@ class RedirectApp(app_manager.OSKenApp):
             return
         # One link can carry many services' primaries: each chunk goes on
         # the wire as soon as it is made, so the first redirects do not
-        # wait for the whole burst to be computed and encoded.
+        # wait for the whole burst to be computed and encoded. (The policy
+        # lock is held throughout: PacketIns still wait for every chunk.)
         sent = False
         for chunk in self.policy.on_port_status_in_chunks(
                 datapath.id, msg.desc.port_no, is_up, now):
@@ -521,6 +526,12 @@ class RedirectApp(app_manager.OSKenApp):
                         packet = decoder.decode_fields(fields)
                     except openflow.MalformedPacket as exc:
                         self._note_malformed(datapath, exc)
+                        continue
+                    except Exception:
+                        # Any other decoding failure costs this packet
+                        # only, not the rest of its batch.
+                        LOG.exception('%s: PacketIn below the queue did '
+                                      'not decode; serving on', self.name)
                         continue
                     try:
                         self._on_packet(datapath, packet, chunks)

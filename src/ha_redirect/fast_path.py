@@ -120,12 +120,14 @@ class SwitchReader:
             try:
                 fields = decoder.parse_packet_in(message)
             except decoder.MalformedPacket as exc:
-                self._app.malformed_packet_in(self._datapath, exc)
+                self._guarded(self._app.malformed_packet_in,
+                              self._datapath, exc)
                 continue
             port = fields.in_port
             if self._waiting[port] >= self._per_port or (
                     self._waiting_total >= self._total
-                    and not self._app.exempt_from_total(fields)):
+                    and not self._guarded(self._app.exempt_from_total,
+                                          fields)):
                 shed[port] += 1
                 continue
             self._waiting[port] += 1
@@ -133,7 +135,19 @@ class SwitchReader:
             self._messages.append((fields, bytes(message)))
         self._start = offset
         if shed:
-            self._app.shed_packet_ins(self._datapath, shed)
+            self._guarded(self._app.shed_packet_ins, self._datapath, shed)
+
+    @staticmethod
+    def _guarded(callback, *args):
+        """An app callback run while framing: whatever it raises is logged,
+        never let out into os-ken's receive loop, which would end the
+        switch's connection (None then)."""
+        try:
+            return callback(*args)
+        except Exception:
+            LOG.exception('a callback while reading PacketIns failed; '
+                          'reading on')
+            return None
 
     def _hand_on(self):
         """Offer the leading run of PacketIns to the app; return os-ken's

@@ -373,6 +373,25 @@ def test_a_crafted_packet_in_is_dropped_and_the_rest_read():
     assert app.taken == [[3]] and len(app.malformed) == 1
 
 
+def test_a_failing_app_callback_does_not_end_the_switchs_reading():
+    """os-ken's receive loop catches only socket errors: whatever the app
+    raises while the reader frames PacketIns must stay in the reader."""
+    class Failing(_App):
+        def malformed_packet_in(self, datapath, error):
+            raise RuntimeError('metrics broke')
+
+        def shed_packet_ins(self, datapath, shed):
+            raise RuntimeError('metrics broke')
+
+    good = _packet_in_bytes(FRAMES['syn'], in_port=3)
+    crafted = good[:24] + struct.pack('!HH', ofp.OFPMT_OXM, 400) + good[28:]
+    app = Failing()
+    reader = fast_path.SwitchReader(
+        _ScriptedSocket([crafted + good * 3]), None, app, 100, 2)
+    assert _read_all(reader) == []
+    assert app.taken == [[3, 3]]        # the third was shed
+
+
 def test_a_message_too_short_to_frame_goes_to_os_ken_raw():
     good = _packet_in_bytes(FRAMES['syn'], in_port=3)
     bad = struct.pack('!BBHI', 4, 0, 4, 0)
