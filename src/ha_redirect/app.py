@@ -130,6 +130,9 @@ class RedirectApp(app_manager.OSKenApp):
         # (their PacketIns below the queue, `take_packet_ins`): one at a
         # time, and each handler's messages written before the next.
         self._policy_lock = threading.Lock()
+        # The switch whose event its receive thread is handling (under the
+        # policy lock), if any: see `_answer_packet_ins_behind`.
+        self._in_place = None
         # id(datapath) -> its events in the app's queue or being handled
         self._queued = {}
         self._queued_lock = threading.Lock()
@@ -168,7 +171,11 @@ class RedirectApp(app_manager.OSKenApp):
             if id(datapath) in self._queued or self._backlog.holds(
                     datapath.id):
                 return False
-            self._handle_event(ev, state)
+            self._in_place = datapath
+            try:
+                self._handle_event(ev, state)
+            finally:
+                self._in_place = None
         return True
 
     def _read_below_the_queue(self, datapath):
@@ -425,14 +432,15 @@ class RedirectApp(app_manager.OSKenApp):
             return
         # One link can carry many services' primaries: each chunk goes on
         # the wire as soon as it is made, so the first redirects do not
-        # wait for the whole burst to be computed and encoded. (The policy
-        # lock is held throughout: PacketIns still wait for every chunk.)
+        # wait for the whole burst to be computed and encoded, and the
+        # PacketIns that arrive meanwhile are answered between chunks.
         sent = False
         for chunk in self.policy.on_port_status_in_chunks(
                 datapath.id, msg.desc.port_no, is_up, now):
             if chunk:
                 self._send(datapath, chunk)
                 sent = True
+            self._answer_packet_ins_behind(datapath)
         if sent and hasattr(ev, 'received_at'):
             self.metrics.reaction.observe(time.monotonic() - ev.received_at)
 
@@ -513,40 +521,64 @@ class RedirectApp(app_manager.OSKenApp):
         with self._policy_lock:
             self._note_malformed(datapath, exc)
 
+    def _answer_packet_ins_behind(self, datapath):
+        """Between two chunks of a burst (a PortStatus handled in its
+        switch's receive thread, so under the policy lock): answer the
+        PacketIns that came right behind it. A new connection of a service
+        not yet settled settles it first (the policy sees to that), so a
+        SYN waits for one chunk, not for a thousand services' changes."""
+        reader = getattr(datapath, 'socket', None)
+        if self._in_place is not datapath or not isinstance(
+                reader, fast_path.SwitchReader):
+            return
+        try:
+            run = reader.packet_ins_behind()
+        except Exception:
+            LOG.exception('%s: reading PacketIns between chunks failed; '
+                          'serving on', self.name)
+            return
+        for start in range(0, len(run), FAST_PATH_BATCH):
+            self._answer_fast_batch(datapath,
+                                    run[start:start + FAST_PATH_BATCH])
+
     def _handle_fast_batch(self, datapath, packet_ins):
         """Some PacketIns, under the policy lock, their answers in one
         write."""
-        chunks = []
         with self._policy_lock:
-            try:
-                for fields in packet_ins:
-                    if not self._serves_packet_ins(datapath):
-                        break
-                    try:
-                        packet = decoder.decode_fields(fields)
-                    except openflow.MalformedPacket as exc:
-                        self._note_malformed(datapath, exc)
-                        continue
-                    except Exception:
-                        # Any other decoding failure costs this packet
-                        # only, not the rest of its batch.
-                        LOG.exception('%s: PacketIn below the queue did '
-                                      'not decode; serving on', self.name)
-                        continue
-                    try:
-                        self._on_packet(datapath, packet, chunks)
-                    except Exception:
-                        LOG.exception('%s: PacketIn below the queue failed; '
-                                      'serving on', self.name)
-                self._refresh_metrics(every_time=False)
-            except Exception:
-                LOG.exception('%s: PacketIns below the queue failed; '
-                              'serving on', self.name)
-            finally:
-                # Written before the policy is let go: what it decides next
-                # (for any thread) goes out after this.
-                if chunks:
-                    datapath.send(b''.join(chunks))
+            self._answer_fast_batch(datapath, packet_ins)
+
+    def _answer_fast_batch(self, datapath, packet_ins):
+        """`_handle_fast_batch` with the policy lock already held."""
+        chunks = []
+        try:
+            for fields in packet_ins:
+                if not self._serves_packet_ins(datapath):
+                    break
+                try:
+                    packet = decoder.decode_fields(fields)
+                except openflow.MalformedPacket as exc:
+                    self._note_malformed(datapath, exc)
+                    continue
+                except Exception:
+                    # Any other decoding failure costs this packet
+                    # only, not the rest of its batch.
+                    LOG.exception('%s: PacketIn below the queue did '
+                                  'not decode; serving on', self.name)
+                    continue
+                try:
+                    self._on_packet(datapath, packet, chunks)
+                except Exception:
+                    LOG.exception('%s: PacketIn below the queue failed; '
+                                  'serving on', self.name)
+            self._refresh_metrics(every_time=False)
+        except Exception:
+            LOG.exception('%s: PacketIns below the queue failed; '
+                          'serving on', self.name)
+        finally:
+            # Written before the policy is let go: what it decides next
+            # (for any thread) goes out after this.
+            if chunks:
+                datapath.send(b''.join(chunks))
 
     @handler.set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN)
     def on_flow_removed(self, ev):

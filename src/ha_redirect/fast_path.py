@@ -23,6 +23,7 @@ be handled here (`RedirectApp.take_packet_ins`).
 
 import collections
 import logging
+import socket
 
 from ha_redirect.openflow import decoder
 
@@ -65,6 +66,7 @@ class SwitchReader:
         self._messages = collections.deque()
         self._waiting = collections.Counter()     # in_port -> PacketIns
         self._waiting_total = 0
+        self._handed_on = 0     # messages in what recv last returned
 
     def recv(self, size, *args):
         while True:
@@ -83,6 +85,38 @@ class SwitchReader:
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
+
+    def packet_ins_behind(self):
+        """The PacketIns that came right behind the message os-ken is
+        delivering, read without waiting ([] unless that message is all
+        the last `recv` returned). A handler of that message may answer
+        them before it returns: they overtake nothing."""
+        if self._handed_on != 1 or self._raw:
+            return []
+        self._read_available()
+        run = []
+        messages = self._messages
+        while messages and messages[0][0] is not None:
+            fields, _ = messages.popleft()
+            self._release(fields)
+            run.append(fields)
+        return run
+
+    def _read_available(self):
+        if self._end == len(self._buffer) or self._start:
+            self._compact()
+        if self._end == len(self._buffer):
+            return
+        try:
+            received = self._sock.recv_into(self._view[self._end:], 0,
+                                            socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError, ValueError):
+            return      # nothing yet; ValueError: TLS takes no flags
+        except OSError:
+            return      # os-ken's next recv meets it, as it would have
+        if received:
+            self._end += received
+            self._split()
 
     def _compact(self):
         remaining = self._end - self._start
@@ -171,6 +205,7 @@ class SwitchReader:
             messages.popleft()
         if run:
             self._offer(run, out)
+        self._handed_on = len(out)
         return b''.join(out)
 
     def _release(self, fields):

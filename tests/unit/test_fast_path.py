@@ -279,8 +279,10 @@ class _ScriptedSocket:
     def __init__(self, chunks):
         self.chunks = list(chunks)
 
-    def recv_into(self, view):
+    def recv_into(self, view, nbytes=0, flags=0):
         if not self.chunks:
+            if flags:
+                raise BlockingIOError
             return 0
         chunk = self.chunks.pop(0)
         view[:len(chunk)] = chunk
@@ -390,6 +392,38 @@ def test_a_failing_app_callback_does_not_end_the_switchs_reading():
         _ScriptedSocket([crafted + good * 3]), None, app, 100, 2)
     assert _read_all(reader) == []
     assert app.taken == [[3, 3]]        # the third was shed
+
+
+def test_packet_ins_right_behind_the_only_message_handed_on_are_taken():
+    """While os-ken delivers a message that came alone, its handler may take
+    the PacketIns read behind it, up to the next other message."""
+    pi = [_packet_in_bytes(FRAMES['syn'], in_port=n) for n in range(10, 13)]
+    status = _port_status_bytes(1, False)
+    echo = struct.pack('!BBHI', 4, ofp.OFPT_ECHO_REQUEST, 8, 3)
+    app = _App()
+    reader = fast_path.SwitchReader(
+        _ScriptedSocket([status, pi[0] + pi[1] + echo + pi[2]]), None, app,
+        100, 32)
+    assert reader.packet_ins_behind() == []     # nothing handed on yet
+    assert reader.recv(8) == status
+    assert [f.in_port for f in reader.packet_ins_behind()] == [10, 11]
+    assert reader.packet_ins_behind() == []     # the echo is next
+    assert _read_all(reader) == [echo]
+    assert app.taken == [[12]]
+
+
+def test_no_packet_in_overtakes_a_message_os_ken_still_holds():
+    """os-ken got two messages in one read: while the first is handled, a
+    PacketIn behind the second must wait for it."""
+    pi = _packet_in_bytes(FRAMES['syn'], in_port=10)
+    status = _port_status_bytes(1, False)
+    echo = struct.pack('!BBHI', 4, ofp.OFPT_ECHO_REQUEST, 8, 3)
+    app = _App()
+    reader = fast_path.SwitchReader(_ScriptedSocket([status + echo + pi]),
+                                    None, app, 100, 32)
+    assert reader.recv(8) == status + echo
+    assert reader.packet_ins_behind() == []
+    assert _read_all(reader) == [] and app.taken == [[10]]
 
 
 def test_a_message_too_short_to_frame_goes_to_os_ken_raw():
@@ -569,6 +603,57 @@ def test_a_port_status_ahead_of_a_packet_in_is_applied_first():
         _wait(lambda: switch.forward_ports())
         assert switch.forward_ports() == [BACKUP.port]
         assert app.events.empty()
+    finally:
+        switch.close()
+
+
+def _types(stream):
+    offset = 0
+    while offset < len(stream):
+        _, msg_type, length, _ = ofproto_parser.header(stream[offset:])
+        yield msg_type
+        offset += length
+
+
+def test_a_syn_that_arrives_during_a_burst_is_answered_between_chunks():
+    """A link down moves three services (three chunks of changes). A SYN
+    that reaches the controller after the first chunk is answered before
+    the rest are sent, pinned to the backup: it waits for one service's
+    changes, not for all of them."""
+    services = [model.Service(f'web{n}', 1, (5001 + n,), PRIMARY, (BACKUP,))
+                for n in range(3)]
+    app = app_mod.RedirectApp(redirect_policy=RedirectPolicy(
+        services, strategy=ReactiveStrategy()))
+    handler.register_instance(app)
+    switch = _Switch(app)
+    real = app.policy.on_port_status_in_chunks
+    syn = _packet_in_bytes(_tcp_frame(40450))
+    sent_at = []
+
+    def slow_chunks(*args):
+        for chunk in real(*args):
+            if not sent_at:
+                # The SYN arrives while the first chunk is being made.
+                switch.theirs.sendall(syn)
+                sent_at.append(len(switch.writes))
+                time.sleep(0.2)     # it is in our socket by then
+            yield chunk
+
+    app.policy.on_port_status_in_chunks = slow_chunks
+    try:
+        switch.writes.clear()
+        switch.theirs.sendall(_port_status_bytes(1, False))
+        _wait(lambda: switch.forward_ports())
+        _wait(lambda: app.policy.active_server('web2') == BACKUP)
+        assert switch.forward_ports() == [BACKUP.port]
+        # The first chunk, then the SYN's answer, then the other chunks,
+        # closed by the burst's barrier.
+        assert sent_at == [0]
+        client = struct.pack('!I4s', 0x80001604, socket.inet_aton(CLIENT_IP))
+        assert [client in write for write in switch.writes] == [
+            False, True, False]
+        assert list(_types(switch.writes[0])) == [ofp.OFPT_FLOW_MOD] * 3
+        assert list(_types(switch.writes[2]))[-1] == ofp.OFPT_BARRIER_REQUEST
     finally:
         switch.close()
 
