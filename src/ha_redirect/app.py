@@ -14,6 +14,7 @@ handlers stay here, in the one OSKenApp class of this module.
 import collections
 import logging
 import queue
+import sys
 import threading
 import time
 
@@ -60,14 +61,14 @@ CONTROL_TIMEOUT = operator_requests.CONTROL_TIMEOUT
 ADOPTION_TIMEOUT = adoption.ADOPTION_TIMEOUT
 METRICS_REFRESH = metrics_mod.REFRESH_INTERVAL
 
+# Seconds between two log lines about malformed PacketIns.
+MALFORMED_LOG_INTERVAL = 1.0
+
 # PacketIns waiting in the app's queue, in all and per switch port (see
 # ha_redirect.backlog). Past these, new ones are dropped on arrival. The
 # total stays under os-ken's queue of 128, leaving room for other events;
 # a port's share absorbs a legitimate burst (8 shed 1 % of 500 connections
 # a second from one port).
-# Seconds between two log lines about malformed PacketIns.
-MALFORMED_LOG_INTERVAL = 1.0
-
 PACKET_IN_BACKLOG = 100
 PACKET_IN_BACKLOG_PER_PORT = 32
 
@@ -75,6 +76,22 @@ PACKET_IN_BACKLOG_PER_PORT = 32
 # then write their messages in one send: the app's thread waits at most
 # that long for its turn.
 FAST_PATH_BATCH = 16
+
+# How long a Python thread may hold the GIL while another waits for it
+# (Python's default: 5 ms). os-ken writes every message from a thread of its
+# own, so while a receive thread computes a burst (a link that carries many
+# services), each chunk it queued waited up to 5 ms to be written, and so
+# did the answers to the PacketIns let in between chunks.
+GIL_SWITCH_INTERVAL = 0.0005
+PYTHON_SWITCH_INTERVAL = 0.005
+
+
+def shorten_gil_switch_interval():
+    """Set `GIL_SWITCH_INTERVAL` for the process, unless it has chosen
+    its own (an app loaded by another controller's process)."""
+    if sys.getswitchinterval() == PYTHON_SWITCH_INTERVAL:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        LOG.debug('GIL switch interval: %g s', GIL_SWITCH_INTERVAL)
 
 
 class RedirectApp(app_manager.OSKenApp):
@@ -262,6 +279,7 @@ class RedirectApp(app_manager.OSKenApp):
                              self._switch_roles.leads, every_time)
 
     def start(self):
+        shorten_gil_switch_interval()
         thread = super().start()
         interval = self.policy.tick_interval
         if interval:
@@ -344,6 +362,9 @@ class RedirectApp(app_manager.OSKenApp):
     def on_switch_features(self, ev):
         datapath = ev.msg.datapath
         self._max_meter_id.pop(datapath.id, None)
+        # Before any flow of ours: the FlowRemoveds of our own deletes are
+        # not wanted (see `openflow.async_config`).
+        datapath.send_msg(openflow.async_config(datapath))
         # The switch answers in order: its meter features come before its
         # ports, which start the resync.
         datapath.send_msg(

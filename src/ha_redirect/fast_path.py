@@ -23,7 +23,8 @@ be handled here (`RedirectApp.take_packet_ins`).
 
 import collections
 import logging
-import socket
+import select
+import ssl
 
 from ha_redirect.openflow import decoder
 
@@ -33,6 +34,14 @@ READ_SIZE = 1 << 18
 _OFPT_PACKET_IN = 10
 _OFP_VERSION_1_3 = 4     # from 1.3 on, PacketIns share one layout
 _HEADER_SIZE = 8
+# Messages that tell nothing about the switch's state (echoes, barrier
+# replies): a PacketIn behind one may be answered first. Every answer to a
+# new connection ends in a barrier, so their replies keep arriving during a
+# burst of changes.
+# (Their type numbers are the same from OpenFlow 1.3 to 1.5.)
+_OFPT_ECHO_REQUEST, _OFPT_ECHO_REPLY, _OFPT_BARRIER_REPLY = 2, 3, 21
+_STATELESS_TYPES = frozenset((_OFPT_ECHO_REQUEST, _OFPT_ECHO_REPLY,
+                              _OFPT_BARRIER_REPLY))
 
 
 class SwitchReader:
@@ -89,30 +98,41 @@ class SwitchReader:
     def packet_ins_behind(self):
         """The PacketIns that came right behind the message os-ken is
         delivering, read without waiting ([] unless that message is all
-        the last `recv` returned). A handler of that message may answer
-        them before it returns: they overtake nothing."""
+        the last `recv` returned), up to the next message that is not a
+        PacketIn, an echo or a barrier reply. A handler of that message may
+        answer them before it returns: they overtake nothing the app
+        handles."""
         if self._handed_on != 1 or self._raw:
             return []
         self._read_available()
-        run = []
+        run, passed = [], []
         messages = self._messages
-        while messages and messages[0][0] is not None:
-            fields, _ = messages.popleft()
+        while messages:
+            fields, message = messages[0]
+            if fields is None:
+                if message[1] not in _STATELESS_TYPES:
+                    break
+                passed.append(messages.popleft())
+                continue
+            messages.popleft()
             self._release(fields)
             run.append(fields)
+        messages.extendleft(reversed(passed))
         return run
 
     def _read_available(self):
         if self._end == len(self._buffer) or self._start:
             self._compact()
-        if self._end == len(self._buffer):
-            return
+        if self._end == len(self._buffer) or isinstance(self._sock,
+                                                        ssl.SSLSocket):
+            return      # (a TLS read may wait for the rest of a record)
         try:
-            received = self._sock.recv_into(self._view[self._end:], 0,
-                                            socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError, ValueError):
-            return      # nothing yet; ValueError: TLS takes no flags
-        except OSError:
+            # os-ken gives the socket a timeout, and Python then waits for
+            # data before any read, whatever its flags: ask first.
+            if not select.select([self._sock], [], [], 0)[0]:
+                return
+            received = self._sock.recv_into(self._view[self._end:])
+        except (OSError, ValueError):
             return      # os-ken's next recv meets it, as it would have
         if received:
             self._end += received
@@ -185,8 +205,7 @@ class SwitchReader:
 
     def _hand_on(self):
         """Offer the leading run of PacketIns to the app; return os-ken's
-        bytes: the declined, then the other messages up to the next
-        PacketIn."""
+        bytes: the declined, then the next other message."""
         messages = self._messages
         out = []
         run = []
@@ -203,6 +222,9 @@ class SwitchReader:
                 run = []
             out.append(message)
             messages.popleft()
+            # One at a time: while os-ken delivers it, the PacketIns behind
+            # it overtake nothing (`packet_ins_behind`).
+            break
         if run:
             self._offer(run, out)
         self._handed_on = len(out)

@@ -32,7 +32,7 @@ LOG = logging.getLogger(__name__)
 
 # Services per chunk of a port's changes, at most: small enough that a
 # PacketIn let in between two chunks waits little.
-MAX_CHUNK = 64
+MAX_CHUNK = 8
 
 
 class RedirectPolicy:

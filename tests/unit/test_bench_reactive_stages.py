@@ -251,7 +251,8 @@ def test_a_reactive_failover_is_read_stage_by_stage():
            for k, v in stages.items()}
     assert got == dict(
         carrier_lost=0.3, port_status=2, port_logged=2.5, reaction_first=2.5,
-        deletes=3, reaction_barrier_reply=5, packet_in=6,
+        deletes=3, deletes_last=3, reaction_barrier_reply=5,
+        deletes_last_barrier_reply=5, packet_in=6,
         syn_of_packet_in=5.5, flow_mods_first=7, flow_mods_last=8,
         barrier_reply=10, packet_out=9.5, syn_to_backup=11,
         arp_from_backup=11.1, synack_from_backup=12, synack_at_client=13,

@@ -6,8 +6,10 @@ the order of events is what is tested."""
 
 import collections
 import logging
+import select
 import socket
 import struct
+import sys
 import threading
 import time
 
@@ -279,10 +281,8 @@ class _ScriptedSocket:
     def __init__(self, chunks):
         self.chunks = list(chunks)
 
-    def recv_into(self, view, nbytes=0, flags=0):
+    def recv_into(self, view):
         if not self.chunks:
-            if flags:
-                raise BlockingIOError
             return 0
         chunk = self.chunks.pop(0)
         view[:len(chunk)] = chunk
@@ -332,7 +332,7 @@ def test_the_reader_hands_other_messages_on_and_waits_behind_them():
     # Split mid-message, to be framed across reads.
     reader = fast_path.SwitchReader(
         _ScriptedSocket([stream[:100], stream[100:]]), None, app, 100, 32)
-    assert _read_all(reader) == [status + echo, status]
+    assert _read_all(reader) == [status, echo, status]
     # Each run stopped at the message ahead of it, until os-ken had it.
     assert app.taken == [[10, 11], [12, 13], [14]]
 
@@ -394,36 +394,98 @@ def test_a_failing_app_callback_does_not_end_the_switchs_reading():
     assert app.taken == [[3, 3]]        # the third was shed
 
 
+def _socket_pair():
+    """(ours, theirs): ours with a timeout, as os-ken sets one."""
+    ours, theirs = socket.socketpair()
+    ours.settimeout(5.0)
+    return ours, theirs
+
+
 def test_packet_ins_right_behind_the_only_message_handed_on_are_taken():
     """While os-ken delivers a message that came alone, its handler may take
-    the PacketIns read behind it, up to the next other message."""
+    the PacketIns read behind it, up to the next other message; with
+    nothing to read it returns at once (os-ken's socket has a timeout)."""
     pi = [_packet_in_bytes(FRAMES['syn'], in_port=n) for n in range(10, 13)]
     status = _port_status_bytes(1, False)
-    echo = struct.pack('!BBHI', 4, ofp.OFPT_ECHO_REQUEST, 8, 3)
-    app = _App()
-    reader = fast_path.SwitchReader(
-        _ScriptedSocket([status, pi[0] + pi[1] + echo + pi[2]]), None, app,
-        100, 32)
-    assert reader.packet_ins_behind() == []     # nothing handed on yet
-    assert reader.recv(8) == status
-    assert [f.in_port for f in reader.packet_ins_behind()] == [10, 11]
-    assert reader.packet_ins_behind() == []     # the echo is next
-    assert _read_all(reader) == [echo]
-    assert app.taken == [[12]]
+    removed = _flow_removed_bytes()
+    ours, theirs = _socket_pair()
+    with ours, theirs:
+        app = _App()
+        reader = fast_path.SwitchReader(ours, None, app, 100, 32)
+        theirs.sendall(status)
+        assert reader.packet_ins_behind() == []     # nothing handed on yet
+        assert reader.recv(8) == status
+        started = time.monotonic()
+        assert reader.packet_ins_behind() == []     # nothing came yet
+        assert time.monotonic() - started < 0.5
+        theirs.sendall(pi[0] + pi[1] + removed + pi[2])
+        _wait(lambda: select.select([ours], [], [], 0)[0])
+        assert [f.in_port for f in reader.packet_ins_behind()] == [10, 11]
+        assert reader.packet_ins_behind() == []     # the FlowRemoved is next
+        assert reader.recv(8) == removed
+        assert app.taken == []
+        theirs.close()
+        assert reader.recv(8) == b''
+        assert app.taken == [[12]]
 
 
-def test_no_packet_in_overtakes_a_message_os_ken_still_holds():
-    """os-ken got two messages in one read: while the first is handled, a
-    PacketIn behind the second must wait for it."""
+def test_no_packet_in_overtakes_a_message_ahead_of_it():
+    """Two messages read at once go to os-ken one at a time: while the
+    first is handled, a PacketIn behind the second waits for it; while the
+    second is, the PacketIn may be taken."""
     pi = _packet_in_bytes(FRAMES['syn'], in_port=10)
-    status = _port_status_bytes(1, False)
-    echo = struct.pack('!BBHI', 4, ofp.OFPT_ECHO_REQUEST, 8, 3)
+    noop = _port_status_bytes(1, True)
+    down = _port_status_bytes(1, False)
     app = _App()
-    reader = fast_path.SwitchReader(_ScriptedSocket([status + echo + pi]),
-                                    None, app, 100, 32)
-    assert reader.recv(8) == status + echo
-    assert reader.packet_ins_behind() == []
-    assert _read_all(reader) == [] and app.taken == [[10]]
+    ours, theirs = _socket_pair()
+    with ours, theirs:
+        reader = fast_path.SwitchReader(ours, None, app, 100, 32)
+        theirs.sendall(noop + down + pi)
+        assert reader.recv(8) == noop
+        assert reader.packet_ins_behind() == []
+        assert reader.recv(8) == down
+        assert [f.in_port for f in reader.packet_ins_behind()] == [10]
+        theirs.close()
+        assert _read_all(reader) == [] and app.taken == []
+
+
+def test_packet_ins_behind_barrier_replies_and_echoes_are_taken_too():
+    """Every answer to a new connection ends in a barrier: their replies
+    keep coming during a burst and must not hold the next SYNs back. They
+    still reach os-ken, in their order."""
+    pi = [_packet_in_bytes(FRAMES['syn'], in_port=n) for n in (10, 11, 12)]
+    status = _port_status_bytes(1, False)
+    barrier = struct.pack('!BBHI', 4, ofp.OFPT_BARRIER_REPLY, 8, 5)
+    echo = struct.pack('!BBHI', 4, ofp.OFPT_ECHO_REQUEST, 8, 6)
+    removed = _flow_removed_bytes()
+    ours, theirs = _socket_pair()
+    with ours, theirs:
+        app = _App()
+        reader = fast_path.SwitchReader(ours, None, app, 100, 32)
+        theirs.sendall(status + barrier + pi[0] + echo + pi[1] + removed
+                       + pi[2])
+        assert reader.recv(8) == status
+        # Up to the FlowRemoved, which the app handles: not past it.
+        assert [f.in_port for f in reader.packet_ins_behind()] == [10, 11]
+        assert reader.recv(8) == barrier
+        assert reader.recv(8) == echo
+        assert reader.recv(8) == removed
+        theirs.close()
+        assert _read_all(reader) == [] and app.taken == [[12]]
+
+
+def test_declined_packet_ins_ahead_of_a_message_keep_it_from_taking():
+    """PacketIns the app declined go to os-ken with the message behind
+    them: that message is not alone, so nothing is taken behind it."""
+    pi = [_packet_in_bytes(FRAMES['syn'], in_port=n) for n in (10, 11)]
+    status = _port_status_bytes(1, False)
+    ours, theirs = _socket_pair()
+    with ours, theirs:
+        reader = fast_path.SwitchReader(ours, None, _App(taking=False), 100,
+                                        32)
+        theirs.sendall(pi[0] + status + pi[1])
+        assert reader.recv(8) == pi[0] + status
+        assert reader.packet_ins_behind() == []
 
 
 def test_a_message_too_short_to_frame_goes_to_os_ken_raw():
@@ -754,3 +816,20 @@ def test_a_queued_event_holds_back_only_its_own_switch():
     assert app.take_packet_ins(two, syn)
     _drain(app)
     assert app.take_packet_ins(one, syn)
+
+
+def test_the_app_shortens_python_s_default_gil_switch_interval():
+    """os-ken writes from a thread of its own: at Python's 5 ms, each
+    chunk of a burst waited that long to be written."""
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(app_mod.PYTHON_SWITCH_INTERVAL)
+        app_mod.shorten_gil_switch_interval()
+        assert sys.getswitchinterval() == pytest.approx(
+            app_mod.GIL_SWITCH_INTERVAL)
+        # A process that chose its own keeps it.
+        sys.setswitchinterval(0.002)
+        app_mod.shorten_gil_switch_interval()
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)

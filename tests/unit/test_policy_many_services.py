@@ -217,12 +217,12 @@ def test_a_port_coming_back_between_chunks_wins(strategy):
 
 
 def test_chunks_stop_growing_at_max_chunk():
-    switch = connected('reactive', behind_one_port(200))
+    switch = connected('reactive', behind_one_port(40))
     moves = _Moves()
     switch.policy.set_observer(moves)
     per_chunk = []
     for _ in switch.policy.on_port_status_in_chunks(1, PRIMARY.port, False,
                                                     1.0):
         per_chunk.append(len(moves.moved) - sum(per_chunk))
-    assert policy_mod.MAX_CHUNK == 64
-    assert per_chunk == [1, 2, 4, 8, 16, 32, 64, 64, 9]
+    assert policy_mod.MAX_CHUNK == 8
+    assert per_chunk == [1, 2, 4, 8, 8, 8, 8, 1]

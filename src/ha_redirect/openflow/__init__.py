@@ -35,6 +35,7 @@ to_ofp_messages = renderer.to_ofp_messages
 render = renderer.render
 to_wire = encoder.to_wire
 arp_reply_frame = renderer.arp_reply_frame
+async_config = renderer.async_config
 tcp_segment_frame = renderer.tcp_segment_frame
 
 describe = printer.describe
@@ -53,7 +54,8 @@ __all__ = [
     'UnsupportedFlow', 'MalformedPacket', 'PREREQUISITES', 'NXM_FIELDS',
     'LEARN_OUTPUT_REGISTER', 'NX_EXPERIMENTER_ID', 'NXT_CT_FLUSH',
     'check_prerequisites', 'to_ofp_messages', 'render', 'to_wire',
-    'arp_reply_frame', 'tcp_segment_frame', 'describe', 'describe_action',
+    'arp_reply_frame', 'async_config', 'tcp_segment_frame', 'describe',
+    'describe_action',
     'describe_error',
     'decode_packet_in', 'match_from_ofp', 'decode_flow_stats',
     'decode_flow_removed', 'is_expected_error', 'is_port_up',
