@@ -77,6 +77,11 @@ PACKET_IN_BACKLOG_PER_PORT = 32
 # that long for its turn.
 FAST_PATH_BATCH = 16
 
+# FlowRemoved reasons, as the metric names them (OpenFlow 1.3-1.5 numbers).
+FLOW_REMOVED_REASONS = {0: 'idle_timeout', 1: 'hard_timeout', 2: 'delete',
+                        3: 'group_delete', 4: 'meter_delete',
+                        5: 'eviction'}
+
 # How long a Python thread may hold the GIL while another waits for it
 # (Python's default: 5 ms). os-ken writes every message from a thread of its
 # own, so while a receive thread computes a burst (a link that carries many
@@ -604,6 +609,9 @@ class RedirectApp(app_manager.OSKenApp):
     @handler.set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN)
     def on_flow_removed(self, ev):
         datapath = ev.msg.datapath
+        self.metrics.flows_removed.labels(
+            f'{datapath.id:#x}',
+            FLOW_REMOVED_REASONS.get(ev.msg.reason, str(ev.msg.reason))).inc()
         if not self._switch_roles.is_master(datapath.id):
             return
         cookie, match = openflow.decode_flow_removed(ev.msg)

@@ -96,6 +96,10 @@ class ControllerMetrics:
         self.packet_ins_dropped = self._new(
             Counter, 'packet_ins_dropped', (),
             'PacketIns dropped on arrival (backlog full)')
+        self.flows_removed = self._new(
+            Counter, 'flows_removed', _SWITCH + ('reason',),
+            'FlowRemoved reports from the switch, by reason (our own '
+            'deletes are not reported: idle_timeout is pins expiring)')
         self.flow_mods = self._new(Counter, 'flow_mods',
                                    _SWITCH + ('command',), 'FlowMods sent')
         self.group_mods = self._new(Counter, 'group_mods',

@@ -82,6 +82,10 @@ def test_metrics_move_during_a_real_failover():
             total(before, 'ha_redirect_packet_ins_total', dpid=dpid))
         assert total(after, 'ha_redirect_flow_mods_total', dpid=dpid) > (
             total(before, 'ha_redirect_flow_mods_total', dpid=dpid))
+        # The pins the failover deleted are not reported back (the
+        # controller asked the switch not to): only expiries would be.
+        assert total(after, 'ha_redirect_flows_removed_total', dpid=dpid,
+                     reason='delete') == 0
         reactions = value(after,
                           'ha_redirect_port_status_reaction_seconds_count')
         assert reactions >= 1

@@ -805,3 +805,28 @@ def test_open_vswitch_reads_a_bundle_as_open_add_commit(version):
 def test_only_flow_and_group_changes_can_be_bundled():
     with pytest.raises(model.ServiceError, match='Barrier cannot be bundled'):
         model.Bundle(DPID, (model.Barrier(DPID),))
+
+
+@pytest.mark.skipif(OFCTL is None, reason='ovs-ofctl (Open vSwitch) is not '
+                    'installed: cannot check how OVS decodes our bytes')
+@pytest.mark.parametrize('version', sorted(VERSIONS))
+def test_the_async_config_drops_only_reports_of_our_own_deletes(version):
+    """Open vSwitch reads it as: report pins that expire, not those our
+    deletes remove; every other report as the switch's default."""
+    dp = datapath(version)
+    msg = openflow.async_config(dp)
+    msg.set_xid(1)
+    msg.serialize()
+    text = subprocess.run([OFCTL, 'ofp-print', bytes(msg.buf).hex()],
+                          check=True, capture_output=True, text=True).stdout
+    primary, secondary = text.split('secondary:')
+    assert 'FLOW_REMOVED: idle hard\n' in primary
+    assert 'FLOW_REMOVED: (off)' in secondary
+    if version == '1.3':
+        # One message sets every mask: OVS's defaults for the others.
+        assert 'PACKET_IN: no_match action\n' in primary
+        assert 'PACKET_IN: (off)' in secondary
+        assert text.count('PORT_STATUS: add delete modify\n') == 2
+    else:
+        # From 1.4 on, a message changes only the properties it carries.
+        assert len(msg.properties) == 1
