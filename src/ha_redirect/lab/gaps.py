@@ -118,24 +118,29 @@ def _scheme_running(scheme, result, services=1, warm_arp=True):
         yield scope, lab
 
 
-WARM_ARP_TRIES = 5
+# Seconds a server may take to learn a client's MAC. With 1,000 services
+# the switch may still be taking the controller's flows (a stateful resync
+# is one large bundle) when the scenario has started: 5 one-second pings
+# were once not enough.
+WARM_ARP_TIMEOUT = 30.0
 
 
-def warm_neighbours(servers, clients):
-    """Each server learns each client's MAC (one ping), as a server on a
-    LAN that has talked to its clients has; LabError if one did not."""
+def warm_neighbours(servers, clients, timeout=WARM_ARP_TIMEOUT):
+    """Each server learns each client's MAC (pings), as a server on a LAN
+    that has talked to its clients has; LabError if one did not within
+    `timeout` seconds."""
     for server in servers:
         for client in clients:
-            # A few tries: with many services the switch may still be
-            # taking the controller's flows when the scenario has started.
-            for _ in range(WARM_ARP_TRIES):
+            deadline = time.monotonic() + timeout
+            while True:
                 server.cmd(f'ping -c1 -W1 {client.address}')
                 if traffic.neighbour_mac(server, client.address) == (
                         client.mac):
                     break
-            else:
-                raise scope_mod.LabError(
-                    f'{server.name} did not learn {client.address}\'s MAC')
+                if time.monotonic() >= deadline:
+                    raise scope_mod.LabError(
+                        f'{server.name} did not learn {client.address}\'s '
+                        f'MAC within {timeout:g} s')
 
 
 def _start_prober(scope, host, address, interval_ms, label='prober'):
