@@ -87,6 +87,8 @@ class RedirectPolicy:
                 service, index, healthy=(False,) * len(service.servers),
                 monitors=monitors))
         self._connected: typing.Set[int] = set()
+        # dpid -> port -> up, as the switch last reported them
+        self._port_up: typing.Dict[int, typing.Dict[int, bool]] = {}
         # Services whose monitors heard of a port that they have not acted
         # on yet (index -> why), while a port's chunks are being taken.
         self._unsettled: typing.Dict[int, str] = {}
@@ -304,6 +306,7 @@ class RedirectPolicy:
     def _meet_switch(self, datapath_id, port_states, max_meter_id):
         """Note a switch as ours and choose its meters; their MeterMods."""
         self._connected.add(datapath_id)
+        self._port_up[datapath_id] = dict(port_states)
         return self._meters.meet(datapath_id, port_states, max_meter_id)
 
     def _start_from_monitors(self, state, now, why):
@@ -349,6 +352,7 @@ class RedirectPolicy:
                                ) -> typing.List[model.Message]:
         # The resync on reconnect removes every pin we installed.
         self._connected.discard(datapath_id)
+        self._port_up.pop(datapath_id, None)
         self.version += 1
         for state in self._states_on(datapath_id):
             state.forget_connections()
@@ -376,7 +380,16 @@ class RedirectPolicy:
         need not wait for the whole burst): every monitor hears of the
         port before the first chunk, and a service still to come that an
         event touches is settled there, its changes ahead of the event's
-        own; its chunk then carries nothing for it."""
+        own; its chunk then carries nothing for it.
+
+        A port reported in the state it had is no news (Open vSwitch also
+        reports a port's other changes, e.g. one just before its link
+        goes down): nothing is made, for any service."""
+        ports = self._port_up.get(datapath_id)
+        if ports is not None:
+            if ports.get(port_no) == is_up:
+                return
+            ports[port_no] = is_up
         label = f'port {port_no} {"up" if is_up else "down"}'
         states = self._states_on(datapath_id)
         for state in states:

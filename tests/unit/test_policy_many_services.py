@@ -226,3 +226,39 @@ def test_chunks_stop_growing_at_max_chunk():
         per_chunk.append(len(moves.moved) - sum(per_chunk))
     assert policy_mod.MAX_CHUNK == 8
     assert per_chunk == [1, 2, 4, 8, 8, 8, 8, 1]
+
+
+def test_a_port_reported_in_the_state_it_had_costs_no_service_anything(
+        strategy):
+    """Open vSwitch reports a port's other changes too (one comes just
+    before its link goes down): with 1,000 services behind it, handling
+    that as news held the real link-down back by 20 ms."""
+    switch = connected(strategy, behind_one_port(300))
+    policy = switch.policy
+    visited = []
+    changes = policy._changes
+    policy._changes = lambda state, *args: visited.append(state) or (
+        changes(state, *args))
+    assert list(policy.on_port_status_in_chunks(1, PRIMARY.port, True,
+                                                1.0)) == []
+    assert visited == []
+    # A port the switch had not reported (one just added) is news.
+    assert list(policy.on_port_status_in_chunks(1, 42, True, 1.0)) == []
+    assert len(visited) == 300
+    # The real change still moves every service.
+    down = policy.on_port_status(1, PRIMARY.port, False, 2.0)
+    assert all(policy.active_server(s.name) == BACKUP
+               for s in policy.services)
+    assert policy.on_port_status(1, PRIMARY.port, False, 3.0) == []
+    assert down and policy.on_port_status(1, PRIMARY.port, True, 4.0)
+
+
+def test_after_a_reconnect_the_ports_are_as_the_switch_shows_them():
+    switch = connected('reactive', behind_one_port(1))
+    policy = switch.policy
+    policy.on_switch_disconnected(1, 2.0)
+    policy.on_switch_connected(1, {**ALL_UP, PRIMARY.port: False}, 3.0)
+    assert policy.active_server('web') == BACKUP
+    assert policy.on_port_status(1, PRIMARY.port, False, 4.0) == []
+    assert policy.on_port_status(1, PRIMARY.port, True, 5.0)
+    assert policy.active_server('web') == PRIMARY
