@@ -163,8 +163,10 @@ class ControllerMetrics:
         switches) at most every REFRESH_INTERVAL s. `switches` are the
         connected dpids, `leads(dpid)` whether we are MASTER there."""
         if policy.version != self._policy_version:
-            self._policy_version = policy.version
-            self.refresh_services(policy.status())
+            since, self._policy_version = self._policy_version, policy.version
+            # Only the services that changed since the last refresh.
+            self.refresh_services(policy.status() if since is None
+                                  else policy.status(since=since))
         now = time.monotonic()
         if not every_time and now - self._refreshed < REFRESH_INTERVAL:
             return

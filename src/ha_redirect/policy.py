@@ -63,6 +63,8 @@ class RedirectPolicy:
         # Moves whenever any service's servers change state: a cheap way
         # for the app to know when status() has news.
         self.version = 0
+        # service index -> the version at which its status last changed
+        self._changed_at: typing.Dict[int, int] = {}
         self.services = tuple(services)
         service_checks.check_services(self.services, self.settings)
         if strategy is None:
@@ -166,10 +168,23 @@ class RedirectPolicy:
         """Resolve 'primary', 'backupN' or a server's IP to its index."""
         return self._state_named(service_name).server_index(server)
 
-    def status(self) -> typing.List[typing.Dict[str, typing.Any]]:
-        """Each service's servers, their health and who takes connections."""
+    def status(self, since: typing.Optional[int] = None
+               ) -> typing.List[typing.Dict[str, typing.Any]]:
+        """Each service's servers, their health and who takes connections;
+        with `since` (a `version`), only the services whose status changed
+        after it: a failover of a thousand services must not make whoever
+        follows it (metrics) redo all of them after each chunk."""
+        states = self._states if since is None else [
+            state for state in self._states
+            if self._changed_at.get(state.index, 0) > since]
         return [state.status(state.service.datapath_id in self._connected)
-                for state in self._states]
+                for state in states]
+
+    def _touch(self, states) -> None:
+        """These services' status changed."""
+        self.version += 1
+        for state in states:
+            self._changed_at[state.index] = self.version
 
     def drain(self, service_name: str, server_index: int, now: float
               ) -> typing.List[model.Message]:
@@ -184,14 +199,14 @@ class RedirectPolicy:
                 'connections: a drain would reset them')
         state = self._state_named(service_name)
         state.drained.add(server_index)
-        self.version += 1
+        self._touch([state])
         return self._reconcile(state, now, f'server {server_index} drained')
 
     def undrain(self, service_name: str, server_index: int, now: float
                 ) -> typing.List[model.Message]:
         state = self._state_named(service_name)
         state.drained.discard(server_index)
-        self.version += 1
+        self._touch([state])
         return self._reconcile(state, now,
                                f'server {server_index} back in service')
 
@@ -317,7 +332,7 @@ class RedirectPolicy:
 
     def _start_from_switch(self, state, shown, now):
         state.start_from_switch(shown, now)
-        self.version += 1
+        self._touch([state])
         healthy, eligible, active = shown
         LOG.info('takeover: service %s as the switch shows it: active %s, '
                  'healthy %s, eligible %s', state.service.name,
@@ -353,7 +368,7 @@ class RedirectPolicy:
         # The resync on reconnect removes every pin we installed.
         self._connected.discard(datapath_id)
         self._port_up.pop(datapath_id, None)
-        self.version += 1
+        self._touch(self._states_on(datapath_id))
         for state in self._states_on(datapath_id):
             state.forget_connections()
         return []
@@ -587,7 +602,7 @@ class RedirectPolicy:
 
     def _transition(self, state, previous, now, why):
         """Servers changed state; maybe new connections go elsewhere."""
-        self.version += 1
+        self._touch([state])
         if previous == state.active:
             return
         LOG.info('t=%.6f service %s: new connections to %s (was %s): %s',

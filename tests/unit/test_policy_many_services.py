@@ -262,3 +262,23 @@ def test_after_a_reconnect_the_ports_are_as_the_switch_shows_them():
     assert policy.on_port_status(1, PRIMARY.port, False, 4.0) == []
     assert policy.on_port_status(1, PRIMARY.port, True, 5.0)
     assert policy.active_server('web') == PRIMARY
+
+
+def test_status_since_a_version_holds_only_the_services_that_changed():
+    """What the metrics refresh after each event: with 1,000 services,
+    redoing all of them after each chunk of a failover cost ~50 ms."""
+    switch = connected('reactive', behind_one_port(3))
+    policy = switch.policy
+    before = policy.version
+    policy.drain('web2', 1, 2.0)
+    assert [s['service'] for s in policy.status(since=before)] == ['web2']
+    assert policy.status(since=policy.version) == []
+    assert [s['service'] for s in policy.status()] == ['web', 'web1', 'web2']
+    before = policy.version
+    policy.on_port_status(1, PRIMARY.port, False, 3.0)
+    assert [s['service'] for s in policy.status(since=before)] == [
+        'web', 'web1', 'web2']
+    before = policy.version
+    policy.on_switch_disconnected(1, 4.0)
+    changed = policy.status(since=before)
+    assert len(changed) == 3 and not any(s['connected'] for s in changed)

@@ -108,3 +108,34 @@ def test_the_first_choice_of_a_server_is_no_failover():
     got = samples(metrics)
     assert got[('ha_redirect_failovers_total', (('service', 'web'),))] == 1
     assert ('ha_redirect_failbacks_total', (('service', 'web'),)) not in got
+
+
+def test_gauges_follow_each_service_when_only_some_change():
+    """The metrics redo only the services that changed since they last
+    looked: the others keep their (right) values."""
+    other_primary = model.Endpoint('10.0.0.6', '00:00:00:00:00:06', 3)
+    other = model.Service('db', 1, (5432,), other_primary, (BACKUP,))
+    app = app_mod.RedirectApp(redirect_policy=RedirectPolicy(
+        [WEB, other], model.PolicySettings(strategy='proactive')))
+    datapath = RecordingDatapath()
+    reply = parser.OFPPortDescStatsReply(datapath)
+    reply.flags, reply.body = 0, [parser.OFPPort(
+        n, f'00:00:00:00:aa:{n:02x}', f'p{n}', 0, 0, 0, 0, 0, 0, 0, 0)
+        for n in (1, 2, 3)]
+    app.on_port_desc(ofp_event.EventOFPPortDescStatsReply(reply))
+    app._refresh_metrics()
+    status = app.policy.status
+    asked = []
+    app.policy.status = lambda since=None: asked.append(since) or status(
+        since=since)
+    app.on_port_status(port(datapath, 3, False))
+    app._refresh_metrics()
+    now = samples(app.metrics)
+    assert now[('ha_redirect_server_active',
+                (('server', 'primary'), ('service', 'db')))] == 0
+    assert now[('ha_redirect_server_active',
+                (('server', 'backup1'), ('service', 'db')))] == 1
+    assert now[('ha_redirect_server_active',
+                (('server', 'primary'), ('service', 'web')))] == 1
+    assert len(asked) == 1 and asked[0] is not None
+    assert [s['service'] for s in status(since=asked[0])] == ['db']
