@@ -119,6 +119,7 @@ class ControllerMetrics:
             "switch's MASTER (always 1 without [coordination])")
         self._server = None
         self._policy_version = None
+        self._tracked = {}          # service -> the count the gauge shows
         self._switches = set()      # the dpids the gauges last showed
         self._refreshed = -math.inf
 
@@ -171,8 +172,13 @@ class ControllerMetrics:
         if not every_time and now - self._refreshed < REFRESH_INTERVAL:
             return
         self._refreshed = now
+        tracked = self._tracked
         for name, count in policy.tracked_connections().items():
-            self.tracked.labels(name).set(count)
+            # Only the counts that moved: a gauge's labels cost more than
+            # comparing a thousand services' counts.
+            if tracked.get(name) != count:
+                tracked[name] = count
+                self.tracked.labels(name).set(count)
         for dpid in switches | self._switches:
             self.switch_state(dpid, dpid in switches,
                               dpid in switches and leads(dpid))

@@ -102,6 +102,8 @@ class Service:
         """Primary first, then the backups in failover order."""
         return (self.primary,) + self.backups
 
-    @property
+    @functools.cached_property
     def server_ports(self) -> typing.Tuple[int, ...]:
+        # Cached: every monitor asks on every PortStatus, for each of up
+        # to a thousand services.
         return tuple(s.port for s in self.servers)
