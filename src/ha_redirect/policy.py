@@ -91,9 +91,10 @@ class RedirectPolicy:
         self._connected: typing.Set[int] = set()
         # dpid -> port -> up, as the switch last reported them
         self._port_up: typing.Dict[int, typing.Dict[int, bool]] = {}
-        # Services whose monitors heard of a port that they have not acted
-        # on yet (index -> why), while a port's chunks are being taken.
-        self._unsettled: typing.Dict[int, str] = {}
+        # Services not yet told of a port's change, while its chunks are
+        # being taken: index -> (port, up, when, why).
+        self._unsettled: typing.Dict[
+            int, typing.Tuple[int, bool, float, str]] = {}
         self._meters = PacketInMeters(self.settings, self.services)
         # The services never change: index them once, so that a change to
         # one service costs the same with 1 or 1,000 services beside it.
@@ -391,11 +392,13 @@ class RedirectPolicy:
         sending each chunk as it comes puts the first redirects on the
         wire after their own work, not after everyone's.
 
-        Other events may reach the policy between two chunks (a PacketIn
-        need not wait for the whole burst): every monitor hears of the
-        port before the first chunk, and a service still to come that an
-        event touches is settled there, its changes ahead of the event's
-        own; its chunk then carries nothing for it.
+        Each service's monitors hear of the port as its turn comes (with
+        a thousand services, telling them all first delayed the first
+        redirect by milliseconds). Other events may reach the policy
+        between two chunks (a PacketIn need not wait for the whole burst):
+        a service still to come that an event touches is settled there,
+        its changes ahead of the event's own; its chunk then carries
+        nothing for it.
 
         A port reported in the state it had is no news (Open vSwitch also
         reports a port's other changes, e.g. one just before its link
@@ -405,12 +408,11 @@ class RedirectPolicy:
             if ports.get(port_no) == is_up:
                 return
             ports[port_no] = is_up
-        label = f'port {port_no} {"up" if is_up else "down"}'
+        news = (port_no, is_up, now,
+                f'port {port_no} {"up" if is_up else "down"}')
         states = self._states_on(datapath_id)
         for state in states:
-            for monitor in state.monitors:
-                monitor.on_port_status(port_no, is_up, now)
-            self._unsettled[state.index] = label
+            self._unsettled[state.index] = news
         chunk: typing.List[model.Message] = []
         in_chunk = 0
         chunk_size = 1
@@ -418,8 +420,7 @@ class RedirectPolicy:
         for position, state in enumerate(states):
             changes = None
             if state.index in self._unsettled:
-                changes = self._changes(state, now,
-                                        self._unsettled[state.index])
+                changes = self._changes(state, now, None)
             if changes is not None:
                 changed = True
                 chunk += changes
@@ -520,12 +521,18 @@ class RedirectPolicy:
             return []
         return messages + [model.Barrier(state.service.datapath_id)]
 
-    def _changes(self, state: ServiceState, now: float, why: str
+    def _changes(self, state: ServiceState, now: float,
+                 why: typing.Optional[str]
                  ) -> typing.Optional[typing.List[model.Message]]:
-        """Take the monitors' verdict on the service; the messages that
-        carry out what changed, the redirect first, without a barrier
-        (None: nothing changed)."""
-        self._unsettled.pop(state.index, None)
+        """Take the monitors' verdict on the service (once they have heard
+        of a port change still due to them: then that is `why`); the
+        messages that carry out what changed, the redirect first, without
+        a barrier (None: nothing changed)."""
+        news = self._unsettled.pop(state.index, None)
+        if news is not None:
+            port_no, is_up, when, why = news
+            for monitor in state.monitors:
+                monitor.on_port_status(port_no, is_up, when)
         was_healthy, was_eligible = state.healthy, state.eligible
         state.update_health(now, self.settings.failback_hold_down)
         if state.healthy == was_healthy and state.eligible == was_eligible:
@@ -562,8 +569,7 @@ class RedirectPolicy:
         if state.index in self._unsettled:
             # Between two chunks of a port's changes: this service's own
             # go first.
-            changes = self._changes(state, now,
-                                    self._unsettled[state.index])
+            changes = self._changes(state, now, None)
             return (changes or []) + self._on_service_packet(
                 datapath_id, packet, now)
         key = (packet.in_port, packet.ipv4_src, packet.tcp_src,

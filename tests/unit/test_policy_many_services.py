@@ -282,3 +282,38 @@ def test_status_since_a_version_holds_only_the_services_that_changed():
     policy.on_switch_disconnected(1, 4.0)
     changed = policy.status(since=before)
     assert len(changed) == 3 and not any(s['connected'] for s in changed)
+
+
+def test_each_service_hears_of_the_port_as_its_turn_comes(strategy):
+    """The first redirect does not wait for a thousand services' monitors
+    to be told; a service settled early by a PacketIn is told then, and
+    its move names the port."""
+    switch = connected(strategy, behind_one_port(20))
+    policy = switch.policy
+    told = []
+    for state in policy._states:
+        for monitor in state.monitors:
+            def on_port_status(port_no, is_up, now, monitor=monitor,
+                               name=state.service.name):
+                told.append(name)
+                type(monitor).on_port_status(monitor, port_no, is_up, now)
+            monitor.on_port_status = on_port_status
+    whys = {}
+
+    class Reasons:
+        def server_changed(self, service_name, previous, active, why):
+            whys[service_name] = why
+
+    policy.set_observer(Reasons())
+    chunks = policy.on_port_status_in_chunks(1, PRIMARY.port, False, 1.0)
+    next(chunks)
+    assert told == ['web']
+    policy._changes(policy._states[10], 1.5, 'health probes')
+    assert told == ['web', 'web10'] and policy.active_server(
+        'web10') == BACKUP
+    assert whys['web10'] == 'port 1 down'
+    rest = list(chunks)
+    assert sorted(told) == sorted(s.name for s in policy.services)
+    assert all(policy.active_server(s.name) == BACKUP
+               for s in policy.services)
+    assert rest[-1][-1] == model.Barrier(1)
