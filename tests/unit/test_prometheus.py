@@ -31,9 +31,9 @@ def port(datapath, number, up):
             0 if up else ofp.OFPPS_LINK_DOWN, 0, 0, 0, 0, 0, 0)))
 
 
-def test_a_failover_and_a_failback_move_the_gauges_and_counters():
-    app = app_mod.RedirectApp(redirect_policy=RedirectPolicy(
-        [WEB], model.PolicySettings(strategy='proactive')))
+def connected(app):
+    """A switch with ports 1-3 up, connected to `app`; the metrics
+    refreshed."""
     datapath = RecordingDatapath()
     reply = parser.OFPPortDescStatsReply(datapath)
     reply.flags, reply.body = 0, [parser.OFPPort(
@@ -41,6 +41,13 @@ def test_a_failover_and_a_failback_move_the_gauges_and_counters():
         for n in (1, 2, 3)]
     app.on_port_desc(ofp_event.EventOFPPortDescStatsReply(reply))
     app._refresh_metrics()
+    return datapath
+
+
+def test_a_failover_and_a_failback_move_the_gauges_and_counters():
+    app = app_mod.RedirectApp(redirect_policy=RedirectPolicy(
+        [WEB], model.PolicySettings(strategy='proactive')))
+    datapath = connected(app)
     web = (('server', 'primary'), ('service', 'web'))
     backup = (('server', 'backup1'), ('service', 'web'))
     first = samples(app.metrics)
@@ -117,13 +124,7 @@ def test_gauges_follow_each_service_when_only_some_change():
     other = model.Service('db', 1, (5432,), other_primary, (BACKUP,))
     app = app_mod.RedirectApp(redirect_policy=RedirectPolicy(
         [WEB, other], model.PolicySettings(strategy='proactive')))
-    datapath = RecordingDatapath()
-    reply = parser.OFPPortDescStatsReply(datapath)
-    reply.flags, reply.body = 0, [parser.OFPPort(
-        n, f'00:00:00:00:aa:{n:02x}', f'p{n}', 0, 0, 0, 0, 0, 0, 0, 0)
-        for n in (1, 2, 3)]
-    app.on_port_desc(ofp_event.EventOFPPortDescStatsReply(reply))
-    app._refresh_metrics()
+    datapath = connected(app)
     status = app.policy.status
     asked = []
     app.policy.status = lambda since=None: asked.append(since) or status(
