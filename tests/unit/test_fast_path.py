@@ -620,6 +620,12 @@ class _Switch:
         self.reader.join(10)
         self.datapath.socket.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
 
 def _wait(condition, timeout=10.0):
     deadline = time.monotonic() + timeout
@@ -630,17 +636,13 @@ def _wait(condition, timeout=10.0):
 
 def test_the_features_reply_puts_the_reader_under_os_ken():
     app = _app()
-    switch = _Switch(app)
-    try:
+    with _Switch(app) as switch:
         assert isinstance(switch.datapath.socket, fast_path.SwitchReader)
-    finally:
-        switch.close()
 
 
 def test_a_packet_in_is_handled_in_the_receive_thread_when_nothing_waits():
     app = _app()
-    switch = _Switch(app)
-    try:
+    with _Switch(app) as switch:
         switch.writes.clear()
         switch.theirs.sendall(_packet_in_bytes(_tcp_frame(40300)))
         # The app's event loop does not run: only the receive thread can
@@ -648,8 +650,6 @@ def test_a_packet_in_is_handled_in_the_receive_thread_when_nothing_waits():
         _wait(lambda: switch.forward_ports())
         assert switch.forward_ports() == [PRIMARY.port]
         assert app.events.empty()
-    finally:
-        switch.close()
 
 
 def test_a_port_status_ahead_of_a_packet_in_is_applied_first():
@@ -657,16 +657,13 @@ def test_a_port_status_ahead_of_a_packet_in_is_applied_first():
     both are handled in the receive thread, the SYN after the PortStatus,
     so it goes to the backup."""
     app = _app()
-    switch = _Switch(app)
-    try:
+    with _Switch(app) as switch:
         switch.writes.clear()
         switch.theirs.sendall(_port_status_bytes(1, False)
                               + _packet_in_bytes(_tcp_frame(40400)))
         _wait(lambda: switch.forward_ports())
         assert switch.forward_ports() == [BACKUP.port]
         assert app.events.empty()
-    finally:
-        switch.close()
 
 
 def _types(stream):
@@ -687,7 +684,6 @@ def test_a_syn_that_arrives_during_a_burst_is_answered_between_chunks():
     app = app_mod.RedirectApp(redirect_policy=RedirectPolicy(
         services, strategy=ReactiveStrategy()))
     handler.register_instance(app)
-    switch = _Switch(app)
     real = app.policy.on_port_status_in_chunks
     syn = _packet_in_bytes(_tcp_frame(40450))
     sent_at = []
@@ -702,7 +698,7 @@ def test_a_syn_that_arrives_during_a_burst_is_answered_between_chunks():
             yield chunk
 
     app.policy.on_port_status_in_chunks = slow_chunks
-    try:
+    with _Switch(app) as switch:
         switch.writes.clear()
         switch.theirs.sendall(_port_status_bytes(1, False))
         _wait(lambda: switch.forward_ports())
@@ -716,14 +712,11 @@ def test_a_syn_that_arrives_during_a_burst_is_answered_between_chunks():
             False, True, False]
         assert list(_types(switch.writes[0])) == [ofp.OFPT_FLOW_MOD] * 3
         assert list(_types(switch.writes[2]))[-1] == ofp.OFPT_BARRIER_REQUEST
-    finally:
-        switch.close()
 
 
 def test_a_crafted_packet_in_leaves_the_connection_up(caplog):
     app = _app()
-    switch = _Switch(app)
-    try:
+    with _Switch(app) as switch:
         good = _packet_in_bytes(_tcp_frame(40500))
         crafted = good[:24] + struct.pack('!HH', ofp.OFPMT_OXM, 9000) + (
             good[28:])
@@ -735,14 +728,11 @@ def test_a_crafted_packet_in_leaves_the_connection_up(caplog):
         assert switch.reader.is_alive()
         assert 'dropped a malformed PacketIn' in caplog.text
         assert app.packet_ins_malformed == 1
-    finally:
-        switch.close()
 
 
 def test_a_flood_below_the_queue_is_shed_counted_and_logged(caplog):
     app = _app()
-    switch = _Switch(app)
-    try:
+    with _Switch(app) as switch:
         flood = b''.join(_packet_in_bytes(_tcp_frame(41000 + n), in_port=3)
                          for n in range(400))
         with app._policy_lock, caplog.at_level(logging.WARNING):
@@ -755,19 +745,14 @@ def test_a_flood_below_the_queue_is_shed_counted_and_logged(caplog):
         assert handled >= app_mod.PACKET_IN_BACKLOG_PER_PORT
         assert handled + app.metrics.packet_ins_dropped._value.get() == 400
         assert 'overloaded: dropped' in caplog.text
-    finally:
-        switch.close()
 
 
 def test_a_port_status_is_handled_in_the_receive_thread_when_nothing_waits():
     app = _app()
-    switch = _Switch(app)
-    try:
+    with _Switch(app) as switch:
         switch.theirs.sendall(_port_status_bytes(1, False))
         _wait(lambda: app.policy.active_server('web') == BACKUP)
         assert app.events.empty()
-    finally:
-        switch.close()
 
 
 @pytest.mark.parametrize('syn_first', [True, False])
@@ -777,8 +762,7 @@ def test_behind_a_queued_event_the_port_status_and_syn_keep_their_order(
     PortStatus(primary down) behind it queue too, in the order they came.
     The app's event loop does not run while they are read."""
     app = _app()
-    switch = _Switch(app)
-    try:
+    with _Switch(app) as switch:
         switch.writes.clear()
         syn = _packet_in_bytes(_tcp_frame(40600))
         down = _port_status_bytes(1, False)
@@ -791,8 +775,6 @@ def test_behind_a_queued_event_the_port_status_and_syn_keep_their_order(
         assert switch.forward_ports() == [
             PRIMARY.port if syn_first else BACKUP.port]
         assert app.policy.active_server('web') == BACKUP
-    finally:
-        switch.close()
 
 
 def test_a_queued_event_holds_back_only_its_own_switch():
