@@ -412,6 +412,11 @@ class RedirectPolicy:
                 f'port {port_no} {"up" if is_up else "down"}')
         states = self._states_on(datapath_id)
         for state in states:
+            earlier = self._unsettled.get(state.index)
+            if earlier is not None:
+                # A burst left unfinished (its handler raised): its news
+                # must not be lost under this one's.
+                self._tell_monitors(state, earlier)
             self._unsettled[state.index] = news
         chunk: typing.List[model.Message] = []
         in_chunk = 0
@@ -530,9 +535,7 @@ class RedirectPolicy:
         a barrier (None: nothing changed)."""
         news = self._unsettled.pop(state.index, None)
         if news is not None:
-            port_no, is_up, when, why = news
-            for monitor in state.monitors:
-                monitor.on_port_status(port_no, is_up, when)
+            why = self._tell_monitors(state, news)
         was_healthy, was_eligible = state.healthy, state.eligible
         state.update_health(now, self.settings.failback_hold_down)
         if state.healthy == was_healthy and state.eligible == was_eligible:
@@ -561,6 +564,14 @@ class RedirectPolicy:
                 self.settings, self._states_by_primary[
                     (datapath_id, state.service.primary.ip)], state)
         return self._meters.apply(datapath_id, messages)
+
+    @staticmethod
+    def _tell_monitors(state, news):
+        """Give the service's monitors a port's change; its label."""
+        port_no, is_up, when, label = news
+        for monitor in state.monitors:
+            monitor.on_port_status(port_no, is_up, when)
+        return label
 
     def _on_service_packet(self, datapath_id, packet, now):
         state = self._service_for(datapath_id, packet)

@@ -317,3 +317,16 @@ def test_each_service_hears_of_the_port_as_its_turn_comes(strategy):
     assert all(policy.active_server(s.name) == BACKUP
                for s in policy.services)
     assert rest[-1][-1] == model.Barrier(1)
+
+
+def test_a_burst_left_unfinished_loses_no_port_change():
+    """The handler of a link-down raised after the first chunk; the next
+    port change still finds every service's monitors told of both."""
+    switch = connected('reactive', behind_one_port(20))
+    policy = switch.policy
+    chunks = policy.on_port_status_in_chunks(1, PRIMARY.port, False, 1.0)
+    next(chunks)
+    chunks.close()
+    policy.on_port_status(1, BACKUP.port, False, 2.0)
+    assert all(policy.active_server(s.name) is None
+               for s in policy.services)
