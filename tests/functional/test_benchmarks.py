@@ -47,6 +47,18 @@ def test_bench_controller_completes_connections_through_the_controller(
         assert runs['closed_window_8']['completed_per_second'] > 0
 
 
+def test_bench_controller_compares_schemes_over_rounds(tmp_path):
+    result = _bench('bench_controller', tmp_path, '--rates', '200',
+                    '--duration', '0.3', '--window', '8', '--drain', '1',
+                    '--states', 'normal', '--repeat', '2', '--pin',
+                    '--scheme', 'a=', '--scheme', 'b=')
+    assert result['pinned'] and result['repeat'] == 2
+    for scheme in ('a', 'b'):
+        normal = result['schemes'][scheme]['states']['normal']
+        assert len(normal['rounds']) == 2
+        assert normal['median']['open_200']['completed_per_second'] > 0
+
+
 def test_bench_flood_measures_a_quiet_and_a_flooded_failover(tmp_path):
     result = _bench('bench_flood', tmp_path, '--strategies', 'stateful',
                     '--rate', '200', '--repeat', '1')
