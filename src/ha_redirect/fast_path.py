@@ -7,10 +7,11 @@ decision. A `SwitchReader` stands in for the switch's socket under os-ken's
 receive loop. It splits what it reads into OpenFlow messages and offers
 each run of PacketIns to the app, which handles them there and then, or
 declines (then os-ken gets them, as before). Every other message goes to
-os-ken, and a PacketIn behind it waits until os-ken has delivered it (its
-next read): so the app sees whether that message queued an event of this
-switch, and no PacketIn is ever handled before a message that came ahead
-of it.
+os-ken (but a barrier reply that no app or handler would receive: os-ken
+would only parse it), and a PacketIn behind it waits until os-ken has
+delivered it (its next read): so the app sees whether that message queued
+an event of this switch, and no PacketIn is ever handled before a message
+that came ahead of it.
 
 The PacketIns waiting here are bounded as the app's queue bounds its own
 (`ha_redirect.backlog`): past that they are dropped as they are read, and
@@ -25,6 +26,8 @@ import collections
 import logging
 import select
 import ssl
+
+from os_ken.controller import ofp_event
 
 from ha_redirect.openflow import decoder
 
@@ -165,11 +168,13 @@ class SwitchReader:
             if end - offset < length:
                 break
             message = view[offset:offset + length]
-            is_packet_in = (buffer[offset + 1] == _OFPT_PACKET_IN
-                            and buffer[offset] >= _OFP_VERSION_1_3)
+            msg_type = buffer[offset + 1]
+            from_1_3 = buffer[offset] >= _OFP_VERSION_1_3
             offset += length
-            if not is_packet_in:
-                self._messages.append((None, bytes(message)))
+            if msg_type != _OFPT_PACKET_IN or not from_1_3:
+                if not (msg_type == _OFPT_BARRIER_REPLY and from_1_3
+                        and self._unheard(ofp_event.EventOFPBarrierReply)):
+                    self._messages.append((None, bytes(message)))
                 continue
             try:
                 fields = decoder.parse_packet_in(message)
@@ -190,6 +195,19 @@ class SwitchReader:
         self._start = offset
         if shed:
             self._guarded(self._app.shed_packet_ins, self._datapath, shed)
+
+    def _unheard(self, event_class):
+        """No app or handler of os-ken's takes `event_class` now: os-ken
+        would parse such a message and drop it.
+
+        Every answer to a new connection ends in a barrier, and its reply,
+        handed on alone, would cost os-ken a parse and the PacketIns behind
+        it a receive loop's turn."""
+        brick = getattr(self._datapath, 'ofp_brick', None)
+        observers = getattr(brick, 'observers', None)
+        handlers = getattr(brick, 'event_handlers', None)
+        return observers is not None and handlers is not None and not (
+            observers.get(event_class) or handlers.get(event_class))
 
     @staticmethod
     def _guarded(callback, *args):

@@ -12,6 +12,7 @@ import struct
 import sys
 import threading
 import time
+import types
 
 from os_ken.base import app_manager  # noqa: F401 (before controller)
 from os_ken.controller import controller
@@ -472,6 +473,48 @@ def test_packet_ins_behind_barrier_replies_and_echoes_are_taken_too():
         assert reader.recv(8) == removed
         theirs.close()
         assert _read_all(reader) == [] and app.taken == [[12]]
+
+
+class _Listeners:
+    """A datapath whose os-ken brick has these observers and handlers."""
+
+    def __init__(self, observers=None, handlers=None):
+        self.ofp_brick = types.SimpleNamespace(
+            observers=observers or {}, event_handlers=handlers or {})
+
+
+def _barrier_reply(xid):
+    return struct.pack('!BBHI', 4, ofp.OFPT_BARRIER_REPLY, 8, xid)
+
+
+def test_barrier_replies_nothing_would_receive_are_left_out():
+    """One barrier per new connection: a reply nothing receives would cost
+    os-ken a parse and the PacketIns behind it a turn of its loop."""
+    pi = [_packet_in_bytes(FRAMES['syn'], in_port=n) for n in (10, 11)]
+    echo = struct.pack('!BBHI', 4, ofp.OFPT_ECHO_REQUEST, 8, 6)
+    stream = (_barrier_reply(1) + pi[0] + _barrier_reply(2) + pi[1]
+              + _barrier_reply(3) + echo + _barrier_reply(4))
+    app = _App()
+    reader = fast_path.SwitchReader(_ScriptedSocket([stream]), _Listeners(),
+                                    app, 100, 32)
+    assert _read_all(reader) == [echo]
+    # No message stood between the two PacketIns: one run.
+    assert app.taken == [[10, 11]]
+
+
+@pytest.mark.parametrize('listeners', [
+    _Listeners(observers={ofp_event.EventOFPBarrierReply: {'other': set()}}),
+    _Listeners(handlers={ofp_event.EventOFPBarrierReply: [print]}),
+    None,       # a datapath without os-ken's brick: as before
+], ids=['an app observes them', 'a handler takes them', 'no brick'])
+def test_barrier_replies_someone_receives_reach_os_ken_in_order(listeners):
+    pi = _packet_in_bytes(FRAMES['syn'], in_port=10)
+    stream = _barrier_reply(1) + pi + _barrier_reply(2)
+    app = _App()
+    reader = fast_path.SwitchReader(_ScriptedSocket([stream]), listeners,
+                                    app, 100, 32)
+    assert _read_all(reader) == [_barrier_reply(1), _barrier_reply(2)]
+    assert app.taken == [[10]]
 
 
 def test_declined_packet_ins_ahead_of_a_message_keep_it_from_taking():
