@@ -120,6 +120,7 @@ class ControllerMetrics:
         self._server = None
         self._policy_version = None
         self._tracked = {}          # service -> the count the gauge shows
+        self._sent_counters = {}    # (dpid, kind, command) -> counter
         self._switches = set()      # the dpids the gauges last showed
         self._refreshed = -math.inf
 
@@ -185,9 +186,16 @@ class ControllerMetrics:
         self._switches = switches
 
     def sent(self, datapath_id, message_kind, command):
-        counter = self.flow_mods if message_kind == 'flow' else (
-            self.group_mods)
-        counter.labels(_dpid(datapath_id), command).inc()
+        key = (datapath_id, message_kind, command)
+        child = self._sent_counters.get(key)
+        if child is None:
+            counter = self.flow_mods if message_kind == 'flow' else (
+                self.group_mods)
+            # (A label lookup per message cost more than the message's
+            # bytes.)
+            child = self._sent_counters[key] = counter.labels(
+                _dpid(datapath_id), command)
+        child.inc()
 
     def count_sent(self, datapath_id, message):
         """A message sent: its flow and group changes, bundled or not."""

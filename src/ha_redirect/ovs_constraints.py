@@ -203,7 +203,11 @@ def check_flow_mod(flow, fields: typing.Optional[Fields] = None) -> None:
     """Refused if OVS would refuse a `model.FlowMod`: its match, a meter
     anywhere but first, a goto_table that is not one later table, or an
     action that does not fit the match. `fields`: `flow.match.fields()`,
-    if the caller has them already (this runs for every flow sent)."""
+    if the caller has them already (this runs for every flow sent).
+
+    Reads only the flow's actions and table, its match's field names, and
+    the values of the fields PREREQUISITES names: the encoder checks a flow
+    once per such shape."""
     if fields is None:
         fields = flow.match.fields()
     check_prerequisites(fields, fields)

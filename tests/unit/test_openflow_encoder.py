@@ -172,3 +172,31 @@ def test_a_flow_ovs_refuses_is_refused_before_taking_an_xid():
         openflow.to_wire(DATAPATHS['1.3'], refused,
                          lambda: taken.append(1) or 1)
     assert taken == []
+
+
+def test_a_refused_flow_is_refused_though_its_actions_were_packed_before():
+    """The checks run once per flow shape: a flow whose match differs in a
+    value the checks read is a shape of its own."""
+    actions = (model.SetField('ipv4_dst', '10.0.0.2'), model.Output(2))
+    datapath, xids = DATAPATHS['1.3'], itertools.count(1)
+    accepted = model.FlowMod(1, model.FlowCommand.ADD, model.Match(
+        eth_type=0x0800, ip_proto=6, tcp_dst=80), actions)
+    openflow.to_wire(datapath, accepted, lambda: next(xids))
+    udp = dataclasses.replace(accepted, match=model.Match(
+        eth_type=0x0800, ip_proto=17, tcp_dst=80))
+    with pytest.raises(openflow.UnsupportedFlow, match='ip_proto'):
+        openflow.to_wire(datapath, udp, lambda: next(xids))
+    arp = dataclasses.replace(accepted, match=model.Match(
+        eth_type=0x0806, ip_proto=6, tcp_dst=80))
+    with pytest.raises(openflow.UnsupportedFlow, match='eth_type'):
+        openflow.to_wire(datapath, arp, lambda: next(xids))
+
+
+def test_match_fields_come_in_the_declared_order():
+    assert tuple(f.name for f in dataclasses.fields(model.Match)) == (
+        model.MATCH_FIELDS)
+    match = model.Match(reg6=1, tcp_dst=80, ip_proto=6, eth_type=0x0800,
+                        in_port=3)
+    assert list(match.fields().items()) == [
+        ('in_port', 3), ('eth_type', 0x0800), ('ip_proto', 6),
+        ('tcp_dst', 80), ('reg6', 1)]

@@ -104,9 +104,12 @@ class Match:
     reg6: typing.Optional[int] = None
 
     def fields(self) -> typing.Dict[str, typing.Any]:
-        """The fields that are set, in a stable order."""
-        return {name: getattr(self, name) for name in MATCH_FIELDS
-                if getattr(self, name) is not None}
+        """The fields that are set, in a stable order (MATCH_FIELDS')."""
+        # The instance's dict holds the fields in their declared order,
+        # which is MATCH_FIELDS' (a unit test holds the two together); it
+        # is read for every flow sent.
+        return {name: value for name, value in self.__dict__.items()
+                if value is not None}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -189,17 +189,43 @@ def _action(action) -> bytes:
     raise _NotPacked
 
 
-def _flow_mod(flow: model.FlowMod, version: int, xid: int) -> bytes:
-    fields = flow.match.fields()
+# A flow's checks and instructions depend on its actions, table and
+# command, and on its match's field names and the values the checks read
+# (`model.PREREQUISITES`), not on the values that set one connection apart:
+# both are done once per such shape (a switch's connections repeat them).
+_CHECKED_FIELDS = tuple(sorted({pre for pre, _ in
+                                model.PREREQUISITES.values()}))
+_flow_shapes: typing.Dict[tuple, bytes] = {}
+
+
+def _instructions(flow: model.FlowMod, fields) -> bytes:
+    try:
+        shape = (flow.actions, flow.table, flow.command, tuple(fields),
+                 *[fields.get(name) for name in _CHECKED_FIELDS])
+        instructions = _flow_shapes.get(shape)
+    except TypeError:       # an action that does not hash: no memo
+        shape = instructions = None
+    if instructions is not None:
+        return instructions
     if not fields.keys() <= _FIELDS.keys():
         raise _NotPacked
     renderer.check_flow_mod(flow, fields)
-    match = _match(fields)
     instructions = b''
     if flow.command not in _DELETING and flow.actions:
         actions = b''.join(_action(action) for action in flow.actions)
         instructions = _INSTRUCTION.pack(
             _OFPIT_APPLY_ACTIONS, 8 + len(actions)) + actions
+    if shape is not None:
+        if len(_flow_shapes) >= _MEMO_SIZE:
+            _flow_shapes.clear()
+        _flow_shapes[shape] = instructions
+    return instructions
+
+
+def _flow_mod(flow: model.FlowMod, version: int, xid: int) -> bytes:
+    fields = flow.match.fields()
+    instructions = _instructions(flow, fields)
+    match = _match(fields)
     length = _FLOW_MOD.size + len(match) + len(instructions)
     return _FLOW_MOD.pack(
         version, _OFPT_FLOW_MOD, length, xid, flow.cookie, flow.cookie_mask,
@@ -209,9 +235,24 @@ def _flow_mod(flow: model.FlowMod, version: int, xid: int) -> bytes:
     ) + match + instructions
 
 
+# A packet-out's actions, checked and packed, by the actions.
+_packet_out_actions: typing.Dict[tuple, bytes] = {}
+
+
 def _packet_out(message: model.PacketOut, version: int, xid: int) -> bytes:
-    renderer.check_packet_out(message, message.actions)
-    actions = b''.join(_action(action) for action in message.actions)
+    try:
+        actions = _packet_out_actions.get(message.actions)
+    except TypeError:
+        actions = None
+    if actions is None:
+        renderer.check_packet_out(message, message.actions)
+        actions = b''.join(_action(action) for action in message.actions)
+        try:
+            if len(_packet_out_actions) >= _MEMO_SIZE:
+                _packet_out_actions.clear()
+            _packet_out_actions[message.actions] = actions
+        except TypeError:
+            pass
     buffer_id, data = message.buffer_id, message.data
     if buffer_id is None:
         if not data:
