@@ -111,6 +111,8 @@ class RedirectApp(app_manager.OSKenApp):
         self.election = kwargs.pop('election', None)
         # (host, port) of the Prometheus endpoint, or None: none.
         self._metrics_address = kwargs.pop('metrics_address', None)
+        # 'auto' or 'always': see the switch_barriers option.
+        self.switch_barriers = kwargs.pop('switch_barriers', 'auto')
         super().__init__(*args, **kwargs)
         if redirect_policy is None:
             opts.register_opts(self.CONF)
@@ -118,6 +120,7 @@ class RedirectApp(app_manager.OSKenApp):
             redirect_policy = policy_mod.RedirectPolicy(
                 config.services, config.settings)
             self.control_socket = self.CONF[opts.GROUP].control_socket
+            self.switch_barriers = self.CONF[opts.GROUP].switch_barriers
             metrics_opts = self.CONF[opts.METRICS_GROUP]
             if metrics_opts.port:
                 self._metrics_address = (metrics_opts.host,
@@ -367,9 +370,13 @@ class RedirectApp(app_manager.OSKenApp):
     def on_switch_features(self, ev):
         datapath = ev.msg.datapath
         self._max_meter_id.pop(datapath.id, None)
+        # Barriers until the switch has said what it is.
+        self._writer.executes_in_order(datapath.id, False)
         # Before any flow of ours: the FlowRemoveds of our own deletes are
         # not wanted (see `openflow.async_config`).
         datapath.send_msg(openflow.async_config(datapath))
+        datapath.send_msg(
+            datapath.ofproto_parser.OFPDescStatsRequest(datapath, 0))
         # The switch answers in order: its meter features come before its
         # ports, which start the resync.
         datapath.send_msg(
@@ -381,6 +388,17 @@ class RedirectApp(app_manager.OSKenApp):
         self._port_desc_parts[datapath.id] = []
         datapath.send_msg(
             datapath.ofproto_parser.OFPPortDescStatsRequest(datapath, 0))
+
+    @handler.set_ev_cls(ofp_event.EventOFPDescStatsReply, MAIN)
+    def on_switch_desc(self, ev):
+        datapath = ev.msg.datapath
+        in_order = (self.switch_barriers == 'auto'
+                    and openflow.executes_in_order(ev.msg.body))
+        self._writer.executes_in_order(datapath.id, in_order)
+        LOG.info('dpid=%#x is %s: %s', datapath.id,
+                 openflow.switch_description(ev.msg.body) or 'undescribed',
+                 'it carries out our messages in order, no barriers'
+                 if in_order else 'barriers where order matters')
 
     @handler.set_ev_cls(ofp_event.EventOFPMeterFeaturesStatsReply, MAIN)
     def on_meter_features(self, ev):

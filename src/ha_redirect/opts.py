@@ -97,6 +97,17 @@ _POLICY_OPTS = [
                help='Unix socket for operator requests (ha-redirect-ctl: '
                     'status, drain, undrain); mode 0600, so only the '
                     'controller\'s user can use it. Empty: no socket.'),
+    cfg.StrOpt('switch_barriers', default='auto',
+               choices=[('auto', 'none to a switch whose description says '
+                         'it is Open vSwitch, which carries out each '
+                         'connection\'s messages in the order sent; to any '
+                         'other switch, as "always"'),
+                        ('always', 'a barrier wherever the order of our '
+                         'messages matters, e.g. between a new '
+                         'connection\'s flows and the release of its first '
+                         'packet')],
+               help='OpenFlow barriers between messages whose order '
+                    'matters.'),
     *map(_setting_opt, (
         'probe_ip', 'probe_mac', 'probe_interval', 'probe_timeout',
         'probe_fall', 'probe_rise', 'probe_jitter', 'passive_refusals',
@@ -302,11 +313,16 @@ def _get(conf, files, group, name):
         raise ConfigError(f'[{group}] {name}: {problem}') from None
 
 
+# [ha_redirect] options the app reads itself (not PolicySettings fields).
+_APP_ONLY_OPTS = ('services', 'control_socket', 'switch_barriers')
+
+
 def _build_settings(conf, files):
     group = conf[GROUP]
     values = {opt.dest: _get(conf, files, GROUP, opt.dest)
-              for opt in _POLICY_OPTS
-              if opt.dest not in ('services', 'control_socket')}
+              for opt in _POLICY_OPTS if opt.dest not in _APP_ONLY_OPTS}
+    # Not the policy's, but checked with the rest (one line if wrong).
+    _get(conf, files, GROUP, 'switch_barriers')
     try:
         values['cookie'] = int(str(values['cookie']).strip(), 0)
     except ValueError:

@@ -10,6 +10,7 @@ gate (`ha_redirect.roles`).
 import collections
 import logging
 
+from ha_redirect import model
 from ha_redirect import openflow
 
 # The app's logger: operators and the lab read these lines as the app's.
@@ -33,6 +34,22 @@ class SwitchWriter:
     def __init__(self, metrics):
         self.metrics = metrics
         self._sent = collections.OrderedDict()
+        # Switches that carry out our messages in the order sent: a barrier
+        # there orders nothing, and costs a message each way.
+        self._in_order = set()
+
+    def executes_in_order(self, datapath_id, in_order):
+        """Whether to leave out barriers to this switch (until told
+        otherwise: a new connection is told False at first)."""
+        if in_order:
+            self._in_order.add(datapath_id)
+        else:
+            self._in_order.discard(datapath_id)
+
+    def _needed(self, datapath, messages):
+        if datapath.id in self._in_order:
+            return [m for m in messages if type(m) is not model.Barrier]
+        return messages
 
     def culprit(self, datapath_id, xid):
         """The message a switch's error (by xid) is about, if we know it."""
@@ -66,7 +83,7 @@ class SwitchWriter:
         def new_xid():
             datapath.set_xid(slot)      # os-ken keeps the counter
             return slot.xid
-        for message in messages:
+        for message in self._needed(datapath, messages):
             try:
                 wire = openflow.to_wire(datapath, message, new_xid)
             except openflow.UnsupportedFlow as exc:
@@ -79,7 +96,7 @@ class SwitchWriter:
             self.metrics.count_sent(datapath.id, message)
 
     def _send_each(self, datapath, messages):
-        for message in messages:
+        for message in self._needed(datapath, messages):
             try:
                 ofp_msgs = openflow.to_ofp_messages(datapath, message)
             except openflow.UnsupportedFlow as exc:

@@ -70,6 +70,34 @@ def test_failover_backup_answers_as_the_primary(sdn, record_gap):
     assert traffic.neighbour_mac(client, primary.address) == primary.mac
 
 
+def test_reactive_serves_open_vswitch_without_barriers():
+    """The controller knows the switch for Open vSwitch, sends it no
+    barriers (test_ovs_message_order shows why none is needed), and every
+    new connection, before and after a failover, connects at its first
+    SYN (a retransmission would take a second)."""
+    with scope_mod.RunScope() as scope:
+        sdn = scenarios.SdnScenario(scope, strategy='reactive').start()
+        client = sdn.bed.clients[0]
+        prober = traffic.start_prober(scope, client, *sdn.address,
+                                      interval_ms=5)
+        time.sleep(1.0)
+        t_fail = failures.link_down(sdn.bed.primary)
+        time.sleep(SETTLE + 1.0)
+        prober.stop()
+        records = prober.records()
+        log = sdn.controller.log()
+    assert 'it carries out our messages in order, no barriers' in log, (
+        log[-2000:])
+    served = [a for a in traffic.attempts(records)
+              if a['t'] < t_fail or a['t'] >= t_fail + SETTLE]
+    assert len(served) > 100
+    slow = [a for a in served if not a['ok']
+            or a['t_connected'] - a['t'] > 0.5]
+    assert not slow, f'{len(slow)}/{len(served)}: {slow[:3]}'
+    # Both ways: the primary's own clients, then the backup's.
+    assert {a['who'] for a in served} == {'primary', BACKUP}
+
+
 def test_after_failover_a_client_that_forgets_arp_still_connects(sdn):
     client = sdn.bed.clients[0]
     primary = sdn.plan.primary

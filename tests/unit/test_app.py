@@ -92,6 +92,56 @@ def test_packet_in_pins_the_connection_and_releases_the_packet(
     assert forward.instructions[0].actions[-1].port == PRIMARY.port
 
 
+def _described(app, datapath, mfr, hw):
+    reply = parser.OFPDescStatsReply(datapath)
+    reply.body = parser.OFPDescStats(mfr.encode(), hw.encode(), b'3.1.0',
+                                     b'None', b'None')
+    app.on_switch_desc(ofp_event.EventOFPDescStatsReply(reply))
+
+
+@pytest.mark.parametrize('mfr, hw, option, barrier', [
+    ('Nicira, Inc.', 'Open vSwitch', 'auto', False),
+    ('Nicira, Inc.', 'Open vSwitch', 'always', True),
+    ('Acme', 'Open vSwitch', 'auto', True),
+    ('Acme', 'HW-9000', 'auto', True),
+])
+def test_a_barrier_orders_a_new_connection_unless_the_switch_keeps_order(
+        mfr, hw, option, barrier):
+    """Open vSwitch carries out one connection's messages in order: a
+    barrier between a connection's flows and its first packet orders
+    nothing there. Any other switch gets it."""
+    service = model.Service('web', 1, (5001,), PRIMARY, (BACKUP,))
+    app = app_mod.RedirectApp(
+        redirect_policy=RedirectPolicy([service], strategy=ReactiveStrategy()),
+        switch_barriers=option)
+    datapath = RecordingDatapath()
+    _connect(app, datapath)
+    _described(app, datapath, mfr, hw)
+    datapath.sent.clear()
+    app.on_packet_in(_packet_in(datapath, _syn_bytes()))
+    kinds = [type(m).__name__ for m in datapath.sent]
+    assert kinds == ['OFPFlowMod', 'OFPFlowMod'] + (
+        ['OFPBarrierRequest'] if barrier else []) + ['OFPPacketOut']
+
+
+def test_a_switch_is_sent_barriers_until_it_has_described_itself(
+        redirect_app):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    _described(redirect_app, datapath, 'Nicira, Inc.', 'Open vSwitch')
+    # It reconnects (another switch may now answer to its dpid).
+    features = parser.OFPSwitchFeatures(datapath, datapath_id=1)
+    redirect_app.on_switch_features(ofp_event.EventOFPSwitchFeatures(
+        features))
+    assert [type(m).__name__ for m in datapath.sent[-4:]] == [
+        'OFPSetAsync', 'OFPDescStatsRequest', 'OFPMeterFeaturesStatsRequest',
+        'OFPPortDescStatsRequest']
+    _connect(redirect_app, datapath)
+    datapath.sent.clear()
+    redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes()))
+    assert 'OFPBarrierRequest' in [type(m).__name__ for m in datapath.sent]
+
+
 def test_port_down_redirects_and_arp_is_answered(redirect_app):
     datapath = RecordingDatapath()
     _connect(redirect_app, datapath)

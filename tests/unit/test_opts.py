@@ -251,7 +251,7 @@ def test_numeric_settings_take_default_and_bounds_from_the_model():
 def test_every_setting_is_an_option_described_by_the_model():
     options = {opt.dest: opt for opt in dict(opts.list_opts())['ha_redirect']}
     fields = [f.name for f in dataclasses.fields(model.PolicySettings)]
-    assert set(fields) == set(options) - {'services', 'control_socket'}
+    assert set(fields) == set(options) - set(opts._APP_ONLY_OPTS)
     for name in fields:
         assert options[name].help == model.SETTING_HELP[name]
         assert options[name].help.strip()

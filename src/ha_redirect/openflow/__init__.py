@@ -48,6 +48,8 @@ decode_flow_stats = decoder.decode_flow_stats
 decode_flow_removed = decoder.decode_flow_removed
 is_expected_error = decoder.is_expected_error
 is_port_up = decoder.is_port_up
+executes_in_order = decoder.executes_in_order
+switch_description = decoder.switch_description
 port_states_from_desc = decoder.port_states_from_desc
 
 __all__ = [
@@ -59,5 +61,5 @@ __all__ = [
     'describe_error',
     'decode_packet_in', 'match_from_ofp', 'decode_flow_stats',
     'decode_flow_removed', 'is_expected_error', 'is_port_up',
-    'port_states_from_desc',
+    'port_states_from_desc', 'executes_in_order', 'switch_description',
 ]

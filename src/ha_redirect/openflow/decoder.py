@@ -223,6 +223,33 @@ def decode_flow_removed(msg) -> typing.Tuple[int, model.Match]:
     return msg.cookie, match_from_ofp(msg.match)
 
 
+# Switches (manufacturer, hardware) that carry out the messages of one
+# OpenFlow connection one by one, each to its end, in the order sent: Open
+# vSwitch ("everything executes synchronously", its barrier handler only
+# replies). A barrier orders nothing there.
+_IN_ORDER_SWITCHES = frozenset({('Nicira, Inc.', 'Open vSwitch')})
+
+
+def _desc_text(value) -> str:
+    if isinstance(value, bytes):
+        value = value.decode('ascii', 'replace')
+    return value.rstrip('\0')
+
+
+def switch_description(desc) -> str:
+    """A switch's OFPDescStats, as one line for logs."""
+    return ' '.join(filter(None, (_desc_text(desc.mfr_desc),
+                                  _desc_text(desc.hw_desc),
+                                  _desc_text(desc.sw_desc))))
+
+
+def executes_in_order(desc) -> bool:
+    """Whether the switch whose OFPDescStats is `desc` carries out each
+    connection's messages in order (a barrier between them adds nothing)."""
+    return (_desc_text(desc.mfr_desc),
+            _desc_text(desc.hw_desc)) in _IN_ORDER_SWITCHES
+
+
 def is_port_up(ofp_port, ofproto) -> bool:
     """Administratively up and with link: the port can carry traffic."""
     return not (ofp_port.config & ofproto.OFPPC_PORT_DOWN or
