@@ -4,6 +4,8 @@ The switch side runs on the fake switch (OVS's rules);
 tests/functional/test_beyond_the_paper.py shows it on Open vSwitch.
 """
 
+import gc
+
 import pytest
 
 from ha_redirect import model
@@ -115,3 +117,20 @@ def test_no_redispatch_when_turned_off():
     policy = _connected(redispatch=False)
     policy.on_packet(1, _syn(), 1.0)
     assert policy.on_packet(1, _refusal(PRIMARY), 1.001) == []
+
+
+def test_the_syns_kept_for_redispatch_give_the_garbage_collector_no_work():
+    """Every dispatched SYN is kept (up to max_connections_per_service):
+    as objects the collector tracks, each full collection walked them all,
+    a pause of tens of ms at tens of thousands of connections."""
+
+    policy = _connected()
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(5000):
+        policy.on_packet(1, _syn(client_port=10000 + n), 1.0)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 500
+    # And the last one is still redispatched.
+    moved = policy.on_packet(1, _refusal(PRIMARY, client_port=14999), 1.1)
+    assert any(isinstance(m, model.PacketOut) for m in moved)
