@@ -19,6 +19,7 @@ threads that cannot be killed. So the launcher here:
 """
 
 import dataclasses
+import gc
 import importlib
 import importlib.metadata
 import logging
@@ -293,6 +294,12 @@ def serve(manager, pid_file=None):
             pid_file.remove()
         logging.shutdown()
         os._exit(1)
+    # What the process built to start (os-ken, oslo, the apps: ~100,000
+    # objects) lives as long as it does: out of the garbage collector's
+    # sight, each full collection walks only what came since (without
+    # this, a pause of ~45 ms every few seconds under load).
+    gc.collect()
+    gc.freeze()
     LOG.info('started; stop with SIGTERM or SIGINT')
     while not stop.wait(1.0):
         pass
