@@ -33,6 +33,19 @@ def fail_over(sdn):
     return t_fail
 
 
+def probe_across(sdn, client, fail, lead=0.5):
+    """Probe the service from `client` every 5 ms, from `lead` s before
+    `fail()` (which returns when it failed) to SETTLE + 1 s after it:
+    (the prober's records, the failure's time)."""
+    prober = traffic.start_prober(sdn.scope, client, *sdn.address,
+                                  interval_ms=5)
+    time.sleep(lead)
+    t_fail = fail()
+    time.sleep(SETTLE + 1.0)
+    prober.stop()
+    return prober.records(), t_fail
+
+
 def assert_settled(records, since, who, peer):
     late = [a for a in traffic.attempts(records) if a['t'] >= since]
     assert late, 'the prober made no attempts in the window'
@@ -53,13 +66,8 @@ def test_clients_connecting_to_the_primary_are_served_by_it(sdn):
 def test_failover_backup_answers_as_the_primary(sdn, record_gap):
     client = sdn.bed.clients[0]
     primary = sdn.plan.primary
-    prober = traffic.start_prober(sdn.scope, client, *sdn.address,
-                                  interval_ms=5)
-    time.sleep(0.5)
-    t_fail = failures.link_down(sdn.bed.primary)
-    time.sleep(SETTLE + 1.0)
-    prober.stop()
-    records = prober.records()
+    records, t_fail = probe_across(
+        sdn, client, lambda: failures.link_down(sdn.bed.primary))
     report = traffic.service_gap(records, t_fail, BACKUP)
     record_gap('sdn failover', sdn.strategy, report)
     assert report.gap is not None, report.describe()
@@ -77,14 +85,9 @@ def test_reactive_serves_open_vswitch_without_barriers():
     SYN (a retransmission would take a second)."""
     with scope_mod.RunScope() as scope:
         sdn = scenarios.SdnScenario(scope, strategy='reactive').start()
-        client = sdn.bed.clients[0]
-        prober = traffic.start_prober(scope, client, *sdn.address,
-                                      interval_ms=5)
-        time.sleep(1.0)
-        t_fail = failures.link_down(sdn.bed.primary)
-        time.sleep(SETTLE + 1.0)
-        prober.stop()
-        records = prober.records()
+        records, t_fail = probe_across(
+            sdn, sdn.bed.clients[0],
+            lambda: failures.link_down(sdn.bed.primary), lead=1.0)
         log = sdn.controller.log()
     assert 'it carries out our messages in order, no barriers' in log, (
         log[-2000:])
@@ -224,13 +227,8 @@ def test_failover_for_clients_behind_a_gateway(strategy, record_gap):
         assert sdn.plan.gateway.switch_port == 3
         client = sdn.bed.clients[0]
         assert traffic.probe_once(client, *sdn.address)['who'] == 'primary'
-        prober = traffic.start_prober(scope, client, *sdn.address,
-                                      interval_ms=5)
-        time.sleep(0.5)
-        t_fail = failures.link_down(sdn.bed.primary)
-        time.sleep(SETTLE + 1.0)
-        prober.stop()
-        records = prober.records()
+        records, t_fail = probe_across(
+            sdn, client, lambda: failures.link_down(sdn.bed.primary))
         report = traffic.service_gap(records, t_fail, BACKUP)
         record_gap('sdn failover, gateway', strategy, report)
         assert report.gap is not None, report.describe()
@@ -248,13 +246,8 @@ def test_tcp_probe_notices_a_killed_service_on_a_live_link(strategy,
             monitors=('port_status', 'tcp_probe')).start()
         client = sdn.bed.clients[0]
         traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
-        prober = traffic.start_prober(scope, client, *sdn.address,
-                                      interval_ms=5)
-        time.sleep(0.5)
-        t_fail = failures.kill_service(sdn.servers['primary'])
-        time.sleep(SETTLE + 1.0)
-        prober.stop()
-        records = prober.records()
+        records, t_fail = probe_across(
+            sdn, client, lambda: failures.kill_service(sdn.servers['primary']))
         report = traffic.service_gap(records, t_fail, BACKUP)
         record_gap('sdn service killed', f'{strategy}+tcp_probe', report)
         assert report.gap is not None, report.describe()
