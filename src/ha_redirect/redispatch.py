@@ -28,6 +28,7 @@ OpeningKey = typing.Tuple[str, int, int]
 # them all: pauses of tens of ms under load.
 _SYN_FIELDS = tuple(field.name for field in dataclasses.fields(
     model.TcpPacket))
+_SYN_SEQ = _SYN_FIELDS.index('tcp_seq')
 
 
 def _kept(packet: model.TcpPacket) -> tuple:
@@ -91,9 +92,8 @@ class Redispatcher:
         if opening is None:
             return None
         syn_values, connection_key, tried = opening
-        syn = _rebuilt(syn_values)
-        if (not tried >> refuser & 1
-                or packet.tcp_ack != (syn.tcp_seq + 1) & 0xffffffff):
+        if (not tried >> refuser & 1 or packet.tcp_ack != (
+                syn_values[_SYN_SEQ] + 1) & 0xffffffff):
             return None
         # The active server first (the refuser may just have been marked
         # down), then any other eligible one, in order; none tried before.
@@ -109,8 +109,8 @@ class Redispatcher:
         state.connections[connection_key] = target
         # The pins of the same connection replace the refuser's (same match
         # and priority), and the SYN follows them to the new server.
-        return strategy.connection_flows(state.view(self.settings), syn,
-                                         target)
+        return strategy.connection_flows(state.view(self.settings),
+                                         _rebuilt(syn_values), target)
 
 
 def pass_on(datapath_id: int, packet: model.TcpPacket,

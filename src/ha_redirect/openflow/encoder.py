@@ -198,33 +198,38 @@ _CHECKED_FIELDS = tuple(sorted({pre for pre, _ in
 _flow_shapes: typing.Dict[tuple, bytes] = {}
 
 
-def _instructions(flow: model.FlowMod, fields) -> bytes:
+def _memoized(store, key, compute):
+    """`store[key]`, computed by `compute()` the first time (what it
+    raises is not kept); a key that does not hash is computed each time."""
     try:
-        shape = (flow.actions, flow.table, flow.command, tuple(fields),
-                 *[fields.get(name) for name in _CHECKED_FIELDS])
-        instructions = _flow_shapes.get(shape)
-    except TypeError:       # an action that does not hash: no memo
-        shape = instructions = None
-    if instructions is not None:
-        return instructions
+        value = store.get(key)
+    except TypeError:
+        return compute()
+    if value is None:
+        value = compute()
+        if len(store) >= _MEMO_SIZE:
+            store.clear()
+        store[key] = value
+    return value
+
+
+def _instructions(flow: model.FlowMod, fields) -> bytes:
+    """The flow's instructions, once it passed the checks."""
     if not fields.keys() <= _FIELDS.keys():
         raise _NotPacked
     renderer.check_flow_mod(flow, fields)
-    instructions = b''
-    if flow.command not in _DELETING and flow.actions:
-        actions = b''.join(_action(action) for action in flow.actions)
-        instructions = _INSTRUCTION.pack(
-            _OFPIT_APPLY_ACTIONS, 8 + len(actions)) + actions
-    if shape is not None:
-        if len(_flow_shapes) >= _MEMO_SIZE:
-            _flow_shapes.clear()
-        _flow_shapes[shape] = instructions
-    return instructions
+    if flow.command in _DELETING or not flow.actions:
+        return b''
+    actions = b''.join(_action(action) for action in flow.actions)
+    return _INSTRUCTION.pack(_OFPIT_APPLY_ACTIONS, 8 + len(actions)) + actions
 
 
 def _flow_mod(flow: model.FlowMod, version: int, xid: int) -> bytes:
     fields = flow.match.fields()
-    instructions = _instructions(flow, fields)
+    shape = (flow.actions, flow.table, flow.command, tuple(fields),
+             *[fields.get(name) for name in _CHECKED_FIELDS])
+    instructions = _memoized(_flow_shapes, shape,
+                             lambda: _instructions(flow, fields))
     match = _match(fields)
     length = _FLOW_MOD.size + len(match) + len(instructions)
     return _FLOW_MOD.pack(
@@ -239,20 +244,14 @@ def _flow_mod(flow: model.FlowMod, version: int, xid: int) -> bytes:
 _packet_out_actions: typing.Dict[tuple, bytes] = {}
 
 
+def _packet_out_actions_of(message: model.PacketOut) -> bytes:
+    renderer.check_packet_out(message, message.actions)
+    return b''.join(_action(action) for action in message.actions)
+
+
 def _packet_out(message: model.PacketOut, version: int, xid: int) -> bytes:
-    try:
-        actions = _packet_out_actions.get(message.actions)
-    except TypeError:
-        actions = None
-    if actions is None:
-        renderer.check_packet_out(message, message.actions)
-        actions = b''.join(_action(action) for action in message.actions)
-        try:
-            if len(_packet_out_actions) >= _MEMO_SIZE:
-                _packet_out_actions.clear()
-            _packet_out_actions[message.actions] = actions
-        except TypeError:
-            pass
+    actions = _memoized(_packet_out_actions, message.actions,
+                        lambda: _packet_out_actions_of(message))
     buffer_id, data = message.buffer_id, message.data
     if buffer_id is None:
         if not data:
