@@ -124,6 +124,21 @@ def test_a_barrier_orders_a_new_connection_unless_the_switch_keeps_order(
         ['OFPBarrierRequest'] if barrier else []) + ['OFPPacketOut']
 
 
+def test_a_garbled_description_is_logged_and_keeps_the_barriers(
+        redirect_app, caplog):
+    datapath = RecordingDatapath()
+    _connect(redirect_app, datapath)
+    reply = parser.OFPDescStatsReply(datapath)
+    reply.body = parser.OFPDescStats(b'\xff\xfeNicira, Inc.\x00\x00',
+                                     b'Open vSwitch\x00junk', b'', b'', b'')
+    with caplog.at_level(logging.INFO, logger='ha_redirect.app'):
+        redirect_app.on_switch_desc(ofp_event.EventOFPDescStatsReply(reply))
+    assert 'barriers where order matters' in caplog.text
+    datapath.sent.clear()
+    redirect_app.on_packet_in(_packet_in(datapath, _syn_bytes()))
+    assert 'OFPBarrierRequest' in [type(m).__name__ for m in datapath.sent]
+
+
 def test_a_switch_is_sent_barriers_until_it_has_described_itself(
         redirect_app):
     datapath = RecordingDatapath()
