@@ -4,6 +4,7 @@ Every case runs with both strategies, each on a fresh testbed (a few
 seconds to build), so no case depends on another's leftovers.
 """
 
+import re
 import time
 
 import pytest
@@ -214,8 +215,19 @@ def test_redirection_survives_a_controller_restart(sdn, record_gap):
     assert_settled(records, t_connected + SETTLE, BACKUP,
                    sdn.plan.primary.address)
     with open(pinger.out_path) as f:
-        summary = f.read()
-    assert ' 0% packet loss' in summary, summary[-400:]
+        output = f.read()
+    lost = echoes_lost_before_the_last_reply(output)
+    assert lost == [], f'pings between clients lost: {lost}'
+
+
+def echoes_lost_before_the_last_reply(ping_output):
+    """The sequence numbers of echo requests that went unanswered while
+    later ones were answered. Ping's own loss count also takes the request
+    still in flight when SIGINT stopped it (one in ~50 runs here), which is
+    the stop's timing, not the network's."""
+    answered = {int(m) for m in re.findall(r'icmp_seq=(\d+) ', ping_output)}
+    assert answered, f'no ping answered at all: {ping_output[-400:]}'
+    return [seq for seq in range(1, max(answered)) if seq not in answered]
 
 
 @pytest.mark.parametrize('strategy', STRATEGIES)
