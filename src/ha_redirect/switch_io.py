@@ -7,7 +7,6 @@ Part of the os-ken shell (`ha_redirect.app`): it knows os-ken's Datapath
 gate (`ha_redirect.roles`).
 """
 
-import collections
 import logging
 
 from ha_redirect import model
@@ -36,7 +35,9 @@ class SwitchWriter:
 
     def __init__(self, metrics):
         self.metrics = metrics
-        self._sent = collections.OrderedDict()
+        # Per switch: the last SENT_MEMORY messages, by xid modulo that (a
+        # ring, not a dict: two list stores per message).
+        self._sent = {}
         # Switches that carry out our messages in the order sent: a barrier
         # there orders nothing, and costs a message each way.
         self._in_order = set()
@@ -56,7 +57,12 @@ class SwitchWriter:
 
     def culprit(self, datapath_id, xid):
         """The message a switch's error (by xid) is about, if we know it."""
-        return self._sent.get((datapath_id, xid))
+        ring = self._sent.get(datapath_id)
+        if ring is None:
+            return None
+        xids, messages = ring
+        slot = xid % SENT_MEMORY
+        return messages[slot] if xids[slot] == xid else None
 
     def send(self, datapath, messages):
         """Send one event's messages in order, as ONE write to os-ken's
@@ -112,6 +118,10 @@ class SwitchWriter:
             self.metrics.count_sent(datapath.id, message)
 
     def _remember(self, datapath, xid, message):
-        self._sent[(datapath.id, xid)] = message
-        if len(self._sent) > SENT_MEMORY:
-            self._sent.popitem(last=False)
+        ring = self._sent.get(datapath.id)
+        if ring is None:
+            ring = self._sent[datapath.id] = ([None] * SENT_MEMORY,
+                                              [None] * SENT_MEMORY)
+        slot = xid % SENT_MEMORY
+        ring[0][slot] = xid
+        ring[1][slot] = message
