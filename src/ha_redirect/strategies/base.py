@@ -112,9 +112,7 @@ class Strategy(abc.ABC):
         cookie = view.connection_cookie(server_index)
         priority = view.priority(model.PRIORITY_CONNECTION)
         timeout = view.settings.connection_idle_timeout
-        # Closed connections leave the table soon after their FIN or RST.
-        fin = ((model.FinTimeout(view.settings.fin_idle_timeout),)
-               if view.settings.fin_idle_timeout else ())
+        towards, back, _ = _connection_actions(view, server)
         forward = model.FlowMod(
             view.datapath_id, model.FlowCommand.ADD,
             match=Match(in_port=packet.in_port, eth_src=packet.eth_src,
@@ -124,9 +122,7 @@ class Strategy(abc.ABC):
                         ipv4_src=packet.ipv4_src,
                         ipv4_dst=service.primary.ip,
                         tcp_src=packet.tcp_src, tcp_dst=packet.tcp_dst),
-            actions=fin + rewrite_towards(service, server)
-            + (Output(server.port),),
-            table=view.settings.table,
+            actions=towards, table=view.settings.table,
             priority=priority, cookie=cookie, idle_timeout=timeout,
             notify_removed=True)
         reverse = model.FlowMod(
@@ -137,8 +133,7 @@ class Strategy(abc.ABC):
                         ip_proto=model.IP_PROTO_TCP,
                         ipv4_src=server.ip, ipv4_dst=packet.ipv4_src,
                         tcp_src=packet.tcp_dst, tcp_dst=packet.tcp_src),
-            actions=fin + rewrite_back(service, server)
-            + (Output(packet.in_port),),
+            actions=back + (Output(packet.in_port),),
             table=view.settings.table, priority=priority, cookie=cookie,
             idle_timeout=timeout)
         # The first packet follows its flows, never overtakes them.
@@ -149,13 +144,42 @@ class Strategy(abc.ABC):
                 server_index: int) -> model.PacketOut:
         """Send a packet of a pinned connection on to its server (also one
         the policy forwards without a pin, past its connection limit)."""
-        server = view.server(server_index)
         return model.PacketOut(
             view.datapath_id,
-            rewrite_towards(view.service, server) + (Output(server.port),),
+            _connection_actions(view, view.server(server_index))[2],
             in_port=packet.in_port,
             data=b'' if packet.buffer_id is not None else packet.data,
             buffer_id=packet.buffer_id)
+
+
+# What `_connection_actions` made, by (id(service), id(server), FIN
+# timeout): the service and server are kept with it, so an id is never
+# another object's while its entry lives.
+_made_actions: typing.Dict[tuple, tuple] = {}
+_MADE_ACTIONS_SIZE = 4096
+
+
+def _connection_actions(view: ServiceView, server: model.Endpoint
+                        ) -> typing.Tuple[tuple, tuple, tuple]:
+    """A connection to `server`: (its forward flow's actions, its reply
+    flow's actions but the output, its released packet's actions). They
+    depend only on the service, the server and the FIN timeout, so they
+    are made once, not for each new connection (each action is an object
+    to build, compare and hash)."""
+    service = view.service
+    fin_timeout = view.settings.fin_idle_timeout
+    key = (id(service), id(server), fin_timeout)
+    made = _made_actions.get(key)
+    if made is not None and made[0] is service and made[1] is server:
+        return made[2]
+    # Closed connections leave the table soon after their FIN or RST.
+    fin = (model.FinTimeout(fin_timeout),) if fin_timeout else ()
+    release = rewrite_towards(service, server) + (Output(server.port),)
+    actions = (fin + release, fin + rewrite_back(service, server), release)
+    if len(_made_actions) >= _MADE_ACTIONS_SIZE:
+        _made_actions.clear()
+    _made_actions[key] = (service, server, actions)
+    return actions
 
 
 def rewrite_towards(service: model.Service, server: model.Endpoint
