@@ -138,3 +138,32 @@ def test_segments_and_packets_share_one_header_given_by_keyword_only():
     # A source given where a destination was meant cannot happen silently.
     with pytest.raises(TypeError):
         model.TcpPacket(3, *header.values())
+
+
+def test_messages_built_in_one_step_behave_as_dataclasses_do():
+    """Match, FlowMod, PacketOut and their actions fill their fields in one
+    step (a connection builds a dozen): they still take the same arguments,
+    compare, hash, print, stay frozen and run their checks."""
+    match = model.Match(in_port=3, ipv4_src='10.1.0.1', tcp_dst=80)
+    assert match == model.Match(3, None, None, None, None, '10.1.0.1',
+                                tcp_dst=80)
+    assert hash(match) == hash(model.Match(in_port=3, ipv4_src='10.1.0.1',
+                                           tcp_dst=80))
+    assert match != model.Match(in_port=3, ipv4_src='10.1.0.1', tcp_dst=81)
+    assert list(match.fields()) == ['in_port', 'ipv4_src', 'tcp_dst']
+    assert repr(match).startswith('Match(in_port=3, eth_src=None,')
+    assert dataclasses.replace(match, tcp_dst=81).tcp_dst == 81
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        match.tcp_dst = 81
+    with pytest.raises(TypeError):
+        model.Match(tcp_port=80)
+    flow = model.FlowMod(1, model.FlowCommand.ADD, match,
+                         [model.Output(2)])      # a list: stored as a tuple
+    assert flow.actions == (model.Output(2),) and flow.table == 0
+    assert flow.match is match
+    with pytest.raises(TypeError):
+        model.FlowMod(1)                         # command is required
+    out = model.PacketOut(1, [model.SetField('ipv4_dst', '10.0.0.2')])
+    assert out.actions == (model.SetField('ipv4_dst', '10.0.0.2'),)
+    assert out.in_port is model.SpecialPort.CONTROLLER
+    assert model.Barrier(1) == model.Barrier(datapath_id=1)
