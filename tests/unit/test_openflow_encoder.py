@@ -200,3 +200,27 @@ def test_match_fields_come_in_the_declared_order():
     assert list(match.fields().items()) == [
         ('in_port', 3), ('eth_type', 0x0800), ('ip_proto', 6),
         ('tcp_dst', 80), ('reg6', 1)]
+
+
+@pytest.mark.parametrize('changes', [
+    dict(tcp_src=70000), dict(tcp_src=-1), dict(in_port=1 << 32),
+    dict(tcp_src=True), dict(tcp_src='40000'), dict(ip_proto=6.0)],
+    ids=['port too big', 'negative', 'in_port too big', 'bool', 'text',
+         'float'])
+def test_a_match_value_the_encoder_cannot_pack_goes_to_os_ken(changes):
+    """Out of range or not an int: the encoder leaves the message to
+    os-ken's path, which says what it makes of it, as it did before."""
+    values = dict(in_port=3, eth_type=0x0800, ip_proto=6,
+                  ipv4_src='10.1.0.1', tcp_src=40000, tcp_dst=80)
+    values.update(changes)
+    flow = model.FlowMod(1, model.FlowCommand.ADD, model.Match(**values),
+                         (model.Output(2),), priority=5)
+    datapath = DATAPATHS['1.3']
+    assert not packed_here(flow, 4)
+    try:
+        expected = os_ken_bytes(datapath, flow, 9)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            wire_bytes(datapath, flow, 9)
+    else:
+        assert wire_bytes(datapath, flow, 9) == expected

@@ -36,7 +36,6 @@ _HEADER = struct.Struct('!BBHI')
 _XID = struct.Struct('!I')
 _FLOW_MOD = struct.Struct('!BBHIQQBBHHHIIIH2x')
 _PACKET_OUT = struct.Struct('!BBHIIIH6x')
-_MATCH_HEADER = struct.Struct('!HH')
 _INSTRUCTION = struct.Struct('!HH4x')
 _OUTPUT = struct.Struct('!HHIH6x')
 _FIN_TIMEOUT = struct.Struct('!HHIHHH2x')
@@ -134,23 +133,53 @@ _SET_FIELDS = {name: _set_field_layout(header, pack)
 _outputs: typing.Dict[int, bytes] = {}
 
 
-# The set fields' names, as `Match.fields()` orders them -> the packers of
-# those fields in wire order.
-_match_plans: typing.Dict[tuple, list] = {}
+# How each field's value goes into a struct: its format code, and what
+# turns our value into what that code takes (None: the int itself, which
+# struct range-checks).
+_VALUE_CODES = {_mac: '6s', _ipv4: '4s'}
+_INT_CODES = {1: 'B', 2: 'H', 4: 'I'}
+
+
+def _match_plan(names):
+    """A match with exactly these fields set: (one struct for all of it,
+    header and padding included, and per field in wire order its name,
+    OXM header and value converter)."""
+    fields, fmt, length = [], ['!HH'], 4
+    for name, (header, pack) in _FIELDS.items():
+        if name not in names:
+            continue
+        width = header[3]
+        code = _VALUE_CODES.get(pack) or _INT_CODES[width]
+        convert = pack if pack in _VALUE_CODES else None
+        fields.append((name, int.from_bytes(header, 'big'), convert))
+        fmt.append('I' + code)
+        length += 4 + width
+    fmt.append(f'{_pad8(length) - length}x')
+    return struct.Struct(''.join(fmt)), length, fields
+
+
+# The set fields' names, as `Match.fields()` orders them -> their plan.
+_match_plans: typing.Dict[tuple, tuple] = {}
 
 
 def _match(fields) -> bytes:
     names = tuple(fields)
     plan = _match_plans.get(names)
     if plan is None:
-        plan = _match_plans[names] = [
-            (name, header, pack) for name, (header, pack) in _FIELDS.items()
-            if name in fields]
-    body = b''.join([header + pack(fields[name])
-                     for name, header, pack in plan])
-    length = 4 + len(body)
-    return (_MATCH_HEADER.pack(1, length) + body
-            + bytes(_pad8(length) - length))
+        plan = _match_plans[names] = _match_plan(names)
+    packer, length, planned = plan
+    values = [1, length]
+    for name, header, convert in planned:
+        value = fields[name]
+        if convert is not None:
+            value = convert(value)
+        elif type(value) is not int:
+            raise _NotPacked
+        values += (header, value)
+    try:
+        return packer.pack(*values)
+    except struct.error:
+        raise _NotPacked from None      # out of range: os-ken's path says
 
 
 def _port(port) -> int:
