@@ -112,7 +112,7 @@ class Strategy(abc.ABC):
         cookie = view.connection_cookie(server_index)
         priority = view.priority(model.PRIORITY_CONNECTION)
         timeout = view.settings.connection_idle_timeout
-        towards, back, _ = _connection_actions(view, server)
+        actions = _connection_actions(view, server)
         forward = model.FlowMod(
             view.datapath_id, model.FlowCommand.ADD,
             match=Match(in_port=packet.in_port, eth_src=packet.eth_src,
@@ -122,7 +122,7 @@ class Strategy(abc.ABC):
                         ipv4_src=packet.ipv4_src,
                         ipv4_dst=service.primary.ip,
                         tcp_src=packet.tcp_src, tcp_dst=packet.tcp_dst),
-            actions=towards, table=view.settings.table,
+            actions=actions.forward, table=view.settings.table,
             priority=priority, cookie=cookie, idle_timeout=timeout,
             notify_removed=True)
         reverse = model.FlowMod(
@@ -133,7 +133,7 @@ class Strategy(abc.ABC):
                         ip_proto=model.IP_PROTO_TCP,
                         ipv4_src=server.ip, ipv4_dst=packet.ipv4_src,
                         tcp_src=packet.tcp_dst, tcp_dst=packet.tcp_src),
-            actions=back + (Output(packet.in_port),),
+            actions=actions.reply(packet.in_port),
             table=view.settings.table, priority=priority, cookie=cookie,
             idle_timeout=timeout)
         # The first packet follows its flows, never overtakes them.
@@ -146,40 +146,58 @@ class Strategy(abc.ABC):
         the policy forwards without a pin, past its connection limit)."""
         return model.PacketOut(
             view.datapath_id,
-            _connection_actions(view, view.server(server_index))[2],
+            _connection_actions(view, view.server(server_index)).release,
             in_port=packet.in_port,
             data=b'' if packet.buffer_id is not None else packet.data,
             buffer_id=packet.buffer_id)
 
 
-# What `_connection_actions` made, by (id(service), id(server), FIN
-# timeout): the service and server are kept with it, so an id is never
-# another object's while its entry lives.
-_made_actions: typing.Dict[tuple, tuple] = {}
+class _ConnectionActions:
+    """The actions of a service's connections to one server. They depend
+    only on the service, the server, the FIN timeout and the client's port,
+    so they are made once, not for each new connection (each action is an
+    object to build, and the encoder hashes and compares the tuples)."""
+
+    def __init__(self, service, server, fin_timeout):
+        self.service, self.server = service, server
+        # Closed connections leave the table soon after their FIN or RST.
+        fin = (model.FinTimeout(fin_timeout),) if fin_timeout else ()
+        self.release = rewrite_towards(service, server) + (
+            Output(server.port),)
+        self.forward = fin + self.release
+        self._back = fin + rewrite_back(service, server)
+        self._replies: typing.Dict[typing.Any, tuple] = {}
+
+    def reply(self, client_port) -> tuple:
+        """The reply flow's actions, out to the client's port."""
+        actions = self._replies.get(client_port)
+        if actions is None:
+            if len(self._replies) >= _MADE_ACTIONS_SIZE:
+                self._replies.clear()
+            actions = self._replies[client_port] = self._back + (
+                Output(client_port),)
+        return actions
+
+
+# By (id(service), id(server), FIN timeout); each keeps its service and
+# server, so an id is never another object's while its entry lives.
+_made_actions: typing.Dict[tuple, _ConnectionActions] = {}
 _MADE_ACTIONS_SIZE = 4096
 
 
 def _connection_actions(view: ServiceView, server: model.Endpoint
-                        ) -> typing.Tuple[tuple, tuple, tuple]:
-    """A connection to `server`: (its forward flow's actions, its reply
-    flow's actions but the output, its released packet's actions). They
-    depend only on the service, the server and the FIN timeout, so they
-    are made once, not for each new connection (each action is an object
-    to build, compare and hash)."""
+                        ) -> _ConnectionActions:
     service = view.service
     fin_timeout = view.settings.fin_idle_timeout
     key = (id(service), id(server), fin_timeout)
     made = _made_actions.get(key)
-    if made is not None and made[0] is service and made[1] is server:
-        return made[2]
-    # Closed connections leave the table soon after their FIN or RST.
-    fin = (model.FinTimeout(fin_timeout),) if fin_timeout else ()
-    release = rewrite_towards(service, server) + (Output(server.port),)
-    actions = (fin + release, fin + rewrite_back(service, server), release)
-    if len(_made_actions) >= _MADE_ACTIONS_SIZE:
-        _made_actions.clear()
-    _made_actions[key] = (service, server, actions)
-    return actions
+    if made is None or made.service is not service or (
+            made.server is not server):
+        if len(_made_actions) >= _MADE_ACTIONS_SIZE:
+            _made_actions.clear()
+        made = _made_actions[key] = _ConnectionActions(service, server,
+                                                       fin_timeout)
+    return made
 
 
 def rewrite_towards(service: model.Service, server: model.Endpoint
