@@ -185,7 +185,7 @@ class ControllerMetrics:
                               dpid in switches and leads(dpid))
         self._switches = switches
 
-    def sent(self, datapath_id, message_kind, command):
+    def sent(self, datapath_id, message_kind, command, count=1):
         key = (datapath_id, message_kind, command)
         child = self._sent_counters.get(key)
         if child is None:
@@ -195,17 +195,29 @@ class ControllerMetrics:
             # bytes.)
             child = self._sent_counters[key] = counter.labels(
                 _dpid(datapath_id), command)
-        child.inc()
+        child.inc(count)
 
-    def count_sent(self, datapath_id, message):
-        """A message sent: its flow and group changes, bundled or not."""
-        if isinstance(message, model.Bundle):
-            for inner in message.messages:
-                self.count_sent(datapath_id, inner)
-        elif isinstance(message, model.FlowMod):
-            self.sent(datapath_id, 'flow', message.command.name)
-        elif isinstance(message, model.GroupMod):
-            self.sent(datapath_id, 'group', message.command.name)
+    def count_sent(self, datapath_id, messages):
+        """Messages sent: their flow and group changes, bundled or not
+        (one increment per kind and command: each takes a lock)."""
+        counts = {}
+        self._tally(messages, counts)
+        for (kind, command), count in counts.items():
+            self.sent(datapath_id, kind, command.name, count)
+
+    def _tally(self, messages, counts):
+        for message in messages:
+            kind = type(message)
+            if kind is model.FlowMod:
+                key = ('flow', message.command)
+            elif kind is model.GroupMod:
+                key = ('group', message.command)
+            elif kind is model.Bundle:
+                self._tally(message.messages, counts)
+                continue
+            else:
+                continue
+            counts[key] = counts.get(key, 0) + 1
 
     def switch_state(self, datapath_id, connected, master):
         self.connected.labels(_dpid(datapath_id)).set(int(connected))

@@ -92,17 +92,21 @@ class SwitchWriter:
         def new_xid():
             datapath.set_xid(slot)      # os-ken keeps the counter
             return slot.xid
-        for message in self._needed(datapath, messages):
-            try:
-                wire = openflow.to_wire(datapath, message, new_xid)
-            except openflow.UnsupportedFlow as exc:
-                # A policy bug must not take the switch connection down.
-                LOG.error('dpid=%#x: not sending %s', datapath.id, exc)
-                continue
-            for xid, data in wire:
-                self._remember(datapath, xid, message)
-                chunks.append(data)
-            self.metrics.count_sent(datapath.id, message)
+        packed = []
+        try:
+            for message in self._needed(datapath, messages):
+                try:
+                    wire = openflow.to_wire(datapath, message, new_xid)
+                except openflow.UnsupportedFlow as exc:
+                    # A policy bug must not take the switch connection down.
+                    LOG.error('dpid=%#x: not sending %s', datapath.id, exc)
+                    continue
+                for xid, data in wire:
+                    self._remember(datapath, xid, message)
+                    chunks.append(data)
+                packed.append(message)
+        finally:
+            self.metrics.count_sent(datapath.id, packed)
 
     def _send_each(self, datapath, messages):
         for message in self._needed(datapath, messages):
@@ -115,7 +119,7 @@ class SwitchWriter:
                 datapath.set_xid(ofp_msg)
                 self._remember(datapath, ofp_msg.xid, message)
                 datapath.send_msg(ofp_msg)
-            self.metrics.count_sent(datapath.id, message)
+            self.metrics.count_sent(datapath.id, (message,))
 
     def _remember(self, datapath, xid, message):
         ring = self._sent.get(datapath.id)

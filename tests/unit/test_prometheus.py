@@ -140,3 +140,24 @@ def test_gauges_follow_each_service_when_only_some_change():
                 (('server', 'primary'), ('service', 'web')))] == 1
     assert len(asked) == 1 and asked[0] is not None
     assert [s['service'] for s in status(since=asked[0])] == ['db']
+
+
+def test_sent_flow_and_group_changes_are_counted_by_command():
+    """Counted once per kind and command for a whole write, bundles
+    opened; packet-outs and barriers are not changes."""
+    metrics = metrics_mod.ControllerMetrics()
+    add = model.FlowMod(1, model.FlowCommand.ADD)
+    delete = model.FlowMod(1, model.FlowCommand.DELETE)
+    group = model.GroupMod(1, model.GroupCommand.ADD, 7)
+    metrics.count_sent(1, [add, add, model.Barrier(1),
+                           model.PacketOut(1, (model.Output(2),), data=b'x'),
+                           model.Bundle(1, (delete, group, add))])
+    metrics.count_sent(1, [add])
+    got = samples(metrics)
+    dpid = ('dpid', '0x1')
+    assert got[('ha_redirect_flow_mods_total',
+                (('command', 'ADD'), dpid))] == 4
+    assert got[('ha_redirect_flow_mods_total',
+                (('command', 'DELETE'), dpid))] == 1
+    assert got[('ha_redirect_group_mods_total',
+                (('command', 'ADD'), dpid))] == 1
