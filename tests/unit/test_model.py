@@ -167,3 +167,12 @@ def test_messages_built_in_one_step_behave_as_dataclasses_do():
     assert out.actions == (model.SetField('ipv4_dst', '10.0.0.2'),)
     assert out.in_port is model.SpecialPort.CONTROLLER
     assert model.Barrier(1) == model.Barrier(datapath_id=1)
+    # A packet's header fields stay keyword-only.
+    header = dict(eth_src='00:00:00:00:00:03', eth_dst='00:00:00:00:00:01',
+                  ipv4_src='10.0.0.3', ipv4_dst='10.0.0.1', tcp_src=40000,
+                  tcp_dst=80)
+    packet = model.TcpPacket(3, **header)
+    assert packet == model.TcpPacket(in_port=3, buffer_id=None, **header)
+    assert (packet.tcp_flags, packet.data) == (0, b'')
+    with pytest.raises(TypeError):
+        model.TcpPacket(3, None, b'', *header.values())

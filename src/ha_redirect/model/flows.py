@@ -84,18 +84,22 @@ def _filled_at_once(cls):
     `object.__setattr__`: a Match's eighteen cost more than packing its
     bytes). Same parameters, order, defaults and `__post_init__` call, so
     `Match(...)` and `dataclasses.replace` read as before. For dataclasses
-    whose fields are positional with plain defaults."""
-    names, params, namespace = [], [], {'_fill': object.__setattr__}
+    whose fields have plain defaults (or none)."""
+    names, namespace = [], {'_fill': object.__setattr__}
+    params = {False: [], True: []}     # by kw_only
     for field in dataclasses.fields(cls):
-        if field.kw_only or not field.init or (
+        if not field.init or (
                 field.default_factory is not dataclasses.MISSING):
             raise TypeError(f'{cls.__name__}.{field.name}: not a plain field')
         names.append(field.name)
         if field.default is dataclasses.MISSING:
-            params.append(field.name)
+            params[field.kw_only].append(field.name)
         else:
             namespace[f'_default_{field.name}'] = field.default
-            params.append(f'{field.name}=_default_{field.name}')
+            params[field.kw_only].append(
+                f'{field.name}=_default_{field.name}')
+    # (As dataclasses does: keyword-only fields come after the rest.)
+    params = params[False] + (['*'] + params[True] if params[True] else [])
     entries = ', '.join(f'{name!r}: {name}' for name in names)
     body = f'    _fill(self, "__dict__", {{{entries}}})\n'
     if hasattr(cls, '__post_init__'):
@@ -450,6 +454,7 @@ Message = typing.Union[
 
 # What the switch saw, as the OpenFlow layer decodes it for the policy.
 
+@_filled_at_once
 @dataclasses.dataclass(frozen=True)
 class TcpPacket(TcpHeader):
     """A TCP packet the switch sent us, from `in_port`: in its buffer
