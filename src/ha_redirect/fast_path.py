@@ -76,7 +76,9 @@ class SwitchReader:
         self._raw = False       # a message os-ken must frame itself
         # Whole messages not yet handed on: (PacketInFields or None, bytes)
         self._messages = collections.deque()
-        self._waiting = collections.Counter()     # in_port -> PacketIns
+        # in_port -> PacketIns (a plain dict: Counter's missing-key and
+        # delete hooks are Python calls, made for every PacketIn).
+        self._waiting = {}
         self._waiting_total = 0
         self._handed_on = 0     # messages in what recv last returned
 
@@ -157,7 +159,8 @@ class SwitchReader:
         """Queue the whole messages read; bound the PacketIns among them."""
         buffer, view = self._buffer, self._view
         offset, end = self._start, self._end
-        shed = collections.Counter()
+        shed = None
+        waiting = self._waiting
         while end - offset >= _HEADER_SIZE:
             length = (buffer[offset + 2] << 8) | buffer[offset + 3]
             if length < _HEADER_SIZE:
@@ -183,13 +186,16 @@ class SwitchReader:
                               self._datapath, exc)
                 continue
             port = fields.in_port
-            if self._waiting[port] >= self._per_port or (
+            held = waiting.get(port, 0)
+            if held >= self._per_port or (
                     self._waiting_total >= self._total
                     and not self._guarded(self._app.exempt_from_total,
                                           fields)):
+                if shed is None:
+                    shed = collections.Counter()
                 shed[port] += 1
                 continue
-            self._waiting[port] += 1
+            waiting[port] = held + 1
             self._waiting_total += 1
             self._messages.append((fields, bytes(message)))
         self._start = offset
