@@ -68,7 +68,7 @@ def packed_here(message, version):
     if packer is None:
         return False
     try:
-        packer(message, version, 0)
+        packer(message, version, lambda: 0)
     except encoder._NotPacked:
         return False
     return True

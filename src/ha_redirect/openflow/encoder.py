@@ -33,7 +33,6 @@ _OFPP_ANY, _OFPG_ANY = 0xffffffff, 0xffffffff
 _NX_EXPERIMENTER_ID, _NXAST_FIN_TIMEOUT = 0x2320, 19
 
 _HEADER = struct.Struct('!BBHI')
-_XID = struct.Struct('!I')
 _FLOW_MOD = struct.Struct('!BBHIQQBBHHHIIIH2x')
 _PACKET_OUT = struct.Struct('!BBHIIIH6x')
 _INSTRUCTION = struct.Struct('!HH4x')
@@ -253,7 +252,7 @@ def _instructions(flow: model.FlowMod, fields) -> bytes:
     return _INSTRUCTION.pack(_OFPIT_APPLY_ACTIONS, 8 + len(actions)) + actions
 
 
-def _flow_mod(flow: model.FlowMod, version: int, xid: int) -> bytes:
+def _flow_mod(flow: model.FlowMod, version: int, new_xid) -> tuple:
     fields = flow.match.fields()
     shape = (flow.actions, flow.table, flow.command, tuple(fields),
              *[fields.get(name) for name in _CHECKED_FIELDS])
@@ -261,7 +260,8 @@ def _flow_mod(flow: model.FlowMod, version: int, xid: int) -> bytes:
                              lambda: _instructions(flow, fields))
     match = _match(fields)
     length = _FLOW_MOD.size + len(match) + len(instructions)
-    return _FLOW_MOD.pack(
+    xid = new_xid()     # (the checks are passed: only the header is left)
+    return xid, _FLOW_MOD.pack(
         version, _OFPT_FLOW_MOD, length, xid, flow.cookie, flow.cookie_mask,
         flow.table, _COMMANDS[flow.command], flow.idle_timeout,
         flow.hard_timeout, flow.priority, _OFP_NO_BUFFER, _OFPP_ANY,
@@ -278,7 +278,7 @@ def _packet_out_actions_of(message: model.PacketOut) -> bytes:
     return b''.join(_action(action) for action in message.actions)
 
 
-def _packet_out(message: model.PacketOut, version: int, xid: int) -> bytes:
+def _packet_out(message: model.PacketOut, version: int, new_xid) -> tuple:
     actions = _memoized(_packet_out_actions, message.actions,
                         lambda: _packet_out_actions_of(message))
     buffer_id, data = message.buffer_id, message.data
@@ -289,13 +289,16 @@ def _packet_out(message: model.PacketOut, version: int, xid: int) -> bytes:
     else:
         data = b''
     length = _PACKET_OUT.size + len(actions) + len(data)
-    return _PACKET_OUT.pack(
-        version, _OFPT_PACKET_OUT, length, xid, buffer_id,
-        _port(message.in_port), len(actions)) + actions + bytes(data)
+    in_port = _port(message.in_port)
+    xid = new_xid()
+    return xid, _PACKET_OUT.pack(
+        version, _OFPT_PACKET_OUT, length, xid, buffer_id, in_port,
+        len(actions)) + actions + bytes(data)
 
 
-def _barrier(message: model.Barrier, version: int, xid: int) -> bytes:
-    return _HEADER.pack(version, _OFPT_BARRIER_REQUEST, 8, xid)
+def _barrier(message: model.Barrier, version: int, new_xid) -> tuple:
+    xid = new_xid()
+    return xid, _HEADER.pack(version, _OFPT_BARRIER_REQUEST, 8, xid)
 
 
 _PACKERS = {model.FlowMod: _flow_mod, model.PacketOut: _packet_out,
@@ -314,13 +317,12 @@ def to_wire(datapath, message: model.Message,
     version = datapath.ofproto.OFP_VERSION
     packer = _PACKERS.get(type(message))
     if packer is not None and version in _VERSIONS:
+        # A packer takes its xid last, once nothing can refuse the
+        # message or leave it to os-ken's path.
         try:
-            packed = packer(message, version, 0)
+            return [packer(message, version, new_xid)]
         except _NotPacked:
             pass
-        else:
-            xid = new_xid()
-            return [(xid, packed[:4] + _XID.pack(xid) + packed[8:])]
     wire = []
     for ofp_msg in renderer.to_ofp_messages(datapath, message):
         ofp_msg.set_xid(new_xid())
