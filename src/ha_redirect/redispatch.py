@@ -13,6 +13,7 @@ forwarded it (resubmitted to the table, past the flow that held it).
 
 import collections
 import dataclasses
+import operator
 import typing
 
 from ha_redirect import model
@@ -31,8 +32,8 @@ _SYN_FIELDS = tuple(field.name for field in dataclasses.fields(
 _SYN_SEQ = _SYN_FIELDS.index('tcp_seq')
 
 
-def _kept(packet: model.TcpPacket) -> tuple:
-    return tuple([getattr(packet, name) for name in _SYN_FIELDS])
+_kept: typing.Callable[[model.TcpPacket], tuple] = operator.attrgetter(
+    *_SYN_FIELDS)
 
 
 def _rebuilt(values: tuple) -> model.TcpPacket:
