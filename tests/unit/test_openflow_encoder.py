@@ -224,3 +224,45 @@ def test_a_match_value_the_encoder_cannot_pack_goes_to_os_ken(changes):
             wire_bytes(datapath, flow, 9)
     else:
         assert wire_bytes(datapath, flow, 9) == expected
+
+
+@pytest.mark.parametrize('of_version', sorted(DATAPATHS))
+def test_learn_actions_are_packed_here_byte_for_byte(of_version):
+    """proactive's flows carry learns; a failover of many services rewrites
+    one such flow per service, so the encoder packs them (os-ken took
+    ~0.6 ms a flow). Every kind of spec, both kinds of output, odd widths,
+    the values repeated and not."""
+    datapath = DATAPATHS[of_version]
+    rng = random.Random(7)
+    for n in range(50):
+        server_mac, server_ip = _random_mac(rng), _random_ip(rng)
+        common = dict(table=rng.randrange(1, 250),
+                      priority=rng.randrange(1 << 16),
+                      cookie=rng.randrange(1 << 64),
+                      idle_timeout=rng.randrange(1 << 16),
+                      fin_idle_timeout=rng.randrange(1 << 16))
+        fixed = (('eth_type', 0x0800), ('ip_proto', 6))
+        forward = model.Learn(
+            match_values=fixed + (('eth_dst', _random_mac(rng)),
+                                  ('ipv4_dst', _random_ip(rng)),
+                                  ('tcp_dst', rng.randrange(1 << 16))),
+            match_from=(('in_port', 'in_port'), ('eth_src', 'eth_src'),
+                        ('ipv4_src', 'ipv4_src'), ('tcp_src', 'tcp_src')),
+            set_values=(('eth_dst', server_mac), ('ipv4_dst', server_ip)),
+            output_port=rng.randrange(1, 1 << 16), **common)
+        reverse = model.Learn(
+            match_values=fixed + (('in_port', rng.randrange(1, 100)),
+                                  ('ipv4_src', server_ip)),
+            match_from=(('eth_dst', 'eth_src'), ('tcp_dst', 'tcp_src')),
+            set_values=(('ipv4_src', _random_ip(rng)),),
+            output_from='in_port', **common)
+        flow = model.FlowMod(
+            1, model.FlowCommand.ADD,
+            model.Match(eth_type=0x0800, ip_proto=6,
+                        ipv4_dst=_random_ip(rng), tcp_dst=80),
+            (forward, reverse, model.SetField('ipv4_dst', server_ip),
+             model.Output(rng.randrange(1, 100))),
+            table=common['table'], priority=5, cookie=n)
+        assert packed_here(flow, datapath.ofproto.OFP_VERSION)
+        assert wire_bytes(datapath, flow, n + 1) == os_ken_bytes(
+            datapath, flow, n + 1), openflow.describe(flow)

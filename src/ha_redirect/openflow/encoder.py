@@ -16,9 +16,11 @@ import struct
 import typing
 
 from os_ken.ofproto import ofproto_v1_3
+from os_ken.ofproto import ofproto_v1_3_parser
 
 from ha_redirect import model
 from ha_redirect.openflow import renderer
+from ha_redirect.openflow import wire
 
 # OpenFlow 1.3 and 1.4 share these layouts (1.4's importance takes 1.3's
 # padding, and os-ken leaves it 0); 1.5 goes through os-ken.
@@ -30,7 +32,7 @@ _OFPAT_OUTPUT, _OFPAT_SET_FIELD, _OFPAT_EXPERIMENTER = 0, 25, 0xffff
 _OFPCML_MAX, _OFPCML_NO_BUFFER = 0xffe5, 0xffff
 _OFP_NO_BUFFER = 0xffffffff
 _OFPP_ANY, _OFPG_ANY = 0xffffffff, 0xffffffff
-_NX_EXPERIMENTER_ID, _NXAST_FIN_TIMEOUT = 0x2320, 19
+_NX_EXPERIMENTER_ID, _NXAST_FIN_TIMEOUT, _NXAST_LEARN = 0x2320, 19, 16
 
 _HEADER = struct.Struct('!BBHI')
 _FLOW_MOD = struct.Struct('!BBHIQQBBHHHIIIH2x')
@@ -38,6 +40,13 @@ _PACKET_OUT = struct.Struct('!BBHIIIH6x')
 _INSTRUCTION = struct.Struct('!HH4x')
 _OUTPUT = struct.Struct('!HHIH6x')
 _FIN_TIMEOUT = struct.Struct('!HHIHHH2x')
+# An NXAST_LEARN up to its specs: experimenter action header, subtype, then
+# idle and hard timeouts, priority, cookie, flags, table, fin timeouts.
+_LEARN = struct.Struct('!HHIHHHHQHBxHH')
+_SPEC_HEADER = struct.Struct('!H')
+# A learn spec's source and destination types (its header's bits 13, 11-12).
+_SPEC_FIELD, _SPEC_IMMEDIATE = 0, 1
+_SPEC_MATCH, _SPEC_LOAD, _SPEC_OUTPUT = 0, 1, 2
 
 # (1.4 numbers them as 1.3 does)
 _COMMANDS = {command: getattr(ofproto_v1_3, 'OFPFC_' + command.name)
@@ -214,7 +223,111 @@ def _action(action) -> bytes:
         return _FIN_TIMEOUT.pack(_OFPAT_EXPERIMENTER, 16,
                                  _NX_EXPERIMENTER_ID, _NXAST_FIN_TIMEOUT,
                                  action.idle_timeout, 0)
+    if kind is model.Learn:
+        return _learn(action)
     raise _NotPacked
+
+
+# Learn ---------------------------------------------------------------------
+# proactive's flows carry two learns each; a failover of a thousand services
+# rewrites a thousand such flows, and os-ken's serializer took ~0.6 ms each.
+
+# An NXM field (os-ken's name, as `wire` spells it) -> its 4-byte header and
+# a 0 bit offset: what a learn spec names a field by. Made by os-ken once.
+_subfields: typing.Dict[str, bytes] = {}
+
+
+def _subfield(nxm_name) -> bytes:
+    packed = _subfields.get(nxm_name)
+    if packed is None:
+        header = bytearray()
+        ofproto_v1_3.oxm_serialize_header(
+            ofproto_v1_3.oxm_from_user_header(nxm_name), header, 0)
+        if len(header) != 4:
+            raise _NotPacked
+        packed = _subfields[nxm_name] = bytes(header) + b'\0\0'
+    return packed
+
+
+def _spec(src_type, dst_type, n_bits) -> bytes:
+    return _SPEC_HEADER.pack((src_type << 13) | (dst_type << 11) | n_bits)
+
+
+# By (field, value, width): a switch's services share their servers'
+# addresses, which take a parse each to convert.
+_immediates: typing.Dict[tuple, bytes] = {}
+
+
+def _immediate(field, value, n_bits) -> bytes:
+    """A constant as a learn spec carries it: big-endian, in whole 16-bit
+    words."""
+    return _memoized(_immediates, (field, value, n_bits),
+                     lambda: _immediate_of(field, value, n_bits))
+
+
+def _immediate_of(field, value, n_bits) -> bytes:
+    try:
+        return wire.as_int(field, value).to_bytes((n_bits + 15) // 16 * 2,
+                                                  'big')
+    except (ValueError, OverflowError, TypeError):
+        raise _NotPacked from None      # os-ken's path names the fault
+
+
+# The set_field that loads a learn's constant output port into the register
+# its learned output reads, by port: os-ken packs each once.
+_register_loads: typing.Dict[int, bytes] = {}
+
+
+def _register_load(port) -> bytes:
+    packed = _register_loads.get(port)
+    if packed is None:
+        if type(port) is not int:
+            raise _NotPacked
+        action = ofproto_v1_3_parser.OFPActionSetField(
+            **{wire.LEARN_OUTPUT_REGISTER: port})
+        buf = bytearray()
+        action.serialize(buf, 0)
+        if len(_register_loads) >= _MEMO_SIZE:
+            _register_loads.clear()
+        packed = _register_loads[port] = bytes(buf)
+    return packed
+
+
+def _learn(learn: model.Learn) -> bytes:
+    """The learn action (after the register load its output needs), byte
+    for byte as `renderer` and os-ken's NXActionLearn make it."""
+    nxm = wire.NXM_FIELDS
+    specs = []
+    for name, value in learn.match_values:
+        field, n_bits = nxm[name]
+        specs += (_spec(_SPEC_IMMEDIATE, _SPEC_MATCH, n_bits),
+                  _immediate(name, value, n_bits), _subfield(field))
+    for dst, src in learn.match_from:
+        field, n_bits = nxm[dst]
+        specs += (_spec(_SPEC_FIELD, _SPEC_MATCH, n_bits),
+                  _subfield(nxm[src][0]), _subfield(field))
+    for name, value in learn.set_values:
+        field, n_bits = nxm[name]
+        specs += (_spec(_SPEC_IMMEDIATE, _SPEC_LOAD, n_bits),
+                  _immediate(name, value, n_bits), _subfield(field))
+    load = b''
+    if learn.output_from is not None:
+        field, n_bits = nxm[learn.output_from]
+        specs += (_spec(_SPEC_FIELD, _SPEC_OUTPUT, n_bits), _subfield(field))
+    else:
+        load = _register_load(learn.output_port)
+        specs += (_spec(_SPEC_FIELD, _SPEC_OUTPUT, 32),
+                  _subfield(wire.LEARN_OUTPUT_REGISTER))
+    body = b''.join(specs)
+    length = _pad8(_LEARN.size + len(body))
+    try:
+        head = _LEARN.pack(
+            _OFPAT_EXPERIMENTER, length, _NX_EXPERIMENTER_ID, _NXAST_LEARN,
+            learn.idle_timeout, 0, learn.priority, learn.cookie, 0,
+            learn.table, learn.fin_idle_timeout, 0)
+    except struct.error:
+        raise _NotPacked from None
+    return load + head + body + bytes(length - _LEARN.size - len(body))
 
 
 # A flow's checks and instructions depend on its actions, table and
