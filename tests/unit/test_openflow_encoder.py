@@ -1,7 +1,8 @@
 """The bytes `openflow.to_wire` sends are the bytes os-ken would send.
 
 The encoder packs a reactive connection's FlowMods, Barrier and PacketOut
-itself; every other message goes through os-ken. These tests hold the
+itself, and the learns and fast-failover groups of a failover burst; every
+other message goes through os-ken. These tests hold the
 packed bytes to os-ken's serialization of the same message, with the same
 xid, over every message the four strategies emit and over randomized
 reactive connections, in OpenFlow 1.3 and 1.4.
@@ -103,6 +104,9 @@ def test_every_strategy_message_is_byte_identical(strategy, of_version):
         assert packed == {model.FlowMod, model.Barrier, model.PacketOut}
     else:
         assert model.FlowMod in packed
+    if strategy == 'fast_failover':
+        # Its failover rewrites a group per service.
+        assert model.GroupMod in packed
 
 
 def _random_mac(rng):

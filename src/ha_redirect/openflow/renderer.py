@@ -79,6 +79,11 @@ def check_packet_out(message, actions) -> None:
     _check(ovs_constraints.check_packet_out, _Where(message), actions)
 
 
+def check_group_mod(group: model.GroupMod) -> None:
+    """Raise UnsupportedFlow if Open vSwitch would refuse `group`."""
+    _check(ovs_constraints.check_group_mod, _Where(group), group)
+
+
 def _port_number(port: model.PortRef, ofproto) -> int:
     if port is model.SpecialPort.CONTROLLER:
         return ofproto.OFPP_CONTROLLER
