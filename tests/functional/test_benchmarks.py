@@ -27,11 +27,19 @@ def _bench(name, tmp_path, *args, timeout=300):
 
 
 def test_bench_policy_times_every_stage(tmp_path):
-    result = _bench('bench_policy', tmp_path, '--connections', '300')
+    result = _bench('bench_policy', tmp_path, '--connections', '300',
+                    '--burst-services', '5')
     assert len(result['stages']) == 6
     for figures in result['stages'].values():
         assert figures['connections'] == 300
         assert figures['connections_per_second'] > 0
+    assert set(result['bursts']) == {'fast_failover', 'proactive',
+                                     'reactive', 'stateful'}
+    for burst in result['bursts'].values():
+        # Chunks of 1, 2, then the last 2 services.
+        assert burst['services'] == 5 and burst['chunks'] == 3
+        assert 0 < burst['first_chunk_s'] <= burst['burst_s']
+        assert burst['openflow_bytes'] > 0
 
 
 def test_bench_controller_completes_connections_through_the_controller(
