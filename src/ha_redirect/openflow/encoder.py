@@ -66,8 +66,26 @@ _PORTS = {model.SpecialPort.CONTROLLER: 0xfffffffd,
           model.SpecialPort.IN_PORT: 0xfffffff8}
 
 
-# Packed values by their text: a switch's clients and servers repeat.
+# A memo that reaches this size starts over: none grows without bound.
 _MEMO_SIZE = 1 << 16
+
+
+def _memoized(store, key, compute):
+    """`store[key]`, computed by `compute()` the first time (what it
+    raises is not kept); a key that does not hash is computed each time."""
+    try:
+        value = store.get(key)
+    except TypeError:
+        return compute()
+    if value is None:
+        value = compute()
+        if len(store) >= _MEMO_SIZE:
+            store.clear()
+        store[key] = value
+    return value
+
+
+# Packed values by their text: a switch's clients and servers repeat.
 _macs: typing.Dict[str, bytes] = {}
 
 
@@ -251,15 +269,16 @@ _subfields: typing.Dict[str, bytes] = {}
 
 
 def _subfield(nxm_name) -> bytes:
-    packed = _subfields.get(nxm_name)
-    if packed is None:
-        header = bytearray()
-        ofproto_v1_3.oxm_serialize_header(
-            ofproto_v1_3.oxm_from_user_header(nxm_name), header, 0)
-        if len(header) != 4:
-            raise _NotPacked
-        packed = _subfields[nxm_name] = bytes(header) + b'\0\0'
-    return packed
+    return _memoized(_subfields, nxm_name, lambda: _subfield_of(nxm_name))
+
+
+def _subfield_of(nxm_name) -> bytes:
+    header = bytearray()
+    ofproto_v1_3.oxm_serialize_header(
+        ofproto_v1_3.oxm_from_user_header(nxm_name), header, 0)
+    if len(header) != 4:
+        raise _NotPacked
+    return bytes(header) + b'\0\0'
 
 
 def _spec(src_type, dst_type, n_bits) -> bytes:
@@ -292,18 +311,16 @@ _register_loads: typing.Dict[int, bytes] = {}
 
 
 def _register_load(port) -> bytes:
-    packed = _register_loads.get(port)
-    if packed is None:
-        if type(port) is not int:
-            raise _NotPacked
-        action = ofproto_v1_3_parser.OFPActionSetField(
-            **{wire.LEARN_OUTPUT_REGISTER: port})
-        buf = bytearray()
-        action.serialize(buf, 0)
-        if len(_register_loads) >= _MEMO_SIZE:
-            _register_loads.clear()
-        packed = _register_loads[port] = bytes(buf)
-    return packed
+    if type(port) is not int:
+        raise _NotPacked
+    return _memoized(_register_loads, port, lambda: _register_load_of(port))
+
+
+def _register_load_of(port) -> bytes:
+    buf = bytearray()
+    ofproto_v1_3_parser.OFPActionSetField(
+        **{wire.LEARN_OUTPUT_REGISTER: port}).serialize(buf, 0)
+    return bytes(buf)
 
 
 def _learn(learn: model.Learn) -> bytes:
@@ -350,21 +367,6 @@ def _learn(learn: model.Learn) -> bytes:
 _CHECKED_FIELDS = tuple(sorted({pre for pre, _ in
                                 model.PREREQUISITES.values()}))
 _flow_shapes: typing.Dict[tuple, bytes] = {}
-
-
-def _memoized(store, key, compute):
-    """`store[key]`, computed by `compute()` the first time (what it
-    raises is not kept); a key that does not hash is computed each time."""
-    try:
-        value = store.get(key)
-    except TypeError:
-        return compute()
-    if value is None:
-        value = compute()
-        if len(store) >= _MEMO_SIZE:
-            store.clear()
-        store[key] = value
-    return value
 
 
 def _instructions(flow: model.FlowMod, fields) -> bytes:
@@ -442,7 +444,7 @@ def _group_mod(group: model.GroupMod, version: int, new_xid) -> tuple:
     xid = new_xid()
     return xid, _GROUP_MOD.pack(
         version, _OFPT_GROUP_MOD, _GROUP_MOD.size + len(body), xid,
-        _GROUP_COMMANDS[group.command], _OFPGT_FF, group.group_id) + body
+        _GROUP_COMMANDS[group.command], _OFPGT_FF, group_id) + body
 
 
 def _barrier(message: model.Barrier, version: int, new_xid) -> tuple:
