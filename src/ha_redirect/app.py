@@ -365,10 +365,13 @@ class RedirectApp(app_manager.OSKenApp):
 
     # Switch life cycle ----------------------------------------------------
 
-    @handler.set_ev_cls(ofp_event.EventOFPSwitchFeatures,
-                        handler.CONFIG_DISPATCHER)
-    def on_switch_features(self, ev):
-        datapath = ev.msg.datapath
+    @handler.set_ev_cls(ofp_event.EventOFPStateChange, MAIN)
+    def on_switch_ready(self, ev):
+        # Not at the features reply: os-ken hands a reply to the handlers
+        # of the state the switch was in when it arrived, and the switch
+        # stays in CONFIG until os-ken's own port-description request is
+        # answered. Replies to requests sent before then may be lost.
+        datapath = ev.datapath
         self._max_meter_id.pop(datapath.id, None)
         # Barriers until the switch has said what it is.
         self._writer.executes_in_order(datapath.id, False)

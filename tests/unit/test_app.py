@@ -145,9 +145,7 @@ def test_a_switch_is_sent_barriers_until_it_has_described_itself(
     _connect(redirect_app, datapath)
     _described(redirect_app, datapath, 'Nicira, Inc.', 'Open vSwitch')
     # It reconnects (another switch may now answer to its dpid).
-    features = parser.OFPSwitchFeatures(datapath, datapath_id=1)
-    redirect_app.on_switch_features(ofp_event.EventOFPSwitchFeatures(
-        features))
+    redirect_app.on_switch_ready(ofp_event.EventOFPStateChange(datapath))
     assert [type(m).__name__ for m in datapath.sent[-4:]] == [
         'OFPSetAsync', 'OFPDescStatsRequest', 'OFPMeterFeaturesStatsRequest',
         'OFPPortDescStatsRequest']

@@ -1,9 +1,6 @@
 """devtools/bench_controller: which client connection a FlowMod is about,
 read from the bytes our encoder sends for real reactive connections."""
 
-import importlib.machinery
-import importlib.util
-import os
 import types
 
 from os_ken.ofproto import ofproto_v1_3
@@ -14,19 +11,9 @@ from ha_redirect import openflow
 from ha_redirect.policy import RedirectPolicy
 from ha_redirect.strategies.reactive import ReactiveStrategy
 
-SCRIPT = os.path.join(os.path.dirname(__file__), '..', '..', 'devtools',
-                      'bench_controller')
+import devtools_scripts
 
-
-def _load():
-    loader = importlib.machinery.SourceFileLoader('bench_controller', SCRIPT)
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = devtools_scripts.load('bench_controller')
 
 
 def _flow_mods_for(client_port):

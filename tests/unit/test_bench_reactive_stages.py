@@ -6,8 +6,6 @@ capture can show them; the stages are checked on a made-up failover whose
 times are known.
 """
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import struct
@@ -20,23 +18,15 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(__file__), '..', '..', 'devtools',
-                      'bench_reactive_stages')
+import devtools_scripts
+
+SCRIPT = os.path.join(devtools_scripts.DEVTOOLS, 'bench_reactive_stages')
 CTL_PORT = 6653
 SWITCH_PORT = 40000
 CLIENT, PRIMARY, BACKUP = '10.0.0.11', '10.0.0.1', '10.0.0.2'
 
 
-def _load():
-    loader = importlib.machinery.SourceFileLoader('bench_reactive_stages',
-                                                  SCRIPT)
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = devtools_scripts.load('bench_reactive_stages')
 DP = ofproto_protocol.ProtocolDesc(version=ofp.OFP_VERSION)
 
 
