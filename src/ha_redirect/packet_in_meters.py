@@ -88,7 +88,12 @@ class PacketInMeters:
                 result.append(message)
                 continue
             role = message.cookie & 0xffff
-            if message.match.reg6 is not None:     # the passive check's
+            # Copies of clients' SYNs for redispatch (`redispatch`): one
+            # flow for every service on the switch, metered as clients'.
+            syn_copy = (message.match.reg6 is not None
+                        and role == model.ROLE_SERVICE)
+            if message.match.reg6 is not None and not syn_copy:
+                # the passive check's
                 shared = settings.first_meter_id + model.METER_PASSIVE
             else:
                 shared = settings.first_meter_id + (
@@ -97,10 +102,11 @@ class PacketInMeters:
             meter = port_meters.get(message.match.in_port, shared)
             index = (message.cookie >> 16) & 0xffff
             if (role == model.ROLE_SERVICE and message.match.in_port is None
-                    and port_meters and index < len(self._services)):
-                service = self._services[index]
+                    and port_meters
+                    and (syn_copy or index < len(self._services))):
+                service = None if syn_copy else self._services[index]
                 for port in sorted(port_meters):
-                    if service.client_ports and (
+                    if service is not None and service.client_ports and (
                             port not in service.client_ports):
                         continue
                     copy = dataclasses.replace(

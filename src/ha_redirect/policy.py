@@ -12,7 +12,6 @@ reply fallbacks for a failed primary) and `takeover_state` (reading a
 switch another controller ran).
 """
 
-import dataclasses
 import logging
 import typing
 
@@ -71,12 +70,9 @@ class RedirectPolicy:
             strategy = plugins.load_strategy(self.settings.strategy)
         self.strategy = strategy
         strategy.check_services(self.services, self.settings)
-        if self.settings.redispatch and not strategy.pins_by_controller:
-            # Only a strategy whose SYNs come to us can send them again.
-            self.settings = dataclasses.replace(self.settings,
-                                                redispatch=False)
-        self._redispatch = redispatch.Redispatcher(self.settings,
-                                                   len(self.services))
+        self._redispatch = redispatch.Redispatcher(
+            self.settings, len(self.services),
+            switch_pins=not strategy.pins_by_controller)
         self._states = []
         for index, service in enumerate(self.services):
             cookie = model.make_cookie(self.settings.cookie, index,
@@ -360,6 +356,10 @@ class RedirectPolicy:
             for monitor in state.monitors:
                 messages += monitor.flows(datapath_id)
             messages += self.strategy.service_flows(state.view(settings))
+        messages += self._redispatch.syn_copy_flows(
+            [state.view(settings) for state in states
+             if any(m.holds_server_resets for m in state.monitors)],
+            datapath_id, switch_cookie)
         messages += stand_in.reply_fallbacks(self.strategy, settings, states,
                                              datapath_id)
         return messages + stand_in.arp_responders(settings, states)
@@ -475,6 +475,12 @@ class RedirectPolicy:
             return messages + self._redispatch.on_server_reset(
                 self._states_on(datapath_id), self.strategy, packet)
         if isinstance(packet, model.TcpPacket):
+            if self._redispatch.syns_copied:
+                # The switch pins connections: a client's packet here is
+                # a copy of its SYN, kept in case its server refuses it.
+                self._redispatch.remember_copy(self._states_by_port.get(
+                    (datapath_id, packet.tcp_dst), ()), packet)
+                return []
             return self._on_service_packet(datapath_id, packet, now)
         if isinstance(packet, model.ArpRequest):
             return stand_in.answer_arp(

@@ -36,9 +36,19 @@ class ServiceState:
 
     def serves(self, packet: model.TcpPacket) -> bool:
         """Is this a client's packet for the service?"""
+        return (packet.ipv4_dst == self.service.primary.ip
+                and self._from_a_client(packet))
+
+    def serves_via_server(self, packet: model.TcpPacket) -> bool:
+        """Is this a client's packet for the service, as the switch sent it
+        on to one of its servers (rewritten to a backup's address)?"""
+        return (any(packet.ipv4_dst == server.ip
+                    for server in self.service.servers)
+                and self._from_a_client(packet))
+
+    def _from_a_client(self, packet):
         service = self.service
-        return (packet.ipv4_dst == service.primary.ip
-                and packet.tcp_dst in service.tcp_ports
+        return (packet.tcp_dst in service.tcp_ports
                 and packet.in_port not in service.server_ports
                 and (not service.client_ports
                      or packet.in_port in service.client_ports))

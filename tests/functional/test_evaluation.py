@@ -164,7 +164,9 @@ def test_kill_mode_detects_the_dead_service_on_a_live_link(kill_results):
     # long before fall (3) probes 100 ms apart would.
     assert 0 < m['monitor_detection_s'] < 1.0
     assert m['redirect_s'] == pytest.approx(m['monitor_detection_s'])
-    assert m['probe_failed_after'] > 0
+    # Redispatch sends the refused connections on to the backup (the
+    # switch copied their SYNs): the bound on failed attempts.
+    assert m['probe_failed_after'] <= 5, m
     down = [x for x in sdn['health_transitions']
             if x['server'] == 'primary' and x['state'] == 'DOWN'
             and x['t'] >= 0]

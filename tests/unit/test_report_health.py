@@ -134,6 +134,9 @@ def test_the_passive_check_and_redispatch_are_named_where_they_ran():
             in health_report.monitoring_text(reactive))
     proactive = run('sdn-proactive', 2.0, 0, 0.3, 0.2, 1)
     proactive['health_monitoring'] = passive
+    assert ('passive check (3 refusals within 1000 ms) and redispatch'
+            in health_report.monitoring_text(proactive))
+    proactive['health_monitoring'] = dict(passive, redispatch=False)
     text = health_report.monitoring_text(proactive)
     assert 'passive check (3 refusals' in text and 'redispatch' not in text
     proactive['health_monitoring'] = dict(passive, passive_refusals=0)

@@ -135,9 +135,7 @@ def _passive_text(run):
         return ''
     if not refusals:
         return 'no passive check, '
-    # Only reactive, which sees every SYN, can send a refused one again.
-    redispatch = (' and redispatch' if h.get('redispatch')
-                  and run.get('scheme') == 'sdn-reactive' else '')
+    redispatch = ' and redispatch' if h.get('redispatch') else ''
     return (f'passive check ({refusals} refusals within '
             f'{h["passive_window"] * 1000:g} ms){redispatch}, ')
 

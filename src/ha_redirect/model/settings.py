@@ -16,7 +16,7 @@ __all__ = [
     'PRIORITY_TABLE_MISS', 'PRIORITY_SERVICE', 'PRIORITY_SERVICE_SYN',
     'PRIORITY_SERVER_REPLY', 'PRIORITY_SERVER_BYPASS',
     'PRIORITY_ARP_RESPONDER', 'PRIORITY_PROBE_REPLY', 'PRIORITY_CONNECTION',
-    'PRIORITY_PASSIVE_COPY',
+    'PRIORITY_REDISPATCHED', 'PRIORITY_PASSIVE_COPY',
     'COOKIE_OURS_MASK', 'COOKIE_SERVICE_MASK', 'COOKIE_EXACT_MASK',
     'ROLE_SERVICE', 'ROLE_ARP', 'ROLE_PROBE', 'ROLE_CONNECTION_BASE',
     'COOKIE_PIN_ROLE_MASK', 'GLOBAL_SERVICE_INDEX', 'make_cookie',
@@ -152,9 +152,12 @@ class PolicySettings:
     redispatch: bool = _setting(
         True, 'As HAProxy\'s "option redispatch": a connection a server '
         'refuses is sent to the next eligible server instead of failing. '
-        'Only where the controller pins each connection (reactive) and the '
-        'passive check is on: servers\' RSTs of the service then pass '
-        'through the controller, as their connections\' SYNs do.')
+        'Where tcp_probe\'s passive check is on: servers\' RSTs of the '
+        'service then pass through the controller. Under reactive the '
+        'controller has each connection\'s SYN; under the other strategies '
+        'the switch copies each client\'s SYN to it as well (one PacketIn '
+        'per new connection, off its path, within packet_in_rate: a SYN '
+        'whose copy was dropped is not rescued).')
     max_connections_per_service: int = _setting(
         10000,
         'Connections the controller tracks per service (reactive pins them '
@@ -261,6 +264,8 @@ PRIORITY_SERVER_BYPASS = 20       # servers' own traffic is never rewritten
 PRIORITY_ARP_RESPONDER = 30       # ARP for a failed primary, answered by us
 PRIORITY_PROBE_REPLY = 40         # servers' answers to our health probes
 PRIORITY_CONNECTION = 50          # one TCP connection pinned to one server
+PRIORITY_REDISPATCHED = 51        # one the controller moved after a refusal,
+#                                   above the pin the switch learned for it
 PRIORITY_PASSIVE_COPY = 60        # a server's RSTs: copied, then forwarded
 
 # Cookie layout: [ settings.cookie : 32 | service index : 16 | role : 16 ].

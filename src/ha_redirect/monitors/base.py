@@ -30,6 +30,11 @@ class Monitor(abc.ABC):
     `RedirectPolicy.tick_interval`) to send probes and time them out.
     Default False: switch events are enough."""
 
+    holds_server_resets: bool = False
+    """Whether the monitor's flows hold servers' RSTs of the service for
+    the controller (tcp_probe's passive check with `redispatch`), so a
+    refused connection can be redispatched. Default False."""
+
     observer: typing.Any = None
     """Told of each check's result, if set (the policy sets it): an object
     with `probe_result(service_name, server_index, outcome, rtt_seconds)`

@@ -69,6 +69,10 @@ class TcpProbeMonitor(base.Monitor):
         self._passive = passive_check.PassiveCheck(service, settings, cookie)
 
     @property
+    def holds_server_resets(self):
+        return self._passive.enabled and self.settings.redispatch
+
+    @property
     def probed_port(self):
         return self.service.tcp_ports[0]
 

@@ -103,14 +103,18 @@ class Strategy(abc.ABC):
         to `view.active` (before: `previous`, perhaps the same)."""
 
     def connection_flows(self, view: ServiceView, packet: model.TcpPacket,
-                         server_index: int) -> typing.List[model.Message]:
+                         server_index: int,
+                         priority_offset: int = model.PRIORITY_CONNECTION
+                         ) -> typing.List[model.Message]:
         """Pin one client connection to a server, both directions, then let
         the packet that revealed it continue on the same path. Called for
-        the client packets the strategy's flows send to the controller."""
+        the client packets the strategy's flows send to the controller, and
+        for the connections redispatch moves (above the switch's own pins,
+        `model.PRIORITY_REDISPATCHED`, where the switch pins them)."""
         service = view.service
         server = view.server(server_index)
         cookie = view.connection_cookie(server_index)
-        priority = view.priority(model.PRIORITY_CONNECTION)
+        priority = view.priority(priority_offset)
         timeout = view.settings.connection_idle_timeout
         actions = _connection_actions(view, server)
         forward = model.FlowMod(
