@@ -365,6 +365,16 @@ class RedirectApp(app_manager.OSKenApp):
 
     # Switch life cycle ----------------------------------------------------
 
+    @handler.set_ev_cls(ofp_event.EventOFPSwitchFeatures,
+                        handler.CONFIG_DISPATCHER)
+    def on_switch_features(self, ev):
+        # This handler also makes os-ken deliver the features reply to
+        # `_send_event`, which then reads the switch below the queue.
+        datapath = ev.msg.datapath
+        self._max_meter_id.pop(datapath.id, None)
+        # Barriers until the switch has said what it is.
+        self._writer.executes_in_order(datapath.id, False)
+
     @handler.set_ev_cls(ofp_event.EventOFPStateChange, MAIN)
     def on_switch_ready(self, ev):
         # Not at the features reply: os-ken hands a reply to the handlers
@@ -372,9 +382,6 @@ class RedirectApp(app_manager.OSKenApp):
         # stays in CONFIG until os-ken's own port-description request is
         # answered. Replies to requests sent before then may be lost.
         datapath = ev.datapath
-        self._max_meter_id.pop(datapath.id, None)
-        # Barriers until the switch has said what it is.
-        self._writer.executes_in_order(datapath.id, False)
         # Before any flow of ours: the FlowRemoveds of our own deletes are
         # not wanted (see `openflow.async_config`).
         datapath.send_msg(openflow.async_config(datapath))

@@ -4,6 +4,7 @@ datapath: each handler hands the event to the policy and sends its answer."""
 import logging
 
 from os_ken.base import app_manager
+from os_ken.controller import handler
 from os_ken.controller import ofp_event
 from os_ken.lib.packet import arp
 from os_ken.lib.packet import ethernet
@@ -145,6 +146,8 @@ def test_a_switch_is_sent_barriers_until_it_has_described_itself(
     _connect(redirect_app, datapath)
     _described(redirect_app, datapath, 'Nicira, Inc.', 'Open vSwitch')
     # It reconnects (another switch may now answer to its dpid).
+    redirect_app.on_switch_features(ofp_event.EventOFPSwitchFeatures(
+        parser.OFPSwitchFeatures(datapath, datapath_id=1)))
     redirect_app.on_switch_ready(ofp_event.EventOFPStateChange(datapath))
     assert [type(m).__name__ for m in datapath.sent[-4:]] == [
         'OFPSetAsync', 'OFPDescStatsRequest', 'OFPMeterFeaturesStatsRequest',
@@ -384,3 +387,14 @@ def test_a_refused_message_leaves_the_others_in_the_write(
     assert len(datapath.writes) == 1
     assert [t for t, _, _ in datapath.frames] == [
         ofp.OFPT_BARRIER_REQUEST, ofp.OFPT_BARRIER_REQUEST]
+
+
+def test_the_features_reply_reaches_the_app_which_then_reads_the_switch(
+        redirect_app):
+    """os-ken hands an event only to apps with a handler for it, and the
+    features reply is where the app starts reading the switch's PacketIns
+    itself, below os-ken's event queue (half the cost per connection; an
+    app without the handler ran at half the rate)."""
+    features = ofp_event.EventOFPSwitchFeatures(
+        parser.OFPSwitchFeatures(RecordingDatapath(), datapath_id=1))
+    assert redirect_app.get_handlers(features, handler.CONFIG_DISPATCHER)
