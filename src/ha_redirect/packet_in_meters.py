@@ -88,12 +88,12 @@ class PacketInMeters:
                 result.append(message)
                 continue
             role = message.cookie & 0xffff
-            # Copies of clients' SYNs for redispatch (`redispatch`): one
-            # flow for every service on the switch, metered as clients'.
+            # A second pass (reg6) is the passive check's RST copy, or a
+            # client SYN's copy for redispatch: one flow for every service
+            # on the switch, metered as clients' packets are.
             syn_copy = (message.match.reg6 is not None
                         and role == model.ROLE_SERVICE)
             if message.match.reg6 is not None and not syn_copy:
-                # the passive check's
                 shared = settings.first_meter_id + model.METER_PASSIVE
             else:
                 shared = settings.first_meter_id + (
