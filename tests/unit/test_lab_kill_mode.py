@@ -86,7 +86,12 @@ def test_kill_services_kills_every_process_before_waiting():
     done = subprocess.Popen(['true'])
     done.wait(5)
     before = time.monotonic()
-    t0, t1 = failures.kill_services(procs + [done])
+    exited = {}
+    t0, t1 = failures.kill_services(procs + [done], exited=exited)
+    after = time.monotonic()
     assert before <= t0 <= t1 < before + 1.0
     assert [p.returncode for p in procs] == [-signal.SIGKILL] * 3
     assert done.returncode == 0      # already gone: left alone
+    # When each killed process had exited (Popens are named by PID).
+    assert sorted(exited) == sorted(p.pid for p in procs)
+    assert all(t1 <= t <= after for t in exited.values())

@@ -120,6 +120,10 @@ def kill_run(scheme, rate, rep, gap, detection, failed, transitions=()):
         health_transitions=list(transitions), prober_window=[-1.0, 0.8],
         metrics=dict(
             service_gap_s=gap, monitor_detection_s=detection,
+            # The probe port's server exits 8 ms after the kill.
+            probe_server_exited_s=0.008, services_exited_s=0.031,
+            detection_after_exit_s=(None if detection is None
+                                    else detection - 0.008),
             backup_response_s=gap, probe_failed_after=failed,
             rst_after=0, aborted_before=1, aborted_after=0,
             throughput_mbps=50.0, baseline_throughput_mbps=None,

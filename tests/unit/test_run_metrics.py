@@ -70,7 +70,9 @@ def test_result_fields_in_the_order_runs_json_has_them():
         'monitor_detection_s', 'redirect_s', 'false_failovers',
         'false_failovers_primary', 'false_failovers_backup',
         'probe_attempts_after', 'probe_failed_after', 'probe_answered_by',
-        'rst_after', 'reset_connections', 'rst_after_probe', 'clients',
+        'probe_server_exited_s', 'services_exited_s',
+        'detection_after_exit_s', 'rst_after', 'reset_connections',
+        'rst_after_probe', 'clients',
         'clients_before', 'clients_after', 'clients_finished',
         'aborted_before', 'aborted_after', 'aborted_total',
         'throughput_mbps', 'baseline_clients', 'baseline_aborted',
@@ -114,3 +116,22 @@ def test_clients_are_counted_by_phase():
 def test_no_redirect_away_from_the_primary():
     fields = run_metrics.result_fields(recorded(redirects=[]))
     assert fields['metrics']['redirect_s'] is None
+
+
+def test_kill_mode_times_the_killed_processes_exits():
+    fields = run_metrics.result_fields(recorded(
+        service_exits={'serve-primary': T_FAIL + 0.012,
+                       'iperf3-s-primary-5203': T_FAIL + 0.031},
+        probe_server='serve-primary'))
+    m = fields['metrics']
+    assert m['probe_server_exited_s'] == pytest.approx(0.012)
+    assert m['services_exited_s'] == pytest.approx(0.031)
+    # DOWN at +20 ms: 8 ms after the probed server could be seen dead.
+    assert m['detection_after_exit_s'] == pytest.approx(0.008)
+
+
+def test_link_mode_has_no_process_exits():
+    m = run_metrics.result_fields(recorded())['metrics']
+    assert m['probe_server_exited_s'] is None
+    assert m['services_exited_s'] is None
+    assert m['detection_after_exit_s'] is None

@@ -49,6 +49,7 @@ from ha_redirect.lab import workload
 from ha_redirect import model
 
 PROBE_PORT = 5001
+PROBE_SERVER_LABEL = 'serve-{role}'    # the identity server on PROBE_PORT
 FIRST_CLIENT_PORT = 5201
 BACKUP_ROLE = 'backup1'
 PROBE_LEAD = 1.0      # seconds the prober runs before the failure
@@ -149,7 +150,7 @@ class _Lab:
         for role in ('primary', BACKUP_ROLE):
             agents = [traffic.start_identity_server(
                 scope, self.bed.host(role), role, [PROBE_PORT],
-                label=f'serve-{role}')]
+                label=PROBE_SERVER_LABEL.format(role=role))]
             # Only failure-phase clients can reach the backup.
             agents += _start_iperf3_servers(
                 scope, self.bed.host(role), role,
@@ -389,4 +390,6 @@ def _failure_phase(scope, lab, cfg, rate, repetition, fail_ports, pcap_dir,
         probe_port=PROBE_PORT, fail_ports=fail_ports, probes=probes,
         gap=traffic.service_gap(probes, t_fail, BACKUP_ROLE),
         health=health, redirects=redirects,
-        haproxy_transitions=transitions)
+        haproxy_transitions=transitions,
+        service_exits=dict(getattr(events.cutter, 'exited', {})),
+        probe_server=PROBE_SERVER_LABEL.format(role='primary'))

@@ -35,6 +35,8 @@ class Row:
     runs: int
     gap: metrics.Spread
     detection: metrics.Spread
+    probe_server_exited: metrics.Spread
+    detection_after_exit: metrics.Spread
     failed: metrics.Spread
     false_primary: int
     false_backup: int
@@ -71,6 +73,8 @@ def _row(scheme, rate, runs):
         scheme=scheme, rate=rate, runs=len(runs),
         gap=spread('service_gap_s'),
         detection=spread('monitor_detection_s'),
+        probe_server_exited=spread('probe_server_exited_s'),
+        detection_after_exit=spread('detection_after_exit_s'),
         failed=spread('probe_failed_after'),
         false_primary=sum(r['metrics'].get('false_failovers_primary') or 0
                           for r in runs),
@@ -168,6 +172,8 @@ def monitoring_text(run):
 TABLE_HEAD = ['scheme', 'rate/s', 'runs',
               'detection: kill to first answer from the backup (ms)',
               'detection: kill to monitor DOWN logged (ms)',
+              'kill to the probe port\'s server exited (ms)',
+              'its exit to monitor DOWN logged (ms)',
               'failed connection attempts',
               'false failovers: primary before kill / backup',
               'runs with a false failover']
@@ -178,6 +184,8 @@ def table(table_rows):
         [row.scheme, 'all' if row.rate is None else f'{row.rate:g}',
          str(row.runs), formatting.spread(row.gap, formatting.whole_ms),
          formatting.spread(row.detection, formatting.whole_ms),
+         formatting.spread(row.probe_server_exited, formatting.whole_ms),
+         formatting.spread(row.detection_after_exit, formatting.whole_ms),
          formatting.spread(row.failed, formatting.count),
          f'{row.false_primary} / {row.false_backup}',
          f'{row.runs_with_false} of {row.runs}']
@@ -255,7 +263,14 @@ def section(results, meta):
               'logged* = the controller\'s `tcp_probe marks primary ... '
               'DOWN` line (CLOCK_MONOTONIC) or HAProxy\'s `Server .../primary '
               'is DOWN` line (its microsecond timestamp moved to the same '
-              'clock); *failed connection attempts* = the prober\'s '
+              'clock); *kill to the probe port\'s server exited* = when '
+              'the killed identity server serving the probed port had '
+              'exited (a pidfd turned readable): until then its sockets '
+              'stay open and its listener queues new connections, so no '
+              'monitor can see the kill, and on busy cores this is '
+              'scheduling, not monitoring; *its exit to monitor DOWN '
+              'logged* = the monitor\'s own share, run by run; '
+              '*failed connection attempts* = the prober\'s '
               'connections that failed after the kill; *false failovers* = '
               'DOWN marks of a server that was serving: the primary before '
               'the kill, the backup at any time, from the first client on '

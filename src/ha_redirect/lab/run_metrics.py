@@ -34,6 +34,10 @@ class Recorded:
     health: list              # `metrics.HealthTransition`s
     redirects: list           # (t, to, was, why), SDN only
     haproxy_transitions: list
+    # `--failure kill`: when each killed process had exited (label ->
+    # CLOCK_MONOTONIC), and the label of the one serving the probe port.
+    service_exits: dict = dataclasses.field(default_factory=dict)
+    probe_server: typing.Optional[str] = None
 
 
 def outcomes(clients, phase):
@@ -109,6 +113,24 @@ def result_fields(rec):
         clients=rec.rows)
 
 
+def _exit_metrics(rec, t_fail):
+    """A killed process stays up until the busy cores let it die, and so
+    do its sockets: the kill to the probe port's server exiting, to the
+    last killed process exiting, and from the probe port's exit to the
+    monitor's DOWN (what a monitor can be asked for). None in link mode."""
+    exits = rec.service_exits
+    probe_exit = exits.get(rec.probe_server)
+    detection = metrics.detection_time(rec.health, 'primary', t_fail)
+    return dict(
+        probe_server_exited_s=(None if probe_exit is None
+                               else probe_exit - t_fail),
+        services_exited_s=(max(exits.values()) - t_fail if exits
+                           else None),
+        detection_after_exit_s=(
+            None if probe_exit is None or detection is None
+            else detection - (probe_exit - t_fail)))
+
+
 def _failover_metrics(rec, conns, t_fail):
     """The run's metrics after its backup response times."""
     clients = _classify_clients(rec.rows, conns, t_fail)
@@ -130,6 +152,7 @@ def _failover_metrics(rec, conns, t_fail):
         probe_attempts_after=gap.attempts_after,
         probe_failed_after=gap.failed_after,
         probe_answered_by=gap.answered_by,
+        **_exit_metrics(rec, t_fail),
         rst_after=metrics.resets_after(iperf_conns, t_fail),
         reset_connections=metrics.reset_connections(iperf_conns, t_fail),
         rst_after_probe=metrics.resets_after(probe_conns, t_fail),
