@@ -97,6 +97,28 @@ def test_servers_resets_are_forwarded_as_without_the_check_and_copied(
                     server.port, 5001, 40000)
 
 
+@pytest.mark.parametrize('strategy', STRATEGIES)
+@pytest.mark.parametrize('redispatch', (False, True))
+def test_bare_resets_pass_the_switch_as_without_the_check(strategy,
+                                                          redispatch):
+    """A RST without ACK answers a segment of a connection the server has
+    no socket for: never a refusal. When a service dies its clients' data
+    in flight draws thousands a second; neither copied nor held, they
+    cannot crowd the refusals out of the meter, and the clients learn at
+    once that their connections are gone."""
+    checked = _switch(_policy(strategy, redispatch=redispatch))
+    plain = _switch(_policy(strategy, passive_refusals=0))
+    for server in (PRIMARY, BACKUP):
+        bare = dict(_fields(_reset(server, seq=777)),
+                    tcp_flags=model.TCP_RST)
+        seen = checked.process(1, bare, now=2.0, dry_run=True)
+        assert testing.CONTROLLER not in [d.port for d in seen]
+        assert [(d.port, _without('reg6', d.packet)) for d in seen] == [
+            (d.port, d.packet) for d in plain.process(1, bare, now=2.0,
+                                                      dry_run=True)]
+        assert seen
+
+
 def test_a_servers_other_packets_are_not_copied():
     table = _switch(_policy(redispatch=False))
     syn_ack = dict(_fields(_reset(PRIMARY)),

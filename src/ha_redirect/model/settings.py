@@ -16,7 +16,7 @@ __all__ = [
     'PRIORITY_TABLE_MISS', 'PRIORITY_SERVICE', 'PRIORITY_SERVICE_SYN',
     'PRIORITY_SERVER_REPLY', 'PRIORITY_SERVER_BYPASS',
     'PRIORITY_ARP_RESPONDER', 'PRIORITY_PROBE_REPLY', 'PRIORITY_CONNECTION',
-    'PRIORITY_REDISPATCHED', 'PRIORITY_PASSIVE_COPY',
+    'PRIORITY_REDISPATCHED', 'PRIORITY_PASSIVE_COPY', 'PRIORITY_STALE_RESET',
     'COOKIE_OURS_MASK', 'COOKIE_SERVICE_MASK', 'COOKIE_EXACT_MASK',
     'ROLE_SERVICE', 'ROLE_ARP', 'ROLE_PROBE', 'ROLE_CONNECTION_BASE',
     'COOKIE_PIN_ROLE_MASK', 'GLOBAL_SERVICE_INDEX', 'make_cookie',
@@ -153,7 +153,8 @@ class PolicySettings:
         True, 'As HAProxy\'s "option redispatch": a connection a server '
         'refuses is sent to the next eligible server instead of failing. '
         'Where tcp_probe\'s passive check is on: servers\' RSTs of the '
-        'service then pass through the controller. Under reactive the '
+        'service that carry an ACK (refusals, resets) then pass through the '
+        'controller. Under reactive the '
         'controller has each connection\'s SYN; under the other strategies '
         'the switch copies each client\'s SYN to it as well (one PacketIn '
         'per new connection, off its path, within packet_in_rate: a SYN '
@@ -267,6 +268,8 @@ PRIORITY_CONNECTION = 50          # one TCP connection pinned to one server
 PRIORITY_REDISPATCHED = 51        # one the controller moved after a refusal,
 #                                   above the pin the switch learned for it
 PRIORITY_PASSIVE_COPY = 60        # a server's RSTs: copied, then forwarded
+PRIORITY_STALE_RESET = 61         # a server's RSTs of a connection moved
+#                                   away from it: held for the controller
 
 # Cookie layout: [ settings.cookie : 32 | service index : 16 | role : 16 ].
 COOKIE_OURS_MASK = 0xffffffff00000000
