@@ -4,13 +4,15 @@ Where a switch has meters that drop by packet rate, every flow of ours that
 sends to the controller passes one first: the monitors' own, the copies of
 servers' RSTs (the passive check), or the clients', and with enough meter
 ids one per client port, so one flooding host cannot use up the others'
-share of `packet_in_rate`.
+share of `packet_in_rate`. A server port's would-be meter limits the bare
+RSTs held from its servers for redispatch.
 """
 
 import dataclasses
 import typing
 
 from ha_redirect import model
+from ha_redirect.monitors import passive_check
 from ha_redirect.strategies import base
 
 
@@ -23,6 +25,8 @@ class PacketInMeters:
         self._services = services
         # Switches with our meters -> their client ports' own meters.
         self._port_meters: typing.Dict[int, typing.Dict[int, int]] = {}
+        # ... and their server ports' meters, for the servers' bare RSTs.
+        self._server_meters: typing.Dict[int, typing.Dict[int, int]] = {}
 
     def meet(self, datapath_id: int, port_states: typing.Mapping[int, bool],
              max_meter_id: int) -> typing.List[model.MeterMod]:
@@ -30,6 +34,7 @@ class PacketInMeters:
         id it has (0: none); the MeterMods that set them up."""
         settings = self._settings
         self._port_meters.pop(datapath_id, None)
+        self._server_meters.pop(datapath_id, None)
         if settings.packet_in_rate and max_meter_id >= (
                 model.last_shared_meter_id(settings)):
             servers = {p for s in self._services
@@ -40,6 +45,10 @@ class PacketInMeters:
             self._port_meters[datapath_id] = {
                 port: meter for port, meter in ports.items()
                 if meter <= max_meter_id}
+            self._server_meters[datapath_id] = {
+                port: model.port_meter_id(settings, port)
+                for port in servers
+                if model.port_meter_id(settings, port) <= max_meter_id}
             return self._meter_mods(datapath_id)
         return []
 
@@ -99,7 +108,14 @@ class PacketInMeters:
                 shared = settings.first_meter_id + (
                     model.METER_MONITORS if role == model.ROLE_PROBE
                     else model.METER_CLIENTS)
-            meter = port_meters.get(message.match.in_port, shared)
+            if message.match.tcp_flags == passive_check.BARE_RST:
+                # Held for redispatch: a flood when a service dies, so
+                # each server's pass its own port's meter, apart from
+                # the refusals (see `passive_check`).
+                meter = self._server_meters[datapath_id].get(
+                    message.match.in_port, shared)
+            else:
+                meter = port_meters.get(message.match.in_port, shared)
             index = (message.cookie >> 16) & 0xffff
             if (role == model.ROLE_SERVICE and message.match.in_port is None
                     and port_meters
@@ -126,7 +142,8 @@ class PacketInMeters:
         ids = [self._settings.first_meter_id + offset
                for offset in (model.METER_CLIENTS, model.METER_MONITORS,
                               model.METER_PASSIVE)]
-        ids += sorted(self._port_meters[datapath_id].values())
+        ids += sorted(set(self._port_meters[datapath_id].values())
+                      | set(self._server_meters[datapath_id].values()))
         return [model.MeterMod(datapath_id, command, meter_id, rate, burst)
                 for command in (model.MeterCommand.ADD,
                                 model.MeterCommand.MODIFY)

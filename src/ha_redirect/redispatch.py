@@ -13,9 +13,7 @@ moves that connection to the next eligible server, with pins of its own
 (above the switch's learned pin, if any), and sends the SYN there again: the
 client sees a slower SYN-ACK, not a refusal. Every other RST is passed on
 exactly as the switch would have forwarded it (resubmitted to the table,
-past the flow that held it). A moved connection's later RSTs from the
-server that refused it (bare ones included, which the passive check lets
-pass) are held for us by a flow of their own.
+past the flow that held it).
 """
 
 import collections
@@ -213,36 +211,9 @@ class Redispatcher:
         state.connections[connection_key] = target
         # The pins of the same connection replace the refuser's (same match
         # and priority), and the SYN follows them to the new server.
-        view = state.view(self.settings)
-        messages = strategy.connection_flows(view, _rebuilt(syn_values),
-                                             target, self._pin_priority)
-        # Before the barrier, so it holds before the SYN is released.
-        barrier = next(i for i, m in enumerate(messages)
-                       if isinstance(m, model.Barrier))
-        messages.insert(barrier, self._stale_reset_hold(view, packet, target))
-        return messages
-
-    def _stale_reset_hold(self, view, refusal, target):
-        """The refuser's RSTs of the connection, bare ones too, held for
-        `_moved_away`: the client's ACK may still reach the refuser through
-        OVS's flow cache, and its answer, a bare RST, must not reach the
-        client. Removed with the new server's pins (its cookie)."""
-        return model.FlowMod(
-            view.datapath_id, model.FlowCommand.ADD,
-            match=model.Match(in_port=refusal.in_port,
-                              eth_type=model.ETH_TYPE_IPV4,
-                              ip_proto=model.IP_PROTO_TCP,
-                              ipv4_src=refusal.ipv4_src,
-                              ipv4_dst=refusal.ipv4_dst,
-                              tcp_src=refusal.tcp_src,
-                              tcp_dst=refusal.tcp_dst,
-                              tcp_flags=(model.TCP_RST, model.TCP_RST),
-                              reg6=0),
-            actions=(model.Output(model.SpecialPort.CONTROLLER),),
-            table=self.settings.table,
-            priority=view.priority(model.PRIORITY_STALE_RESET),
-            cookie=view.connection_cookie(target),
-            idle_timeout=self.settings.connection_idle_timeout)
+        return strategy.connection_flows(state.view(self.settings),
+                                         _rebuilt(syn_values), target,
+                                         self._pin_priority)
 
 
 def pass_on(datapath_id: int, packet: model.TcpPacket,

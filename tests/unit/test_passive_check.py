@@ -9,6 +9,7 @@ import random
 import pytest
 
 from ha_redirect import model
+from ha_redirect.monitors import passive_check
 from ha_redirect.monitors.port_status import PortStatusMonitor
 from ha_redirect.monitors.tcp_probe import TcpProbeMonitor
 from ha_redirect import plugins
@@ -99,24 +100,63 @@ def test_servers_resets_are_forwarded_as_without_the_check_and_copied(
 
 @pytest.mark.parametrize('strategy', STRATEGIES)
 @pytest.mark.parametrize('redispatch', (False, True))
-def test_bare_resets_pass_the_switch_as_without_the_check(strategy,
-                                                          redispatch):
+def test_bare_resets_are_not_copied_and_held_only_for_redispatch(
+        strategy, redispatch):
     """A RST without ACK answers a segment of a connection the server has
-    no socket for: never a refusal. When a service dies its clients' data
-    in flight draws thousands a second; neither copied nor held, they
-    cannot crowd the refusals out of the meter, and the clients learn at
-    once that their connections are gone."""
+    no socket for: never a refusal, so never copied. Redispatch holds it
+    (the refuser's answer to a moved connection's ACK must not reach the
+    client); without redispatch it passes as without the check."""
     checked = _switch(_policy(strategy, redispatch=redispatch))
     plain = _switch(_policy(strategy, passive_refusals=0))
     for server in (PRIMARY, BACKUP):
         bare = dict(_fields(_reset(server, seq=777)),
                     tcp_flags=model.TCP_RST)
         seen = checked.process(1, bare, now=2.0, dry_run=True)
+        if redispatch:
+            assert [d.port for d in seen] == [testing.CONTROLLER]
+            continue
         assert testing.CONTROLLER not in [d.port for d in seen]
         assert [(d.port, _without('reg6', d.packet)) for d in seen] == [
             (d.port, d.packet) for d in plain.process(1, bare, now=2.0,
                                                       dry_run=True)]
         assert seen
+
+
+@pytest.mark.parametrize('redispatch', (False, True))
+def test_bare_resets_cannot_crowd_refusals_out_of_their_meter(redispatch):
+    """When a service dies its clients' data in flight draws thousands of
+    bare RSTs a second; refusals and resets (RST with ACK) pass the
+    passive check's meter, held bare RSTs their server port's."""
+    policy = _policy('proactive', redispatch=redispatch)
+    messages = [m for message in policy.on_switch_connected(
+        1, {1: True, 2: True, 3: True}, 0.0, max_meter_id=1000)
+        for m in getattr(message, 'messages', (message,))]
+    settings = policy.settings
+    meter_ids = {m.meter_id for m in messages
+                 if isinstance(m, model.MeterMod)}
+    held = {}
+    for flow in messages:
+        if (isinstance(flow, model.FlowMod) and flow.match.tcp_flags
+                and flow.match.tcp_flags[0] & model.TCP_RST
+                and model.Output(model.SpecialPort.CONTROLLER)
+                in flow.actions):
+            held.setdefault(flow.match.tcp_flags, set()).add(
+                (flow.match.in_port, flow.actions[0].meter_id))
+    passive_meter = settings.first_meter_id + model.METER_PASSIVE
+    rst_ack = (model.TCP_RST | model.TCP_ACK,) * 2
+    if redispatch:
+        assert held[rst_ack] == {(PRIMARY.port, passive_meter),
+                                 (BACKUP.port, passive_meter)}
+        assert held[passive_check.BARE_RST] == {
+            (server.port, model.port_meter_id(settings, server.port))
+            for server in (PRIMARY, BACKUP)}
+        assert {model.port_meter_id(settings, server.port)
+                for server in (PRIMARY, BACKUP)} <= meter_ids
+    else:
+        # The copy pass, on any server port.
+        assert held == {rst_ack: {(PRIMARY.port, passive_meter),
+                                  (BACKUP.port, passive_meter)}}
+    assert passive_meter in meter_ids
 
 
 def test_a_servers_other_packets_are_not_copied():

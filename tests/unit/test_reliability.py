@@ -22,6 +22,7 @@ import pytest
 
 from ha_redirect import app as app_mod
 from ha_redirect import model
+from ha_redirect.monitors import passive_check
 from ha_redirect import openflow
 from ha_redirect.policy import RedirectPolicy
 from ha_redirect.strategies.proactive import ProactiveStrategy
@@ -416,9 +417,10 @@ def test_flows_to_the_controller_pass_a_meter_where_the_switch_has_them():
     messages = policy.on_switch_connected(1, {1: True, 2: True, 3: True},
                                           0.0, max_meter_id=1000)
     meters = [m for m in messages if isinstance(m, model.MeterMod)]
-    # Shared, monitors', servers' RST copies (the passive check), and
-    # client port 3's own (72 + 2 + 3).
-    assert {m.meter_id for m in meters} == {72, 73, 74, 77}
+    # Shared, monitors', servers' RST copies (the passive check), server
+    # ports 1 and 2's for their bare RSTs held for redispatch, and client
+    # port 3's own (72 + 2 + port).
+    assert {m.meter_id for m in meters} == {72, 73, 74, 75, 76, 77}
     assert all(m.rate == settings.packet_in_rate for m in meters)
     [bundle] = [m for m in messages if isinstance(m, model.Bundle)]
     assert messages.index(bundle) > messages.index(meters[-1])
@@ -431,7 +433,9 @@ def test_flows_to_the_controller_pass_a_meter_where_the_switch_has_them():
     assert copies
     for flow in to_controller:
         probe = flow.cookie & 0xffff == model.ROLE_PROBE
-        expected = (74 if flow in copies else 73 if probe
+        bare = flow.match.tcp_flags == passive_check.BARE_RST
+        expected = (74 + flow.match.in_port if bare
+                    else 74 if flow in copies else 73 if probe
                     else 77 if flow.match.in_port == 3 else 72)
         assert flow.actions[0] == model.Meter(expected)
     # Port 3's copy of each service flow, one priority up.

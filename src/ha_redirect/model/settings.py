@@ -16,7 +16,7 @@ __all__ = [
     'PRIORITY_TABLE_MISS', 'PRIORITY_SERVICE', 'PRIORITY_SERVICE_SYN',
     'PRIORITY_SERVER_REPLY', 'PRIORITY_SERVER_BYPASS',
     'PRIORITY_ARP_RESPONDER', 'PRIORITY_PROBE_REPLY', 'PRIORITY_CONNECTION',
-    'PRIORITY_REDISPATCHED', 'PRIORITY_PASSIVE_COPY', 'PRIORITY_STALE_RESET',
+    'PRIORITY_REDISPATCHED', 'PRIORITY_PASSIVE_COPY',
     'COOKIE_OURS_MASK', 'COOKIE_SERVICE_MASK', 'COOKIE_EXACT_MASK',
     'ROLE_SERVICE', 'ROLE_ARP', 'ROLE_PROBE', 'ROLE_CONNECTION_BASE',
     'COOKIE_PIN_ROLE_MASK', 'GLOBAL_SERVICE_INDEX', 'make_cookie',
@@ -180,8 +180,10 @@ class PolicySettings:
         72,
         'OpenFlow meter id for clients\' PacketIns; the next id is the '
         'health probes\', the one after the servers\' RSTs copied for the '
-        'passive check, then one per client port. Use ids no other app on '
-        'the switch uses.')
+        'passive check, then one per switch port (first_meter_id + 2 + '
+        'port): a client port\'s PacketIns, or the bare RSTs held from a '
+        'server port for redispatch. Use ids no other app on the switch '
+        'uses.')
 
     def __post_init__(self):
         error = SettingsError.for_field
@@ -268,8 +270,6 @@ PRIORITY_CONNECTION = 50          # one TCP connection pinned to one server
 PRIORITY_REDISPATCHED = 51        # one the controller moved after a refusal,
 #                                   above the pin the switch learned for it
 PRIORITY_PASSIVE_COPY = 60        # a server's RSTs: copied, then forwarded
-PRIORITY_STALE_RESET = 61         # a server's RSTs of a connection moved
-#                                   away from it: held for the controller
 
 # Cookie layout: [ settings.cookie : 32 | service index : 16 | role : 16 ].
 COOKIE_OURS_MASK = 0xffffffff00000000

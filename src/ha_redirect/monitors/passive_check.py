@@ -18,18 +18,25 @@ controller pins connections itself), the flow holds the RST for the
 controller instead, which passes it on or redispatches its connection
 (`ha_redirect.redispatch`).
 
-Only RSTs that carry an ACK are copied or held: refusals, and resets of
-established connections. A bare RST (no ACK) is the kernel's answer to a
-segment of a connection it has no socket for; it is never a refusal. When a
-service dies, its clients' data in flight draws them by the thousand (15,000
-a second from 16 iperf3 transfers here): held, they starved the refusals at
-the meter, and kept the clients sending to a dead server for 100 ms more.
+A bare RST (no ACK) is the kernel's answer to a segment of a connection it
+has no socket for: never a refusal. When a service dies, its clients' data
+in flight draws them by the thousand (15,000 a second from 16 iperf3
+transfers here); through the same meter as the refusals, they crowded the
+refusals out and the verdict waited for the flood to end. So only RSTs with
+an ACK (refusals, resets of established connections) are copied, and under
+`redispatch`, which must hold bare ones too (the refuser's answer to a
+moved connection's ACK must not reach its client), a server's bare RSTs
+pass a meter of their own: its switch port's (`packet_in_meters`).
 """
 
 import collections
 import typing
 
 from ha_redirect import model
+
+RST_ACK = model.TCP_RST | model.TCP_ACK
+# A RST without ACK, as OpenFlow matches it (value, mask).
+BARE_RST = (model.TCP_RST, RST_ACK)
 
 
 class PassiveCheck:
@@ -56,7 +63,8 @@ class PassiveCheck:
         settings = self.settings
         table = settings.table
         priority = settings.base_priority + model.PRIORITY_PASSIVE_COPY
-        rst = (model.TCP_RST | model.TCP_ACK, model.TCP_RST | model.TCP_ACK)
+        rst_ack = (RST_ACK, RST_ACK)
+        kinds = [rst_ack]
 
         def flow(match, actions):
             return model.FlowMod(datapath_id, model.FlowCommand.ADD,
@@ -66,6 +74,7 @@ class PassiveCheck:
         if settings.redispatch:
             # Held for the controller, which redispatches or passes it on.
             first_pass = (model.Output(model.SpecialPort.CONTROLLER),)
+            kinds.append(BARE_RST)
         else:
             first_pass = (model.SetField('reg6', model.PASS_FORWARD),
                           model.Resubmit(table),
@@ -74,19 +83,20 @@ class PassiveCheck:
         flows = []
         for server in self.service.servers:
             for tcp_port in self.service.tcp_ports:
-                flows.append(flow(
-                    model.Match(in_port=server.port,
-                                eth_type=model.ETH_TYPE_IPV4,
-                                ip_proto=model.IP_PROTO_TCP,
-                                ipv4_src=server.ip, tcp_src=tcp_port,
-                                tcp_flags=rst, reg6=0),
-                    first_pass))
+                for flags in kinds:
+                    flows.append(flow(
+                        model.Match(in_port=server.port,
+                                    eth_type=model.ETH_TYPE_IPV4,
+                                    ip_proto=model.IP_PROTO_TCP,
+                                    ipv4_src=server.ip, tcp_src=tcp_port,
+                                    tcp_flags=flags, reg6=0),
+                        first_pass))
         if settings.redispatch:
             return flows
         for port in sorted(set(self.service.server_ports)):
             flows.append(flow(
                 model.Match(in_port=port, eth_type=model.ETH_TYPE_IPV4,
-                            ip_proto=model.IP_PROTO_TCP, tcp_flags=rst,
+                            ip_proto=model.IP_PROTO_TCP, tcp_flags=rst_ack,
                             reg6=model.PASS_COPY),
                 (model.Output(model.SpecialPort.CONTROLLER),)))
         return flows
