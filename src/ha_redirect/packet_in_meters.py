@@ -40,15 +40,15 @@ class PacketInMeters:
             servers = {p for s in self._services
                        if s.datapath_id == datapath_id
                        for p in s.server_ports}
-            ports = {port: model.port_meter_id(settings, port)
-                     for port in port_states if port not in servers}
-            self._port_meters[datapath_id] = {
-                port: meter for port, meter in ports.items()
-                if meter <= max_meter_id}
-            self._server_meters[datapath_id] = {
-                port: model.port_meter_id(settings, port)
-                for port in servers
-                if model.port_meter_id(settings, port) <= max_meter_id}
+
+            def meters(ports):
+                return {port: meter for port in ports
+                        for meter in (model.port_meter_id(settings, port),)
+                        if meter <= max_meter_id}
+
+            self._port_meters[datapath_id] = meters(
+                port for port in port_states if port not in servers)
+            self._server_meters[datapath_id] = meters(servers)
             return self._meter_mods(datapath_id)
         return []
 

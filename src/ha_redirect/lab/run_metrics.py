@@ -113,14 +113,14 @@ def result_fields(rec):
         clients=rec.rows)
 
 
-def _exit_metrics(rec, t_fail):
+def _exit_metrics(rec, t_fail, detection):
     """A killed process stays up until the busy cores let it die, and so
     do its sockets: the kill to the probe port's server exiting, to the
     last killed process exiting, and from the probe port's exit to the
-    monitor's DOWN (what a monitor can be asked for). None in link mode."""
+    monitor's DOWN (`detection` after the kill; what a monitor can be
+    asked for). None in link mode."""
     exits = rec.service_exits
     probe_exit = exits.get(rec.probe_server)
-    detection = metrics.detection_time(rec.health, 'primary', t_fail)
     return dict(
         probe_server_exited_s=(None if probe_exit is None
                                else probe_exit - t_fail),
@@ -139,10 +139,10 @@ def _failover_metrics(rec, conns, t_fail):
     probe_conns = [c for c in conns if c.server_port == rec.probe_port]
     iperf_conns = [c for c in conns if c.server_port != rec.probe_port]
     gap = rec.gap
+    detection = metrics.detection_time(rec.health, 'primary', t_fail)
     return dict(
         service_gap_s=gap.gap,
-        monitor_detection_s=metrics.detection_time(rec.health, 'primary',
-                                                   t_fail),
+        monitor_detection_s=detection,
         redirect_s=_first_redirect(rec.redirects, t_fail),
         false_failovers=len(false),
         false_failovers_primary=sum(
@@ -152,7 +152,7 @@ def _failover_metrics(rec, conns, t_fail):
         probe_attempts_after=gap.attempts_after,
         probe_failed_after=gap.failed_after,
         probe_answered_by=gap.answered_by,
-        **_exit_metrics(rec, t_fail),
+        **_exit_metrics(rec, t_fail, detection),
         rst_after=metrics.resets_after(iperf_conns, t_fail),
         reset_connections=metrics.reset_connections(iperf_conns, t_fail),
         rst_after_probe=metrics.resets_after(probe_conns, t_fail),
