@@ -83,6 +83,11 @@ class ControllerMetrics:
             Counter, 'passive_refusals', _SERVER,
             "Clients' connections a server refused (its RST answering a "
             "SYN), as tcp_probe's passive check saw them")
+        self.passive_aborts = self._new(
+            Counter, 'passive_aborts', _SERVER,
+            "Clients' established connections a server reset (its RST "
+            "carrying its own sequence number), as tcp_probe's passive "
+            "check saw them")
         self.probe_rtt = self._new(
             Histogram, 'probe_rtt_seconds', _SERVICE,
             'tcp_probe round trip: SYN out to SYN-ACK or RST back',
@@ -146,6 +151,10 @@ class ControllerMetrics:
 
     def passive_refusal(self, service, server_index):
         self.passive_refusals.labels(
+            service, self._name(service, server_index)).inc()
+
+    def passive_abort(self, service, server_index):
+        self.passive_aborts.labels(
             service, self._name(service, server_index)).inc()
 
     # The app's --------------------------------------------------------------

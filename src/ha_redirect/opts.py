@@ -111,7 +111,8 @@ _POLICY_OPTS = [
     *map(_setting_opt, (
         'probe_ip', 'probe_mac', 'probe_interval', 'probe_timeout',
         'probe_fall', 'probe_rise', 'probe_jitter', 'passive_refusals',
-        'passive_window', 'redispatch')),
+        'passive_window', 'passive_aborts', 'passive_abort_window',
+        'redispatch')),
 ]
 
 _SERVICE_OPTS = [

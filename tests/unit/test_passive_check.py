@@ -215,13 +215,70 @@ def test_refusals_spread_wider_than_the_window_change_nothing():
 
 
 def test_resets_of_established_connections_are_not_refusals():
-    policy = _policy(passive_refusals=3)
+    """Apart by more than the abort window, resets add up to nothing,
+    however many."""
+    policy = _policy(passive_refusals=3, passive_abort_window=0.02)
     policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 0.0)
     for n in range(10):
-        answer = policy.on_packet(1, _reset(PRIMARY, seq=5000 + n), 1.0)
+        answer = policy.on_packet(
+            1, _reset(PRIMARY, seq=5000 + n, client_port=40000 + n),
+            1.0 + n * 0.05)
         # Claimed, never taken for a client's packet: only passed on.
         assert [type(m) for m in answer] == [model.PacketOut]
     assert policy.active_server('web') == PRIMARY
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_a_burst_of_resets_marks_the_primary_down_at_once(strategy):
+    """A dying process resets its connections together: passive_aborts
+    of them within passive_abort_window fail over, refusals or not."""
+    policy = _policy(strategy, passive_aborts=3, passive_abort_window=0.02)
+    policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 0.0)
+    for n in range(2):
+        policy.on_packet(1, _reset(PRIMARY, seq=7000 + n,
+                                   client_port=40000 + n), 1.0 + n * 0.005)
+    assert policy.active_server('web') == PRIMARY
+    policy.on_packet(1, _reset(PRIMARY, seq=9000, client_port=40009), 1.015)
+    assert policy.active_server('web') == BACKUP
+    [(when, index, up)] = policy._states[0].monitors[1].transitions
+    assert (when, index, up) == (1.015, 0, False)
+
+
+def test_resets_count_only_where_passive_aborts_is_on():
+    policy = _policy(passive_aborts=0)
+    policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 0.0)
+    for n in range(10):
+        policy.on_packet(1, _reset(PRIMARY, seq=5000 + n,
+                                   client_port=40000 + n), 1.0)
+    assert policy.active_server('web') == PRIMARY
+
+
+def test_bare_rsts_are_neither_refusals_nor_aborts():
+    """The kernel's answers to segments it has no socket for (a flood
+    after any crash, or stray packets) decide nothing."""
+    policy = _policy(passive_refusals=1, passive_aborts=1)
+    policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 0.0)
+    for n in range(10):
+        bare = model.TcpPacket(**{
+            **_reset(PRIMARY, seq=5000 + n, client_port=40000 + n).__dict__,
+            'tcp_flags': model.TCP_RST})
+        policy.on_packet(1, bare, 1.0)
+    assert policy.active_server('web') == PRIMARY
+
+
+def test_each_abort_is_told_to_the_observer():
+    from ha_redirect import metrics as metrics_mod
+    policy = _policy(passive_aborts=5)
+    metrics = metrics_mod.ControllerMetrics()
+    policy.set_observer(metrics)
+    policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 0.0)
+    for n in range(3):
+        policy.on_packet(1, _reset(PRIMARY, seq=99 + n,
+                                   client_port=40000 + n), 1.0)
+    _refuse(policy, PRIMARY, 1, start=1.1)              # not an abort
+    assert metrics.registry.get_sample_value(
+        'ha_redirect_passive_aborts_total',
+        {'service': 'web', 'server': 'primary'}) == 3
 
 
 def test_a_backups_refusals_count_against_the_backup_even_rewritten():
@@ -265,6 +322,8 @@ def test_probes_bring_a_passively_marked_server_back():
 @pytest.mark.parametrize('changes, culprit', [
     (dict(passive_refusals=-1), 'passive_refusals'),
     (dict(passive_window=0), 'passive_window'),
+    (dict(passive_aborts=-1), 'passive_aborts'),
+    (dict(passive_abort_window=0), 'passive_abort_window'),
 ])
 def test_bad_passive_settings_are_named(changes, culprit):
     with pytest.raises(model.SettingsError, match=culprit):

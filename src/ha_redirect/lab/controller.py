@@ -110,6 +110,8 @@ def render_controller_config(services, settings=None, control_socket='',
         f'probe_jitter = {settings.probe_jitter!r}',
         f'passive_refusals = {settings.passive_refusals}',
         f'passive_window = {settings.passive_window!r}',
+        f'passive_aborts = {settings.passive_aborts}',
+        f'passive_abort_window = {settings.passive_abort_window!r}',
         f'redispatch = {bool_text[settings.redispatch]}',
     ]
     if coordination:

@@ -84,6 +84,8 @@ class SchemeSetup:
                         probe_jitter=s.probe_jitter,
                         passive_refusals=s.passive_refusals,
                         passive_window=s.passive_window,
+                        passive_aborts=s.passive_aborts,
+                        passive_abort_window=s.passive_abort_window,
                         redispatch=s.redispatch)
         profile = haproxy_mod.resolve_profile(self.profile)
         return dict(monitors=['haproxy'], haproxy_profile=profile.name,

@@ -140,8 +140,11 @@ def _passive_text(run):
     if not refusals:
         return 'no passive check, '
     redispatch = ' and redispatch' if h.get('redispatch') else ''
+    aborts = h.get('passive_aborts')
+    aborts = (f' or {aborts} resets within '
+              f'{h["passive_abort_window"] * 1000:g} ms' if aborts else '')
     return (f'passive check ({refusals} refusals within '
-            f'{h["passive_window"] * 1000:g} ms){redispatch}, ')
+            f'{h["passive_window"] * 1000:g} ms{aborts}){redispatch}, ')
 
 
 def monitoring_text(run):

@@ -40,7 +40,8 @@ class Monitor(abc.ABC):
     with `probe_result(service_name, server_index, outcome, rtt_seconds)`
     (`ha_redirect.metrics` exports them to Prometheus), and optionally
     `passive_refusal(service_name, server_index)`: a client's connection
-    the server refused. Default None."""
+    the server refused, and `passive_abort(service_name, server_index)`:
+    one it reset. Default None."""
 
     def __init__(self, service: model.Service,
                  settings: model.PolicySettings, cookie: int):

@@ -18,6 +18,13 @@ controller pins connections itself), the flow holds the RST for the
 controller instead, which passes it on or redispatches its connection
 (`ha_redirect.redispatch`).
 
+Refusals come only as fast as clients' SYNs reach the dead server, and
+under load those wait behind the clients' data on the same path (up to
+180 ms here). A process that dies resets at once every connection it had
+with data unread, and those resets travel the lightly loaded way back: so
+passive_aborts of them within the short passive_abort_window mark the
+server down too.
+
 A bare RST (no ACK) is the kernel's answer to a segment of a connection it
 has no socket for: never a refusal. When a service dies, its clients' data
 in flight draws them by the thousand (15,000 a second from 16 iperf3
@@ -51,6 +58,9 @@ class PassiveCheck:
         # `passive_refusals` are all a verdict needs, whatever the flood.
         self._refused_at = [
             collections.deque(maxlen=max(1, settings.passive_refusals))
+            for _ in service.servers]
+        self._aborted_at = [
+            collections.deque(maxlen=max(1, settings.passive_aborts))
             for _ in service.servers]
 
     @property
@@ -131,13 +141,30 @@ class PassiveCheck:
         carries the server's own sequence number."""
         return bool(packet.tcp_flags & model.TCP_ACK) and packet.tcp_seq == 0
 
+    @staticmethod
+    def is_abort(packet: model.TcpPacket) -> bool:
+        """The reset of an established connection by the server's own
+        socket (a closed socket with data unread, or a process that died
+        with it open): it acknowledges and carries a sequence number."""
+        return bool(packet.tcp_flags & model.TCP_ACK) and packet.tcp_seq != 0
+
     def refused(self, server_index: int, now: float) -> int:
         """Count a refusal; how many fell within the window."""
-        seen = self._refused_at[server_index]
+        return self._count(self._refused_at[server_index], now,
+                           self.settings.passive_window)
+
+    def aborted(self, server_index: int, now: float) -> int:
+        """Count an abort; how many fell within the abort window."""
+        return self._count(self._aborted_at[server_index], now,
+                           self.settings.passive_abort_window)
+
+    @staticmethod
+    def _count(seen, now, window):
         seen.append(now)
-        while seen and now - seen[0] > self.settings.passive_window:
+        while seen and now - seen[0] > window:
             seen.popleft()
         return len(seen)
 
     def forget(self, server_index: int) -> None:
         self._refused_at[server_index].clear()
+        self._aborted_at[server_index].clear()

@@ -11,7 +11,8 @@ Servers need nothing extra, and no management network is involved.
 
 Between probes, the passive check (`passive_check`, on unless
 passive_refusals is 0) marks a server down as soon as it refuses
-passive_refusals clients' connections within passive_window.
+passive_refusals clients' connections within passive_window, or resets
+passive_aborts established ones within passive_abort_window.
 """
 
 import logging
@@ -206,19 +207,29 @@ class TcpProbeMonitor(base.Monitor):
         return answers
 
     def _on_copied_reset(self, index, packet, now):
-        if not self._passive.is_refusal(packet):
-            return      # an established connection's reset: no verdict
-        refusals = self._passive.refused(index, now)
-        count = getattr(self.observer, 'passive_refusal', None)
+        settings = self.settings
+        passive = self._passive
+        if passive.is_refusal(packet):
+            seen = passive.refused(index, now)
+            needed, window = settings.passive_refusals, settings.passive_window
+            what, told = 'refused', 'passive_refusal'
+        elif passive.is_abort(packet) and settings.passive_aborts > 0:
+            seen = passive.aborted(index, now)
+            needed = settings.passive_aborts
+            window = settings.passive_abort_window
+            what, told = 'reset', 'passive_abort'
+        else:
+            return      # a bare RST: the kernel's answer to a stray segment
+        count = getattr(self.observer, told, None)
         if count is not None:
             count(self.service.name, index)
-        if refusals < self.settings.passive_refusals or not self._up[index]:
+        if seen < needed or not self._up[index]:
             return
-        self._passive.forget(index)
+        passive.forget(index)
         self._good_in_a_row[index] = 0
         self._bad_in_a_row[index] = 0
-        self._mark(index, False, now, f'{refusals} connections refused '
-                   f'within {self.settings.passive_window:g}s')
+        self._mark(index, False, now,
+                   f'{seen} connections {what} within {window:g}s')
 
     def _observe(self, index, outcome, rtt):
         if self.observer is not None:
