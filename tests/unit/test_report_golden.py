@@ -124,6 +124,10 @@ def kill_run(scheme, rate, rep, gap, detection, failed, transitions=()):
             probe_server_exited_s=0.008, services_exited_s=0.031,
             detection_after_exit_s=(None if detection is None
                                     else detection - 0.008),
+            # The network's queues before the kill: longer through a
+            # switch that is the bottleneck.
+            connect_before_failure_s=0.004 if scheme.startswith('haproxy')
+            else 0.090,
             backup_response_s=gap, probe_failed_after=failed,
             rst_after=0, aborted_before=1, aborted_after=0,
             throughput_mbps=50.0, baseline_throughput_mbps=None,

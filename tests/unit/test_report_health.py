@@ -92,11 +92,12 @@ def test_section_has_the_table_the_settings_and_where_it_breaks():
                             duration=2.0))
     text = '\n'.join(health_report.section(results(), meta))
     assert text.startswith(f'## {health_report.TITLE}')
-    # Runs from before the processes' exits were timed: '-' there.
-    assert ('| haproxy-tuned | 8 | 3 | 70 | 10 | - | - | 0 | 1 / 1 | '
+    # Runs from before the processes' exits and the connect time were
+    # measured: '-' there.
+    assert ('| haproxy-tuned | 8 | 3 | 70 | 10 | - | - | - | 0 | 1 / 1 | '
             '1 of 3 |') in text
     assert ('| sdn-proactive | all | 6 | 280 [270-290] | 250 [240-260] | '
-            '- | - | 50 | 0 / 0 | 0 of 6 |') in text
+            '- | - | - | 50 | 0 / 0 | 0 of 6 |') in text
     assert 'timeout 1000 ms, fall 3, rise 2' in text
     assert '-- its default settings' in text
     assert '**sdn-proactive**: no false failover in 6 runs' in text

@@ -70,8 +70,9 @@ def test_result_fields_in_the_order_runs_json_has_them():
         'monitor_detection_s', 'redirect_s', 'false_failovers',
         'false_failovers_primary', 'false_failovers_backup',
         'probe_attempts_after', 'probe_failed_after', 'probe_answered_by',
-        'probe_server_exited_s', 'services_exited_s',
-        'detection_after_exit_s', 'rst_after', 'reset_connections',
+        'connect_before_failure_s', 'probe_server_exited_s',
+        'services_exited_s', 'detection_after_exit_s', 'rst_after',
+        'reset_connections',
         'rst_after_probe', 'clients',
         'clients_before', 'clients_after', 'clients_finished',
         'aborted_before', 'aborted_after', 'aborted_total',
@@ -135,3 +136,20 @@ def test_link_mode_has_no_process_exits():
     assert m['probe_server_exited_s'] is None
     assert m['services_exited_s'] is None
     assert m['detection_after_exit_s'] is None
+
+
+def test_connect_time_before_the_failure_is_the_median_of_the_last_second():
+    """The queues every packet to a server waits in before the failure:
+    from the attempts started in the second before it, answered or not
+    counted, later ones ignored."""
+    probes = [dict(probe(T_FAIL - 2.0), t_connected=T_FAIL - 1.0),  # too early
+              dict(probe(T_FAIL - 0.9), t_connected=T_FAIL - 0.9 + 0.150),
+              dict(probe(T_FAIL - 0.5), t_connected=T_FAIL - 0.5 + 0.010),
+              dict(probe(T_FAIL - 0.2), t_connected=T_FAIL - 0.2 + 0.040),
+              probe(T_FAIL - 0.1, ok=False),                   # no SYN-ACK
+              dict(probe(T_FAIL + 0.1), t_connected=T_FAIL + 0.9)]  # after
+    m = run_metrics.result_fields(recorded(
+        probes=probes, gap=traffic.service_gap(probes, T_FAIL, 'backup1')))[
+        'metrics']
+    assert m['connect_before_failure_s'] == pytest.approx(0.040)
+    assert run_metrics.connect_before(probes[-1:], T_FAIL) is None

@@ -37,6 +37,7 @@ class Row:
     detection: metrics.Spread
     probe_server_exited: metrics.Spread
     detection_after_exit: metrics.Spread
+    connect_before: metrics.Spread
     failed: metrics.Spread
     false_primary: int
     false_backup: int
@@ -75,6 +76,7 @@ def _row(scheme, rate, runs):
         detection=spread('monitor_detection_s'),
         probe_server_exited=spread('probe_server_exited_s'),
         detection_after_exit=spread('detection_after_exit_s'),
+        connect_before=spread('connect_before_failure_s'),
         failed=spread('probe_failed_after'),
         false_primary=sum(r['metrics'].get('false_failovers_primary') or 0
                           for r in runs),
@@ -177,6 +179,7 @@ TABLE_HEAD = ['scheme', 'rate/s', 'runs',
               'detection: kill to monitor DOWN logged (ms)',
               'kill to the probe port\'s server exited (ms)',
               'its exit to monitor DOWN logged (ms)',
+              'the prober\'s connect time before the kill (ms)',
               'failed connection attempts',
               'false failovers: primary before kill / backup',
               'runs with a false failover']
@@ -189,6 +192,7 @@ def table(table_rows):
          formatting.spread(row.detection, formatting.whole_ms),
          formatting.spread(row.probe_server_exited, formatting.whole_ms),
          formatting.spread(row.detection_after_exit, formatting.whole_ms),
+         formatting.spread(row.connect_before, formatting.whole_ms),
          formatting.spread(row.failed, formatting.count),
          f'{row.false_primary} / {row.false_backup}',
          f'{row.runs_with_false} of {row.runs}']
@@ -272,7 +276,15 @@ def section(results, meta):
               'stay open and its listener queues new connections, so no '
               'monitor can see the kill, and on busy cores this is '
               'scheduling, not monitoring; *its exit to monitor DOWN '
-              'logged* = the monitor\'s own share, run by run; '
+              'logged* = the monitor\'s own share, run by run; *the '
+              'prober\'s connect time before the kill* = each run\'s median '
+              'from a prober SYN to its SYN-ACK over the second before the '
+              'kill: the queues on the way to a server and back, which '
+              'every signal of its death waits in too (where the switch '
+              'itself is the bottleneck, its port buffers fill), so no '
+              'in-band monitor can beat it; under HAProxy the SYN-ACK '
+              'comes from the proxy, and the queues behind it are not '
+              'seen; '
               '*failed connection attempts* = the prober\'s '
               'connections that failed after the kill; *false failovers* = '
               'DOWN marks of a server that was serving: the primary before '
