@@ -4,6 +4,7 @@ Each case runs for every strategy that supports it, on a fresh testbed.
 """
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -132,6 +133,71 @@ def test_refused_connections_mark_a_killed_service_down_between_probes(
         else:
             assert refused, 'no attempt was refused: was it killed?'
         assert_all_served_by(records, to_backup + 0.2, 'backup1')
+
+
+# Probes and refusals both out of the picture (no client opens a connection
+# after the kill): only the resets of the connections it held can tell.
+ABORTS_ONLY = model.PolicySettings(probe_interval=5.0, passive_refusals=1000,
+                                   passive_aborts=3,
+                                   passive_abort_window=0.02)
+# Connections that send until neither side can take more, never reading:
+# the server's socket then holds data it has not read, so its kernel resets
+# the connection when the server dies.
+STUFF_CONNECTIONS = """
+import json, socket, sys, time
+ip, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+conns = []
+for _ in range(count):
+    c = socket.create_connection((ip, port), timeout=5)
+    c.setblocking(False)
+    conns.append(c)
+for c in conns:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            c.send(b'x' * 65536)
+        except BlockingIOError:
+            time.sleep(0.05)
+            try:
+                c.send(b'x' * 65536)
+            except BlockingIOError:
+                break
+print(json.dumps(dict(event='stuffed', connections=count)), flush=True)
+time.sleep(3600)
+"""
+DOWN_BY_RESETS = re.compile(
+    r't=([0-9.]+) service \S+: tcp_probe marks primary \S+ DOWN '
+    r'\((\d+) connections reset within')
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_a_killed_service_is_marked_down_by_the_resets_it_sends(strategy):
+    """A process that dies resets at once every connection it held with
+    data unread: `passive_aborts` of those resets within
+    `passive_abort_window` mark the server down, with no probe due and no
+    new connection to be refused, and new connections go to the backup."""
+    with scope_mod.RunScope() as scope:
+        sdn = scenarios.SdnScenario(
+            scope, strategy=strategy, settings=ABORTS_ONLY,
+            monitors=('port_status', 'tcp_probe')).start()
+        client = sdn.bed.clients[0]
+        traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
+        ip, port = sdn.address
+        stuffed = traffic.AgentProcess(
+            scope, client, 'stuffed-connections',
+            [sys.executable, '-c', STUFF_CONNECTIONS, ip, str(port), '4'])
+        stuffed.wait_for(lambda r: r.get('event') == 'stuffed', timeout=20)
+        assert 'DOWN' not in sdn.controller.log()
+        t_kill = failures.kill_service(sdn.servers['primary'])
+
+        def marked_down():
+            return DOWN_BY_RESETS.search(sdn.controller.log())
+        down = scope_mod.wait_until(marked_down, PASSIVE_BOUND + 1.0,
+                                    what='DOWN from the resets')
+        print(f'\n{strategy}: DOWN {float(down[1]) - t_kill:.3f} s after '
+              f'the kill, from {down[2]} resets')
+        assert float(down[1]) - t_kill <= PASSIVE_BOUND
+        traffic.wait_served_by(client, *sdn.address, 'backup1', timeout=5)
 
 
 @pytest.mark.parametrize('strategy', STRATEGIES)

@@ -217,7 +217,8 @@ def test_refusals_spread_wider_than_the_window_change_nothing():
 def test_resets_of_established_connections_are_not_refusals():
     """Apart by more than the abort window, resets add up to nothing,
     however many."""
-    policy = _policy(passive_refusals=3, passive_abort_window=0.02)
+    policy = _policy(passive_refusals=3, passive_aborts=3,
+                     passive_abort_window=0.02)
     policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 0.0)
     for n in range(10):
         answer = policy.on_packet(
@@ -245,7 +246,8 @@ def test_a_burst_of_resets_marks_the_primary_down_at_once(strategy):
 
 
 def test_resets_count_only_where_passive_aborts_is_on():
-    policy = _policy(passive_aborts=0)
+    assert model.PolicySettings().passive_aborts == 0   # off by default
+    policy = _policy()
     policy.on_switch_connected(1, {1: True, 2: True, 3: True}, 0.0)
     for n in range(10):
         policy.on_packet(1, _reset(PRIMARY, seq=5000 + n,

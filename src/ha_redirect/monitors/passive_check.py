@@ -18,12 +18,11 @@ controller pins connections itself), the flow holds the RST for the
 controller instead, which passes it on or redispatches its connection
 (`ha_redirect.redispatch`).
 
-Refusals come only as fast as clients' SYNs reach the dead server, and
-under load those wait behind the clients' data on the same path (up to
-180 ms here). A process that dies resets at once every connection it had
-with data unread, and those resets travel the lightly loaded way back: so
-passive_aborts of them within the short passive_abort_window mark the
-server down too.
+Refusals come only as fast as clients' SYNs reach the dead server. A
+process that dies resets at once every connection it had with data unread,
+so, where asked (passive_aborts, off by default: healthy servers reset
+connections in bursts too), passive_aborts of them within the short
+passive_abort_window mark the server down as well.
 
 A bare RST (no ACK) is the kernel's answer to a segment of a connection it
 has no socket for: never a refusal. When a service dies, its clients' data
