@@ -47,15 +47,22 @@ def ctl(sdn, *args):
     return result
 
 
-def kill_while_probing(scope, strategy, settings, probing_before):
-    """A served service watched by tcp_probe, a 5 ms prober at its first
-    client, and the primary's service killed after `probing_before` s:
-    (scenario, prober, kill time)."""
+def served_under_tcp_probe(scope, strategy, settings):
+    """A service watched by tcp_probe, its primary serving the first
+    client: (scenario, that client)."""
     sdn = scenarios.SdnScenario(
         scope, strategy=strategy, settings=settings,
         monitors=('port_status', 'tcp_probe')).start()
     client = sdn.bed.clients[0]
     traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
+    return sdn, client
+
+
+def kill_while_probing(scope, strategy, settings, probing_before):
+    """A served service watched by tcp_probe, a 5 ms prober at its first
+    client, and the primary's service killed after `probing_before` s:
+    (scenario, prober, kill time)."""
+    sdn, client = served_under_tcp_probe(scope, strategy, settings)
     prober = traffic.start_prober(scope, client, *sdn.address, interval_ms=5)
     time.sleep(probing_before)
     return sdn, prober, failures.kill_service(sdn.servers['primary'])
@@ -177,11 +184,7 @@ def test_a_killed_service_is_marked_down_by_the_resets_it_sends(strategy):
     `passive_abort_window` mark the server down, with no probe due and no
     new connection to be refused, and new connections go to the backup."""
     with scope_mod.RunScope() as scope:
-        sdn = scenarios.SdnScenario(
-            scope, strategy=strategy, settings=ABORTS_ONLY,
-            monitors=('port_status', 'tcp_probe')).start()
-        client = sdn.bed.clients[0]
-        traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
+        sdn, client = served_under_tcp_probe(scope, strategy, ABORTS_ONLY)
         ip, port = sdn.address
         stuffed = traffic.AgentProcess(
             scope, client, 'stuffed-connections',
@@ -210,11 +213,7 @@ def test_redispatch_serves_every_connection_a_killed_primary_refuses(
     needs more refusals than the test makes)."""
     settings = model.PolicySettings(probe_interval=5.0, passive_refusals=1000)
     with scope_mod.RunScope() as scope:
-        sdn = scenarios.SdnScenario(
-            scope, strategy=strategy, settings=settings,
-            monitors=('port_status', 'tcp_probe')).start()
-        client = sdn.bed.clients[0]
-        traffic.wait_served_by(client, *sdn.address, 'primary', timeout=5)
+        sdn, client = served_under_tcp_probe(scope, strategy, settings)
         failures.kill_service(sdn.servers['primary'])
         time.sleep(0.2)
         records = [traffic.probe_once(client, *sdn.address)
