@@ -152,4 +152,4 @@ def test_connect_time_before_the_failure_is_the_median_of_the_last_second():
         probes=probes, gap=traffic.service_gap(probes, T_FAIL, 'backup1')))[
         'metrics']
     assert m['connect_before_failure_s'] == pytest.approx(0.040)
-    assert run_metrics.connect_before(probes[-1:], T_FAIL) is None
+    assert traffic.connect_time_before(probes[-1:], T_FAIL) is None

@@ -190,9 +190,8 @@ def link_metrics(records, t_fail):
     # server's accept and identity line.
     connected = min((a['t_connected'] for a in served
                      if a.get('t_connected') is not None), default=None)
-    connect_before = [a['t_connected'] - a['t'] for a in attempts
-                      if t_fail - LEAD <= a['t'] < t_fail and a['ok']
-                      and a.get('t_connected') is not None]
+    connect_before = traffic.connect_time_before(attempts, t_fail, LEAD,
+                                                 served_only=True)
     return dict(
         gap_s=gap.gap, attempts_after=gap.attempts_after,
         connect_gap_s=None if connected is None else connected - t_fail,
@@ -200,8 +199,8 @@ def link_metrics(records, t_fail):
         failed_after=gap.failed_after, answered_by=gap.answered_by,
         latency_before_ms=(statistics.median(before) * 1000
                            if before else None),
-        connect_before_ms=(statistics.median(connect_before) * 1000
-                           if connect_before else None),
+        connect_before_ms=(None if connect_before is None
+                           else connect_before * 1000),
         resolution=probe_resolution(attempts),
         spacing_max_near_failure_ms=near and near['spacing_max_ms'])
 

@@ -7,7 +7,6 @@ captures are); `result_fields` turns it into the raw result written to
 """
 
 import dataclasses
-import statistics
 import typing
 
 from ha_redirect.lab import metrics
@@ -132,19 +131,6 @@ def _exit_metrics(rec, t_fail, detection):
             else detection - (probe_exit - t_fail)))
 
 
-def connect_before(probes, t_fail, lead=1.0):
-    """The prober's median connect time (SYN sent to SYN-ACK received)
-    over its attempts started in the `lead` seconds before the failure:
-    the queues every packet to and from a server then waits in, which no
-    in-band monitor's verdict can beat. None without an answered attempt.
-    Under HAProxy the prober's SYN-ACK comes from the proxy, so this ends
-    there."""
-    times = [a['t_connected'] - a['t'] for a in probes
-             if t_fail - lead <= a['t'] < t_fail
-             and a['t_connected'] is not None]
-    return statistics.median(times) if times else None
-
-
 def _failover_metrics(rec, conns, t_fail):
     """The run's metrics after its backup response times."""
     clients = _classify_clients(rec.rows, conns, t_fail)
@@ -166,7 +152,11 @@ def _failover_metrics(rec, conns, t_fail):
         probe_attempts_after=gap.attempts_after,
         probe_failed_after=gap.failed_after,
         probe_answered_by=gap.answered_by,
-        connect_before_failure_s=connect_before(rec.probes, t_fail),
+        # The queues every sign of a dead server waits in, which no
+        # in-band monitor's verdict can beat (under HAProxy the SYN-ACK
+        # comes from the proxy, so this ends there).
+        connect_before_failure_s=traffic.connect_time_before(rec.probes,
+                                                             t_fail),
         **_exit_metrics(rec, t_fail, detection),
         rst_after=metrics.resets_after(iperf_conns, t_fail),
         reset_connections=metrics.reset_connections(iperf_conns, t_fail),

@@ -7,6 +7,7 @@ in the run's working directory, which these wrappers read back.
 
 import dataclasses
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -142,6 +143,18 @@ def service_gap(records, t_fail, expected):
         attempts_after=len(after),
         failed_after=sum(1 for a in after if not a['ok']),
         answered_by=answered)
+
+
+def connect_time_before(records, t_fail, lead=1.0, served_only=False):
+    """The prober's median connect time (SYN sent to SYN-ACK received)
+    over the attempts started in the `lead` seconds before `t_fail`
+    (only those served to the end, if `served_only`): the queues every
+    packet to and from a server then waits in. None without one."""
+    times = [a['t_connected'] - a['t'] for a in records
+             if t_fail - lead <= a['t'] < t_fail
+             and a.get('t_connected') is not None
+             and (a.get('ok') or not served_only)]
+    return statistics.median(times) if times else None
 
 
 def probe_once(host, ip, port, timeout=3.0):
