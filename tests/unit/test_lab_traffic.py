@@ -48,8 +48,18 @@ def test_gap_is_failure_to_first_backup_answer_started_after_it():
     assert round(report.gap, 3) == 0.051
     assert report.attempts_after == 4
     assert report.failed_after == 1
+    assert report.failed_opened_after == 0
     assert report.answered_by == {'backup1': 3}
     assert '51.0 ms' in report.describe()
+
+
+def test_failed_attempts_that_opened_first_are_counted_apart():
+    opened = dict(attempt(10.01, False), t_connected=10.02)
+    lost_before = dict(attempt(9.99, False), t_connected=10.0)
+    records = [lost_before, opened, attempt(10.03, False),
+               attempt(10.04, True, 'backup1')]
+    report = traffic.service_gap(records, 10.0, 'backup1')
+    assert (report.failed_after, report.failed_opened_after) == (2, 1)
 
 
 def test_no_backup_answer_means_no_gap():

@@ -129,6 +129,9 @@ def kill_run(scheme, rate, rep, gap, detection, failed, transitions=()):
             connect_before_failure_s=0.004 if scheme.startswith('haproxy')
             else 0.090,
             backup_response_s=gap, probe_failed_after=failed,
+            # The dying primary's last accepted connections.
+            probe_failed_opened_after=0 if scheme.startswith('haproxy')
+            else min(failed, 1),
             rst_after=0, aborted_before=1, aborted_after=0,
             throughput_mbps=50.0, baseline_throughput_mbps=None,
             false_failovers=len(false),

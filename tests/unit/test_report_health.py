@@ -19,7 +19,7 @@ def down(t, server, monitor='tcp_probe', counted=True, reason='x'):
 
 
 def run(scheme, rate, rep, gap, detection, failed, transitions=(),
-        status='ok', failure='kill'):
+        status='ok', failure='kill', opened=None):
     false = [x for x in transitions if x['counted'] and x['state'] == 'DOWN'
              and (x['server'] != 'primary' or x['t'] < 0)]
     return dict(
@@ -30,7 +30,8 @@ def run(scheme, rate, rep, gap, detection, failed, transitions=(),
         health_transitions=list(transitions), prober_window=[-1.0, 1.5],
         metrics=dict(
             service_gap_s=gap, monitor_detection_s=detection,
-            probe_failed_after=failed, false_failovers=len(false),
+            probe_failed_after=failed, probe_failed_opened_after=opened,
+            false_failovers=len(false),
             false_failovers_primary=sum(1 for x in false
                                         if x['server'] == 'primary'),
             false_failovers_backup=sum(1 for x in false
@@ -48,7 +49,7 @@ def results():
             out.append(run('sdn-proactive', rate, rep, 0.27 + 0.01 * rep,
                            0.24 + 0.01 * rep, 50, [
                                down(-30.0, 'primary', counted=False),
-                               down(0.24, 'primary')]))
+                               down(0.24, 'primary')], opened=rep))
             haproxy = [down(0.01, 'primary', 'haproxy')]
             if rate == 8.0 and rep == 1:
                 haproxy += [down(-2.5, 'primary', 'haproxy',
@@ -74,6 +75,8 @@ def test_rows_per_rate_and_over_all_rates_with_haproxy_first():
     assert sdn_all.detection.median == pytest.approx(0.25)
     assert (sdn_all.false_primary, sdn_all.false_backup,
             sdn_all.runs_with_false) == (0, 0, 0)
+    assert (sdn_all.failed_opened.median, sdn_all.failed_opened.low,
+            sdn_all.failed_opened.high) == (1, 0, 2)
     heavy = rows[1]
     assert (heavy.false_primary, heavy.false_backup,
             heavy.runs_with_false, heavy.runs) == (1, 1, 1, 3)
@@ -94,10 +97,11 @@ def test_section_has_the_table_the_settings_and_where_it_breaks():
     assert text.startswith(f'## {health_report.TITLE}')
     # Runs from before the processes' exits and the connect time were
     # measured: '-' there.
-    assert ('| haproxy-tuned | 8 | 3 | 70 | 10 | - | - | - | 0 | 1 / 1 | '
-            '1 of 3 |') in text
+    # Runs from before the opened attempts were counted: '-' there too.
+    assert ('| haproxy-tuned | 8 | 3 | 70 | 10 | - | - | - | 0 | - | '
+            '1 / 1 | 1 of 3 |') in text
     assert ('| sdn-proactive | all | 6 | 280 [270-290] | 250 [240-260] | '
-            '- | - | - | 50 | 0 / 0 | 0 of 6 |') in text
+            '- | - | - | 50 | 1 [0-2] | 0 / 0 | 0 of 6 |') in text
     assert 'timeout 1000 ms, fall 3, rise 2' in text
     assert '-- its default settings' in text
     assert '**sdn-proactive**: no false failover in 6 runs' in text

@@ -8,7 +8,7 @@ tuned HAProxy's health checks, measured in the same invocation:
   answered (the 5 ms prober), and the kill to the monitor's own DOWN
   mark (the controller's log; HAProxy's log);
 * failed connection attempts -- the prober's connections that failed
-  after the kill;
+  after the kill, and how many of them a server had accepted first;
 * false failovers -- DOWN marks of a server that was serving: the
   primary before the kill, the backup at any time, while the clients'
   iperf3 load ran.  Each one is listed with its time and reason.
@@ -39,6 +39,7 @@ class Row:
     detection_after_exit: metrics.Spread
     connect_before: metrics.Spread
     failed: metrics.Spread
+    failed_opened: metrics.Spread
     false_primary: int
     false_backup: int
     runs_with_false: int
@@ -78,6 +79,7 @@ def _row(scheme, rate, runs):
         detection_after_exit=spread('detection_after_exit_s'),
         connect_before=spread('connect_before_failure_s'),
         failed=spread('probe_failed_after'),
+        failed_opened=spread('probe_failed_opened_after'),
         false_primary=sum(r['metrics'].get('false_failovers_primary') or 0
                           for r in runs),
         false_backup=sum(r['metrics'].get('false_failovers_backup') or 0
@@ -181,6 +183,7 @@ TABLE_HEAD = ['scheme', 'rate/s', 'runs',
               'its exit to monitor DOWN logged (ms)',
               'the prober\'s connect time before the kill (ms)',
               'failed connection attempts',
+              'of them opened first (accepted, then lost)',
               'false failovers: primary before kill / backup',
               'runs with a false failover']
 
@@ -194,6 +197,7 @@ def table(table_rows):
          formatting.spread(row.detection_after_exit, formatting.whole_ms),
          formatting.spread(row.connect_before, formatting.whole_ms),
          formatting.spread(row.failed, formatting.count),
+         formatting.spread(row.failed_opened, formatting.count),
          f'{row.false_primary} / {row.false_backup}',
          f'{row.runs_with_false} of {row.runs}']
         for row in table_rows]))
@@ -286,7 +290,12 @@ def section(results, meta):
               'comes from the proxy, and the queues behind it are not '
               'seen; '
               '*failed connection attempts* = the prober\'s '
-              'connections that failed after the kill; *false failovers* = '
+              'connections that failed after the kill; *of them opened '
+              'first* = those a server had accepted (its SYN-ACK came) '
+              'before they failed: accepted by the dying primary in its '
+              'last milliseconds, which neither a monitor nor redispatch '
+              'can move (under HAProxy the proxy accepts every connection, '
+              'so these are ones it could not serve); *false failovers* = '
               'DOWN marks of a server that was serving: the primary before '
               'the kill, the backup at any time, from the first client on '
               'to the end of the run.', '',

@@ -151,6 +151,9 @@ def _failover_metrics(rec, conns, t_fail):
             1 for x in false if x.server != 'primary'),
         probe_attempts_after=gap.attempts_after,
         probe_failed_after=gap.failed_after,
+        # ... of which the server had accepted (its SYN-ACK came): no
+        # monitor or redispatch can move a connection already open.
+        probe_failed_opened_after=gap.failed_opened_after,
         probe_answered_by=gap.answered_by,
         # The queues every sign of a dead server waits in, which no
         # in-band monitor's verdict can beat (under HAProxy the SYN-ACK

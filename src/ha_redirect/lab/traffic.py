@@ -115,13 +115,16 @@ class GapReport:
 
     `gap` is from the failure to the first connection that completed
     (answered by `expected`) among those started at or after the failure;
-    None when there was none.
+    None when there was none. `failed_opened_after` counts the failed
+    attempts whose connection had opened (a SYN-ACK came) before it failed:
+    a server accepted it, then died with it.
     """
     t_fail: float
     gap: typing.Optional[float]
     attempts_after: int
     failed_after: int
     answered_by: typing.Dict[str, int]
+    failed_opened_after: int = 0
 
     def describe(self):
         gap = 'none' if self.gap is None else f'{self.gap * 1000:.1f} ms'
@@ -142,7 +145,9 @@ def service_gap(records, t_fail, expected):
         t_fail=t_fail, gap=(min(done) - t_fail) if done else None,
         attempts_after=len(after),
         failed_after=sum(1 for a in after if not a['ok']),
-        answered_by=answered)
+        answered_by=answered,
+        failed_opened_after=sum(1 for a in after if not a['ok']
+                                and a.get('t_connected') is not None))
 
 
 def connect_time_before(records, t_fail, lead=1.0, served_only=False):
