@@ -182,7 +182,8 @@ class _Lab:
 
 def _start_iperf3_servers(scope, host, role, ports):
     agents = [traffic.AgentProcess(scope, host, f'iperf3-s-{role}-{port}',
-                                   ['iperf3', '-s', '-p', str(port)])
+                                   traffic.iperf3_argv(scope, '-s', '-p',
+                                                       str(port)))
               for port in ports]
     want = set(ports)
 

@@ -184,6 +184,14 @@ def probe_once(host, ip, port, timeout=3.0):
 
 # -- iperf3 -------------------------------------------------------------------
 
+def iperf3_argv(scope, *args):
+    """iperf3 with its temporary files in the run's directory: each
+    stream's buffer is a file it unlinks right after making it, and one
+    killed in between (the kill mode kills servers) left it in /tmp.
+    `env` execs iperf3, so the PID is iperf3's."""
+    return ['env', f'TMPDIR={scope.workdir}', 'iperf3'] + list(args)
+
+
 def run_iperf3_client(scope, host, ip, port, seconds=10, label=None,
                       extra=()):
     """Start `iperf3 -c ip -p port -t seconds --json` in `host`.
@@ -192,8 +200,8 @@ def run_iperf3_client(scope, host, ip, port, seconds=10, label=None,
     its JSON report.
     """
     label = label or f'iperf3-c-{host.name}-{time.monotonic_ns()}'
-    argv = ['iperf3', '-c', ip, '-p', str(port), '-t', str(seconds),
-            '--json'] + list(extra)
+    argv = iperf3_argv(scope, '-c', ip, '-p', str(port), '-t', str(seconds),
+                       '--json', *extra)
     return AgentProcess(scope, host, label, argv)
 
 
