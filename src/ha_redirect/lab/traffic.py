@@ -123,8 +123,8 @@ class GapReport:
     gap: typing.Optional[float]
     attempts_after: int
     failed_after: int
+    failed_opened_after: int
     answered_by: typing.Dict[str, int]
-    failed_opened_after: int = 0
 
     def describe(self):
         gap = 'none' if self.gap is None else f'{self.gap * 1000:.1f} ms'
@@ -145,9 +145,9 @@ def service_gap(records, t_fail, expected):
         t_fail=t_fail, gap=(min(done) - t_fail) if done else None,
         attempts_after=len(after),
         failed_after=sum(1 for a in after if not a['ok']),
-        answered_by=answered,
         failed_opened_after=sum(1 for a in after if not a['ok']
-                                and a.get('t_connected') is not None))
+                                and a.get('t_connected') is not None),
+        answered_by=answered)
 
 
 def connect_time_before(records, t_fail, lead=1.0, served_only=False):
