@@ -104,6 +104,8 @@ class RedirectPolicy:
         # on_packet never claims one): the rest need not see each PacketIn.
         self._watching_packets: typing.Dict[int, typing.List[
             typing.Tuple[ServiceState, list]]] = {}
+        primary_down_in: typing.Dict[typing.Tuple[int, str],
+                                     typing.Set[int]] = {}
         for state in self._states:
             service = state.service
             dpid = service.datapath_id
@@ -118,6 +120,8 @@ class RedirectPolicy:
                     (state, watchers))
             self._states_by_primary.setdefault(
                 (dpid, service.primary.ip), []).append(state)
+            state.share_primary_watch(primary_down_in.setdefault(
+                (dpid, service.primary.ip), set()))
 
     def set_observer(self, observer: typing.Any) -> None:
         """Tell `observer` (see the class docstring) of what happens from

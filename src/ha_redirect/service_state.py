@@ -33,6 +33,11 @@ class ServiceState:
     connections: typing.Dict[ConnectionKey, int] = dataclasses.field(
         default_factory=dict)
     at_capacity: bool = False    # connections reached the cap (logged once)
+    # Shared by the services on this switch with this primary address: the
+    # indexes of those that see it down (see `share_primary_watch`), so
+    # asking whether another still does costs the same beside 1 or 10,000.
+    primary_down_in: typing.Optional[typing.Set[int]] = dataclasses.field(
+        default=None, repr=False, compare=False)
 
     def serves(self, packet: model.TcpPacket) -> bool:
         """Is this a client's packet for the service?"""
@@ -72,6 +77,31 @@ class ServiceState:
         return base.ServiceView(self.service, self.index, settings,
                                 self.healthy, self.active, self.eligible)
 
+    def share_primary_watch(self, primary_down_in: typing.Set[int]) -> None:
+        """Keep this service's view of its primary in `primary_down_in`,
+        the set every service on the switch with that primary shares."""
+        self.primary_down_in = primary_down_in
+        self._set_healthy(self.healthy)
+
+    def primary_down_elsewhere(self) -> bool:
+        """Does another service sharing the primary see it down?"""
+        down = self.primary_down_in
+        if down is None:
+            raise ValueError(f'service {self.service.name!r} shares no '
+                             'primary watch')
+        return len(down) > (self.index in down)
+
+    def _set_healthy(self, healthy) -> None:
+        # Every change of `healthy` comes through here, so the shared set
+        # never disagrees with it.
+        self.healthy = healthy
+        down = self.primary_down_in
+        if down is not None:
+            if healthy[0]:
+                down.discard(self.index)
+            else:
+                down.add(self.index)
+
     def forget_connections(self) -> None:
         """The switch lost our pins (it reconnected or went away)."""
         self.connections.clear()
@@ -81,7 +111,7 @@ class ServiceState:
         """Health as the monitors see it; what is healthy when we meet the
         switch takes connections at once: there is no failure to recover
         from. (The caller then chooses the active server.)"""
-        self.healthy = self._monitors_verdict()
+        self._set_healthy(self._monitors_verdict())
         self.healthy_since = {i: -math.inf for i, ok
                               in enumerate(self.healthy) if ok}
         self.eligible = self._eligible_at(now, hold_down)
@@ -93,7 +123,8 @@ class ServiceState:
         for monitor in self.monitors:
             for server, ok in enumerate(healthy):
                 monitor.adopt(server, ok, now)
-        self.healthy, self.eligible, self.active = shown
+        self._set_healthy(healthy)
+        self.eligible, self.active = shown[1], shown[2]
         # A server in its hold-down starts it again.
         self.healthy_since = {
             i: -math.inf if eligible[i] else now
@@ -102,7 +133,7 @@ class ServiceState:
     def update_health(self, now: float, hold_down: float) -> None:
         """Take the monitors' verdict now; a server that turned healthy
         starts its hold-down."""
-        self.healthy = self._monitors_verdict()
+        self._set_healthy(self._monitors_verdict())
         for server, ok in enumerate(self.healthy):
             if not ok:
                 self.healthy_since.pop(server, None)

@@ -41,9 +41,13 @@ def reply_fallbacks(strategy: base.Strategy,
             for tcp_port in state.service.tcp_ports}
     cookie = model.make_cookie(settings.cookie, model.GLOBAL_SERVICE_INDEX,
                                model.ROLE_SERVICE)
+    serving_port: typing.Dict[int, typing.List[ServiceState]] = {}
+    for state in states:
+        for tcp_port in state.service.tcp_ports:
+            serving_port.setdefault(tcp_port, []).append(state)
     flows = []
     for (ip, tcp_port), server in sorted(keys.items()):
-        serving = [s for s in states if tcp_port in s.service.tcp_ports]
+        serving = serving_port.get(tcp_port, [])
         stand_ins = [s for s in serving if s.active
                      and s.service.servers[s.active].ip == ip]
         is_primary = any(s.service.primary.ip == ip for s in serving)
@@ -75,13 +79,6 @@ def arp_owner(states: States, primary_ip: str) -> ServiceState:
                 if s.service.primary.ip == primary_ip)
 
 
-def primary_down_anywhere(states: States, ip: str,
-                          excluding: typing.Optional[ServiceState] = None
-                          ) -> bool:
-    return any(not s.healthy[0] for s in states
-               if s.service.primary.ip == ip and s is not excluding)
-
-
 def arp_responder(view: base.ServiceView, command: model.FlowCommand
                   ) -> model.FlowMod:
     """The flow that sends ARP requests for the primary to us (ADD), or
@@ -104,9 +101,10 @@ def arp_responders(settings: model.PolicySettings, states: States
                    ) -> typing.List[model.FlowMod]:
     """The responders a freshly (re)connected switch needs: one per
     primary some service sees down."""
+    seen_down = {s.service.primary.ip for s in states if not s.healthy[0]}
     flows = []
     for owner in arp_owners(states):
-        if primary_down_anywhere(states, owner.service.primary.ip):
+        if owner.service.primary.ip in seen_down:
             flows.append(arp_responder(owner.view(settings),
                                        model.FlowCommand.ADD))
     return flows
@@ -115,10 +113,10 @@ def arp_responders(settings: model.PolicySettings, states: States
 def update_arp_responder(settings: model.PolicySettings, states: States,
                          state: ServiceState) -> typing.List[model.FlowMod]:
     """Answer ARP for a primary while any service sees it down: `state`'s
-    primary just went up or down."""
+    primary just went up or down (`states`: those sharing it)."""
     ip = state.service.primary.ip
     down = not state.healthy[0]
-    if primary_down_anywhere(states, ip, excluding=state):
+    if state.primary_down_elsewhere():
         return []           # the responder is there already
     owner = arp_owner(states, ip)
     return [arp_responder(

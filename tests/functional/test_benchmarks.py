@@ -40,6 +40,7 @@ def test_bench_policy_times_every_stage(tmp_path):
         assert burst['services'] == 5 and burst['chunks'] == 3
         assert 0 < burst['first_chunk_s'] <= burst['burst_s']
         assert burst['openflow_bytes'] > 0
+        assert burst['failback_burst_s'] > 0 and burst['switch_meeting_s'] > 0
 
 
 def test_bench_controller_completes_connections_through_the_controller(

@@ -8,6 +8,7 @@ import pytest
 from ha_redirect import model
 from ha_redirect import policy as policy_mod
 from ha_redirect.policy import RedirectPolicy
+from ha_redirect import service_state
 from ha_redirect import stand_in
 from ha_redirect.strategies.fast_failover import FastFailoverStrategy
 from ha_redirect.strategies.proactive import ProactiveStrategy
@@ -330,3 +331,59 @@ def test_a_burst_left_unfinished_loses_no_port_change():
     policy.on_port_status(1, BACKUP.port, False, 2.0)
     assert all(policy.active_server(s.name) is None
                for s in policy.services)
+
+
+def _arp_responder_changes(messages):
+    return [m.command for m in messages if isinstance(m, model.FlowMod)
+            and m.cookie & 0xffff == model.ROLE_ARP]
+
+
+def test_one_arp_responder_comes_with_the_first_service_and_goes_with_the_last(
+        strategy):
+    """Services sharing a primary share its ARP responder: the failover's
+    first chunk adds it, the failback's last chunk removes it, and no
+    chunk between touches it."""
+    switch = connected(strategy, behind_one_port(30))
+    for is_up, command, which in ((False, model.FlowCommand.ADD, 0),
+                                  (True, model.FlowCommand.DELETE_STRICT,
+                                   -1)):
+        chunks = list(switch.policy.on_port_status_in_chunks(
+            1, PRIMARY.port, is_up, 1.0 + is_up))
+        assert [_arp_responder_changes(c) for c in chunks] == [
+            [command] if c is chunks[which] else [] for c in chunks]
+        switch.apply([m for c in chunks for m in c])
+
+
+class _Verdict:
+    """A monitor whose verdict on each server the test sets."""
+    def __init__(self, healthy):
+        self.healthy = list(healthy)
+
+    def is_healthy(self, server):
+        return self.healthy[server]
+
+    def adopt(self, server, healthy, now):
+        self.healthy[server] = healthy
+
+
+def test_services_sharing_a_primary_know_whether_another_sees_it_down():
+    shared = set()
+    states = [service_state.ServiceState(
+        service, index, healthy=(False, False), monitors=[_Verdict(
+            (False, True))]) for index, service in enumerate(
+                behind_one_port(3))]
+    for state in states:
+        state.share_primary_watch(shared)
+        state.start_from_monitors(0.0, 0.0)
+    assert shared == {0, 1, 2}
+    assert all(s.primary_down_elsewhere() for s in states)
+    for state in states[:2]:
+        state.monitors[0].healthy[0] = True
+        state.update_health(1.0, 0.0)
+    assert shared == {2}
+    assert [s.primary_down_elsewhere() for s in states] == [
+        True, True, False]
+    # Health shown by a switch another controller ran counts as well.
+    states[2].start_from_switch(((True, True), (True, True), 0), 2.0)
+    assert shared == set()
+    assert not any(s.primary_down_elsewhere() for s in states)
