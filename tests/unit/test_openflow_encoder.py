@@ -1,11 +1,11 @@
 """The bytes `openflow.to_wire` sends are the bytes os-ken would send.
 
 The encoder packs a reactive connection's FlowMods, Barrier and PacketOut
-itself, and the learns and fast-failover groups of a failover burst; every
-other message goes through os-ken. These tests hold the
-packed bytes to os-ken's serialization of the same message, with the same
-xid, over every message the four strategies emit and over randomized
-reactive connections, in OpenFlow 1.3 and 1.4.
+itself, the learns and fast-failover groups of a failover burst, and the
+bundle of a switch's full state; every other message goes through os-ken.
+These tests hold the packed bytes to os-ken's serialization of the same
+message, with the same xid, over every message the four strategies emit
+and over randomized reactive connections, in OpenFlow 1.3 and 1.4.
 """
 
 import dataclasses
@@ -65,6 +65,8 @@ def wire_bytes(datapath, message, first_xid):
 
 def packed_here(message, version):
     """Whether the encoder packs `message` itself (not through os-ken)."""
+    if isinstance(message, model.Bundle):
+        return version in encoder._VERSIONS
     packer = encoder._PACKERS.get(type(message))
     if packer is None:
         return False
@@ -99,11 +101,13 @@ def test_every_strategy_message_is_byte_identical(strategy, of_version):
                     openflow.describe(message))
                 if packed_here(message, datapath.ofproto.OFP_VERSION):
                     packed.add(type(message))
-    # The reactive path's own shapes are packed here, not left to os-ken.
+    # The reactive path's own shapes are packed here, not left to os-ken,
+    # and so is the full state a switch gets when it meets us.
     if strategy == 'reactive':
-        assert packed == {model.FlowMod, model.Barrier, model.PacketOut}
+        assert packed == {model.FlowMod, model.Barrier, model.PacketOut,
+                          model.Bundle}
     else:
-        assert model.FlowMod in packed
+        assert {model.FlowMod, model.Bundle} <= packed
     if strategy == 'fast_failover':
         # Its failover rewrites a group per service.
         assert model.GroupMod in packed

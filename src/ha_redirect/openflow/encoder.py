@@ -452,6 +452,75 @@ def _barrier(message: model.Barrier, version: int, new_xid) -> tuple:
     return xid, _HEADER.pack(version, _OFPT_BARRIER_REQUEST, 8, xid)
 
 
+# A bundle's framing: OpenFlow 1.4's own messages, or on 1.3 the ONF
+# extension Open vSwitch implements (an experimenter message each).
+_OFPT_EXPERIMENTER, _ONF_EXPERIMENTER_ID = 4, 0x4f4e4600
+_ONF_ET_BUNDLE_CONTROL, _ONF_ET_BUNDLE_ADD_MESSAGE = 2300, 2301
+_OFPT_BUNDLE_CONTROL, _OFPT_BUNDLE_ADD_MESSAGE = 33, 34
+_BCT_OPEN_REQUEST, _BCT_COMMIT_REQUEST = 0, 4
+_BF_ATOMIC_ORDERED = 1 | 2
+_EXPERIMENTER = struct.Struct('!BBHIII')
+_BUNDLE_CTRL = struct.Struct('!IHH')
+_BUNDLE_ADD = struct.Struct('!I2xH')
+_XID = struct.Struct('!I')
+
+
+def _bundle(bundle: model.Bundle, datapath, new_xid) -> list:
+    """Open, add each change, commit, as os-ken would serialize them:
+    each change packed as above where it can be (else by os-ken), so the
+    full state a switch gets when it meets us (thousands of flows with a
+    thousand services) is not all serialized by os-ken."""
+    version = datapath.ofproto.OFP_VERSION
+    inner = []
+    for message in bundle.messages:
+        # Its xid is the bundle add message's: patched in below.
+        inner += _packed_alone(datapath, message)
+    bundle_id = next(renderer._bundle_ids) & 0xffffffff
+
+    def framed(body_struct, fields, tail=b''):
+        xid = new_xid()
+        body = body_struct.pack(*fields)
+        if version == 0x04:
+            exp_type = (_ONF_ET_BUNDLE_CONTROL if body_struct is _BUNDLE_CTRL
+                        else _ONF_ET_BUNDLE_ADD_MESSAGE)
+            head = _EXPERIMENTER.pack(
+                version, _OFPT_EXPERIMENTER,
+                _EXPERIMENTER.size + len(body) + len(tail), xid,
+                _ONF_EXPERIMENTER_ID, exp_type)
+        else:
+            head = _HEADER.pack(
+                version, _OFPT_BUNDLE_CONTROL if body_struct is _BUNDLE_CTRL
+                else _OFPT_BUNDLE_ADD_MESSAGE,
+                _HEADER.size + len(body) + len(tail), xid)
+        if tail:
+            tail = tail[:4] + _XID.pack(xid) + tail[8:]
+        return xid, head + body + tail
+
+    return ([framed(_BUNDLE_CTRL, (bundle_id, _BCT_OPEN_REQUEST,
+                                   _BF_ATOMIC_ORDERED))]
+            + [framed(_BUNDLE_ADD, (bundle_id, _BF_ATOMIC_ORDERED), message)
+               for message in inner]
+            + [framed(_BUNDLE_CTRL, (bundle_id, _BCT_COMMIT_REQUEST,
+                                     _BF_ATOMIC_ORDERED))])
+
+
+def _packed_alone(datapath, message) -> typing.List[bytes]:
+    """The bytes of `message`'s OpenFlow messages, xid 0."""
+    packer = _PACKERS.get(type(message))
+    if packer is not None:
+        try:
+            return [packer(message, datapath.ofproto.OFP_VERSION,
+                           lambda: 0)[1]]
+        except _NotPacked:
+            pass
+    out = []
+    for ofp_msg in renderer.to_ofp_messages(datapath, message):
+        ofp_msg.set_xid(0)
+        ofp_msg.serialize()
+        out.append(bytes(ofp_msg.buf))
+    return out
+
+
 _PACKERS = {model.FlowMod: _flow_mod, model.PacketOut: _packet_out,
             model.GroupMod: _group_mod, model.Barrier: _barrier}
 
@@ -474,6 +543,8 @@ def to_wire(datapath, message: model.Message,
             return [packer(message, version, new_xid)]
         except _NotPacked:
             pass
+    if isinstance(message, model.Bundle) and version in _VERSIONS:
+        return _bundle(message, datapath, new_xid)
     wire = []
     for ofp_msg in renderer.to_ofp_messages(datapath, message):
         ofp_msg.set_xid(new_xid())
