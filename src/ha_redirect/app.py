@@ -632,7 +632,7 @@ class RedirectApp(app_manager.OSKenApp):
             # Written before the policy is let go: what it decides next
             # (for any thread) goes out after this.
             if chunks:
-                datapath.send(b''.join(chunks))
+                switch_io.write(datapath, b''.join(chunks))
 
     @handler.set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN)
     def on_flow_removed(self, ev):

@@ -18,6 +18,14 @@ The PacketIns waiting here are bounded as the app's queue bounds its own
 counted. Each read takes all the switch has sent (up to `READ_SIZE`), so
 no backlog waits unseen in the socket.
 
+It also writes for the app (`write_now`). os-ken writes everything from
+a send thread of its own; while another thread computed a burst of changes
+(holding the GIL), that thread went unscheduled for up to 9 ms here, and
+the burst's chunks and the answers to the PacketIns between them waited
+for it. What the app sends is written at once by the thread that made it,
+unless something queued before it is still unwritten: then it queues too,
+so the switch gets everything in the order it was sent.
+
 Part of the os-ken shell (`ha_redirect.app`), which decides when a run may
 be handled here (`RedirectApp.take_packet_ins`).
 """
@@ -25,7 +33,9 @@ be handled here (`RedirectApp.take_packet_ins`).
 import collections
 import logging
 import select
+import socket
 import ssl
+import threading
 
 from os_ken.controller import ofp_event
 
@@ -81,6 +91,21 @@ class SwitchReader:
         self._waiting = {}
         self._waiting_total = 0
         self._handed_on = 0     # messages in what recv last returned
+        # Writes: one at a time, and none ahead of a buffer queued before
+        # it (os-ken's queue holds it, or its send thread is writing it).
+        self._write_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._queued = self._written = 0
+        send = getattr(datapath, 'send', None)
+        # Without a queue to count, nothing is written out of its turn.
+        self._counting = send is not None
+        if self._counting:
+            def send_counted(buf, close_socket=False):
+                with self._count_lock:
+                    self._queued += 1
+                return send(buf, close_socket=close_socket)
+            # os-ken's own messages (send_msg) come through here as well.
+            datapath.send = send_counted
 
     def recv(self, size, *args):
         while True:
@@ -99,6 +124,42 @@ class SwitchReader:
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
+
+    def sendall(self, data, *args):
+        """os-ken's send thread writing a buffer it took from its queue."""
+        with self._write_lock:
+            try:
+                return self._sock.sendall(data, *args)
+            finally:
+                with self._count_lock:
+                    self._written += 1
+
+    def write_now(self, data) -> bool:
+        """Write `data` to the switch at once and return True, unless a
+        buffer queued earlier is not yet written (or is being written):
+        then False, and the caller queues `data` behind it."""
+        if not self._counting or not self._write_lock.acquire(
+                blocking=False):
+            return False
+        try:
+            with self._count_lock:
+                if self._queued != self._written:
+                    return False
+            try:
+                self._sock.sendall(data)
+            except OSError as exc:
+                # Part of it may be out: nothing can follow it. End the
+                # connection as os-ken's send thread would have.
+                LOG.warning('dpid=%s: writing to the switch failed (%s); '
+                            'closing its connection',
+                            self._datapath.id, exc)
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            return True
+        finally:
+            self._write_lock.release()
 
     def packet_ins_behind(self):
         """The PacketIns that came right behind the message os-ken is

@@ -22,6 +22,15 @@ LOG = logging.getLogger('ha_redirect.app')
 SENT_MEMORY = 1024
 
 
+def write(datapath, data):
+    """Send `data` to the switch: at once where its socket can
+    (`fast_path.SwitchReader.write_now`), else through os-ken's queue."""
+    write_now = getattr(getattr(datapath, 'socket', None), 'write_now',
+                        None)
+    if write_now is None or not write_now(data):
+        datapath.send(data)
+
+
 class _XidSlot:
     """Takes an xid from `Datapath.set_xid` for bytes we pack ourselves."""
     xid = None
@@ -65,9 +74,9 @@ class SwitchWriter:
         return messages[slot] if xids[slot] == xid else None
 
     def send(self, datapath, messages):
-        """Send one event's messages in order, as ONE write to os-ken's
-        send queue (each write takes its semaphore and wakes its send
-        thread, which cost more than the messages' bytes)."""
+        """Send one event's messages in order, in ONE write (through
+        os-ken's send queue, each write took its semaphore and woke its
+        send thread, which cost more than the messages' bytes)."""
         if not hasattr(datapath, 'send'):
             # A datapath that takes only message objects (tests' recorders).
             self._send_each(datapath, messages)
@@ -79,11 +88,11 @@ class SwitchWriter:
             # What was packed goes out even if a later message fails, as it
             # did message by message.
             if chunks:
-                datapath.send(b''.join(chunks))
+                write(datapath, b''.join(chunks))
 
     def pack(self, datapath, messages, chunks):
         """Append the bytes of `messages` to `chunks`, for the caller to
-        write next (in one `datapath.send`, before anything else)."""
+        write next (in one `write`, before anything else)."""
         if not hasattr(datapath, 'send'):
             self._send_each(datapath, messages)
             return

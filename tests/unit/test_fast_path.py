@@ -34,6 +34,7 @@ from ha_redirect import model
 from ha_redirect.openflow import decoder
 from ha_redirect.policy import RedirectPolicy
 from ha_redirect.strategies.reactive import ReactiveStrategy
+from ha_redirect import switch_io
 
 from os_ken_fakes import RecordingDatapath
 
@@ -858,3 +859,79 @@ def test_the_app_shortens_python_s_default_gil_switch_interval():
         assert sys.getswitchinterval() == pytest.approx(0.002)
     finally:
         sys.setswitchinterval(before)
+
+
+# What the app sends: written at once by the thread that made it, never
+# ahead of a buffer queued before it.
+
+def _read_exactly(sock, size):
+    data = b''
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, 'connection closed'
+        data += chunk
+    return data
+
+
+def test_with_nothing_queued_what_the_app_sends_is_written_at_once():
+    ours, theirs = _socket_pair()
+    queued = []
+    datapath = types.SimpleNamespace(id=1, send=lambda buf, **_: queued
+                                     .append(buf) or True)
+    with ours, theirs:
+        reader = fast_path.SwitchReader(ours, datapath, None, 100, 32)
+        assert reader.write_now(b'first')
+        assert _read_exactly(theirs, 5) == b'first'
+        # os-ken's queue takes the next: nothing may overtake it ...
+        datapath.send(b'queued')
+        assert not reader.write_now(b'second')
+        assert queued == [b'queued']
+        # ... until its send thread has written it.
+        reader.sendall(b'queued')
+        assert reader.write_now(b'third')
+        assert _read_exactly(theirs, 11) == b'queuedthird'
+
+
+def test_a_reader_with_no_queue_to_count_never_writes_itself():
+    ours, theirs = _socket_pair()
+    with ours, theirs:
+        reader = fast_path.SwitchReader(ours, None, None, 100, 32)
+        assert not reader.write_now(b'x')
+
+
+def test_writes_and_os_ken_s_send_thread_keep_the_order_they_were_sent_in():
+    """A real os-ken Datapath and its send thread: one thread sends 2,000
+    numbered buffers, alternately queued (os-ken's send, as its own
+    messages go) and written (`switch_io.write`); the switch reads them
+    in that order, none torn."""
+    with socket.create_server(('127.0.0.1', 0)) as server:
+        theirs = socket.create_connection(server.getsockname())
+        ours, _ = server.accept()
+    datapath = controller.Datapath(ours, ('127.0.0.1', 6653))
+    reader = fast_path.SwitchReader(datapath.socket, datapath, None, 100, 32)
+    datapath.socket = reader
+    sender = threading.Thread(target=datapath._send_loop)
+    sender.start()
+    count, size = 2000, 64
+    received = []
+
+    def read():
+        for _ in range(count):
+            received.append(_read_exactly(theirs, size))
+    switch = threading.Thread(target=read)
+    switch.start()
+    try:
+        for n in range(count):
+            buf = struct.pack('!I', n) * (size // 4)
+            if n % 2:
+                switch_io.write(datapath, buf)
+            else:
+                datapath.send(buf)
+        switch.join(20)
+        assert [struct.unpack('!I', r[:4])[0] for r in received] == list(
+            range(count))
+        assert all(r == r[:4] * (size // 4) for r in received)
+    finally:
+        datapath.send(b'', close_socket=True)
+        sender.join(10)
+        theirs.close()
