@@ -471,54 +471,37 @@ def _bundle(bundle: model.Bundle, datapath, new_xid) -> list:
     full state a switch gets when it meets us (thousands of flows with a
     thousand services) is not all serialized by os-ken."""
     version = datapath.ofproto.OFP_VERSION
-    inner = []
-    for message in bundle.messages:
-        # Its xid is the bundle add message's: patched in below.
-        inner += _packed_alone(datapath, message)
+    # Each change's bytes with xid 0: its bundle add message's is patched
+    # in below. (Changes are never bundles: no recursion.)
+    inner = [data for message in bundle.messages
+             for _, data in to_wire(datapath, message, lambda: 0)]
     bundle_id = next(renderer._bundle_ids) & 0xffffffff
 
-    def framed(body_struct, fields, tail=b''):
+    def framed(is_control, body, tail=b''):
         xid = new_xid()
-        body = body_struct.pack(*fields)
+        length = len(body) + len(tail)
         if version == 0x04:
-            exp_type = (_ONF_ET_BUNDLE_CONTROL if body_struct is _BUNDLE_CTRL
-                        else _ONF_ET_BUNDLE_ADD_MESSAGE)
             head = _EXPERIMENTER.pack(
-                version, _OFPT_EXPERIMENTER,
-                _EXPERIMENTER.size + len(body) + len(tail), xid,
-                _ONF_EXPERIMENTER_ID, exp_type)
+                version, _OFPT_EXPERIMENTER, _EXPERIMENTER.size + length,
+                xid, _ONF_EXPERIMENTER_ID,
+                _ONF_ET_BUNDLE_CONTROL if is_control
+                else _ONF_ET_BUNDLE_ADD_MESSAGE)
         else:
             head = _HEADER.pack(
-                version, _OFPT_BUNDLE_CONTROL if body_struct is _BUNDLE_CTRL
-                else _OFPT_BUNDLE_ADD_MESSAGE,
-                _HEADER.size + len(body) + len(tail), xid)
+                version, _OFPT_BUNDLE_CONTROL if is_control
+                else _OFPT_BUNDLE_ADD_MESSAGE, _HEADER.size + length, xid)
         if tail:
             tail = tail[:4] + _XID.pack(xid) + tail[8:]
         return xid, head + body + tail
 
-    return ([framed(_BUNDLE_CTRL, (bundle_id, _BCT_OPEN_REQUEST,
-                                   _BF_ATOMIC_ORDERED))]
-            + [framed(_BUNDLE_ADD, (bundle_id, _BF_ATOMIC_ORDERED), message)
-               for message in inner]
-            + [framed(_BUNDLE_CTRL, (bundle_id, _BCT_COMMIT_REQUEST,
-                                     _BF_ATOMIC_ORDERED))])
+    def control(command):
+        return framed(True, _BUNDLE_CTRL.pack(bundle_id, command,
+                                              _BF_ATOMIC_ORDERED))
 
-
-def _packed_alone(datapath, message) -> typing.List[bytes]:
-    """The bytes of `message`'s OpenFlow messages, xid 0."""
-    packer = _PACKERS.get(type(message))
-    if packer is not None:
-        try:
-            return [packer(message, datapath.ofproto.OFP_VERSION,
-                           lambda: 0)[1]]
-        except _NotPacked:
-            pass
-    out = []
-    for ofp_msg in renderer.to_ofp_messages(datapath, message):
-        ofp_msg.set_xid(0)
-        ofp_msg.serialize()
-        out.append(bytes(ofp_msg.buf))
-    return out
+    add = _BUNDLE_ADD.pack(bundle_id, _BF_ATOMIC_ORDERED)
+    return ([control(_BCT_OPEN_REQUEST)]
+            + [framed(False, add, message) for message in inner]
+            + [control(_BCT_COMMIT_REQUEST)])
 
 
 _PACKERS = {model.FlowMod: _flow_mod, model.PacketOut: _packet_out,
