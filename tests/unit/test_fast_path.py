@@ -892,6 +892,20 @@ def test_with_nothing_queued_what_the_app_sends_is_written_at_once():
         assert _read_exactly(theirs, 11) == b'queuedthird'
 
 
+def test_a_write_the_switch_cannot_take_ends_its_connection_not_the_app(
+        caplog):
+    ours, theirs = _socket_pair()
+    datapath = types.SimpleNamespace(id=1, send=lambda buf, **_: True)
+    with ours:
+        reader = fast_path.SwitchReader(ours, datapath, None, 100, 32)
+        theirs.close()
+        # No exception reaches the caller: the write is done with.
+        assert reader.write_now(b'x' * (1 << 20))
+        assert 'closing its connection' in caplog.text
+        # The connection is shut: os-ken's receive loop sees its end.
+        assert ours.recv(1) == b''
+
+
 def test_a_reader_with_no_queue_to_count_never_writes_itself():
     ours, theirs = _socket_pair()
     with ours, theirs:
