@@ -102,6 +102,8 @@ def test_kill_mode_has_its_own_short_preset():
     (['--failure', 'cable'], "'cable'"),
     (['--probe-timeout', '0.5'], '--probe-timeout'),
     (['--failure', 'kill', '--probe-fall', '0'], "'0'"),
+    (['--failure', 'kill', '--passive-refusals', '-1'], "'-1'"),
+    (['--passive-refusals', '1'], '--passive-refusals'),
     (['--failure', 'kill', '--probe-interval', '9999'], 'probe_interval'),
 ])
 def test_bad_kill_mode_arguments_give_one_line_and_status_2(args, culprit):

@@ -40,6 +40,19 @@ def test_probe_settings_can_be_overridden_for_exploration():
         0.6, 4)
 
 
+def test_the_passive_check_can_be_tuned_or_turned_off_for_exploration():
+    defaults = model.PolicySettings()
+    assert evaluation_run.scheme_setup(
+        config('--failure', 'kill'), 'sdn', 'reactive').describe()[
+            'passive_refusals'] == defaults.passive_refusals
+    for refusals in (1, 0):
+        setup = evaluation_run.scheme_setup(
+            config('--failure', 'kill', '--passive-refusals', str(refusals)),
+            'sdn', 'fast_failover')
+        assert setup.settings.passive_refusals == refusals
+        assert setup.describe()['passive_refusals'] == refusals
+
+
 def test_tuned_haproxy_checks_at_the_probe_interval():
     text = haproxy.render_haproxy_config(
         _service(), '10.0.0.100',

@@ -130,6 +130,14 @@ def test_settings_other_than_the_defaults_are_flagged():
     r = run('sdn-proactive', 2.0, 0, 0.3, 0.2, 1)
     r['health_monitoring'] = dict(TCP_PROBE, probe_timeout=0.5)
     assert 'NOT its default settings' in health_report.monitoring_text(r)
+    r['health_monitoring'] = dict(TCP_PROBE, passive_refusals=3,
+                                  passive_window=1.0)
+    assert '-- its default settings' in health_report.monitoring_text(r)
+    r['health_monitoring'] = dict(TCP_PROBE, passive_refusals=1,
+                                  passive_window=1.0)
+    text = health_report.monitoring_text(r)
+    assert 'passive check (1 refusal within 1000 ms)' in text
+    assert 'NOT its default settings' in text
 
 
 def test_the_passive_check_and_redispatch_are_named_where_they_ran():

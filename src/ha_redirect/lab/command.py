@@ -18,17 +18,19 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {message}\n')
 
 
-def positive(kind, what=None):
-    """An argument type: a `kind` (int or float) above zero; the error
-    calls it `what` (default: the type's name)."""
+def positive(kind, what=None, zero=False):
+    """An argument type: a `kind` (int or float) above zero (or zero
+    too, with `zero`); the error calls it `what` (default: the type's
+    name)."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            value = 0
-        if value <= 0:
+            value = -1
+        if value < 0 or (value == 0 and not zero):
             raise argparse.ArgumentTypeError(
-                f'{text!r} is not a positive {what or kind.__name__}')
+                f'{text!r} is not a {"" if zero else "positive "}'
+                f'{what or kind.__name__}{" (0 or more)" if zero else ""}')
         return value
     return parse
 

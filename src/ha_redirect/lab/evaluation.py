@@ -68,6 +68,7 @@ class EvalConfig:
     probe_timeout: typing.Optional[float] = None
     probe_fall: typing.Optional[int] = None
     probe_rise: typing.Optional[int] = None
+    passive_refusals: typing.Optional[int] = None
 
 
 PAPER = dict(rates=(1.0, 2.0, 4.0, 6.0, 8.0, 10.0), repeat=5, duration=10.0,
@@ -241,6 +242,12 @@ def add_arguments(parser):
         parser.add_argument(f'--probe-{name}', type=kind, default=None,
                             help=f'with --failure kill: tcp_probe\'s {what} '
                             '(default: the controller\'s default)')
+    parser.add_argument('--passive-refusals', default=None,
+                        type=command.positive(int, 'whole number', zero=True),
+                        help='with --failure kill: refused connections '
+                        'that mark a server down at once, 0 for none (its '
+                        'passive check; default: the controller\'s '
+                        'default)')
     parser.add_argument('--paper', action='store_true',
                         help='the full sweep: rates 1-10, 5 repetitions, '
                         '10 s transfers, 15 s of arrivals (about 2.5 hours on '
@@ -263,13 +270,13 @@ def config_from_args(args):
     for name in ('schemes', 'rates', 'repeat', 'duration', 'window',
                  'fail_at', 'baseline', 'bandwidth', 'client_hosts',
                  'seed', 'probe_interval', 'probe_timeout', 'probe_fall',
-                 'probe_rise'):
+                 'probe_rise', 'passive_refusals'):
         value = getattr(args, name, None)
         if value is not None:
             values[name] = value
     values['keep_pcaps'] = args.keep_pcaps
-    probe = [n for n in ('probe_interval', 'probe_timeout', 'probe_fall',
-                         'probe_rise') if values.get(n) is not None]
+    probe = [n for n in run_mod.PROBE_OVERRIDES
+             if values.get(n) is not None]
     if probe and failure != 'kill':
         raise ValueError(f'--{probe[0].replace("_", "-")} needs --failure '
                          'kill')

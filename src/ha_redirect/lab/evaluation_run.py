@@ -94,7 +94,7 @@ class SchemeSetup:
 
 
 PROBE_OVERRIDES = ('probe_interval', 'probe_timeout', 'probe_fall',
-                   'probe_rise')
+                   'probe_rise', 'passive_refusals')
 
 
 def scheme_setup(cfg, kind, variant):

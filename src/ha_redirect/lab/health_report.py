@@ -147,7 +147,8 @@ def _passive_text(run):
     aborts = h.get('passive_aborts')
     aborts = (f' or {aborts} resets within '
               f'{h["passive_abort_window"] * 1000:g} ms' if aborts else '')
-    return (f'passive check ({refusals} refusals within '
+    plural = '' if refusals == 1 else 's'
+    return (f'passive check ({refusals} refusal{plural} within '
             f'{h["passive_window"] * 1000:g} ms{aborts}){redispatch}, ')
 
 
@@ -157,9 +158,10 @@ def monitoring_text(run):
     if 'probe_interval' in h:
         d = model.PolicySettings()
         settings = (h['probe_interval'], h['probe_timeout'], h['probe_fall'],
-                    h['probe_rise'], h['probe_jitter'])
+                    h['probe_rise'], h['probe_jitter'],
+                    h.get('passive_refusals', d.passive_refusals))
         defaults = (d.probe_interval, d.probe_timeout, d.probe_fall,
-                    d.probe_rise, d.probe_jitter)
+                    d.probe_rise, d.probe_jitter, d.passive_refusals)
         return (f'tcp_probe every {h["probe_interval"] * 1000:g} ms '
                 f'(jitter {h["probe_jitter"] * 100:g}%), timeout '
                 f'{h["probe_timeout"] * 1000:g} ms, fall {h["probe_fall"]}, '
