@@ -4,6 +4,7 @@ Everything here reads or changes one bridge by name with `ovs-ofctl` and
 `ovs-vsctl`, the way an operator would; nothing touches another bridge.
 """
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -15,6 +16,33 @@ _COOKIE_RE = re.compile(r'cookie=(0x[0-9a-f]+)')
 # Fields that change on their own (counters, ages), not the flow itself.
 _VOLATILE_RE = re.compile(
     r'(duration|n_packets|n_bytes|idle_age|hard_age)=[^,\s]+,?\s*')
+
+
+# Bytes each port of a userspace-datapath bridge may hold unread. OVS reads
+# a `system` port through a packet socket sized by the host's default
+# (net.core.rmem_default, 208 KB): under load that held hundreds of a
+# server's small packets (its ACKs to the clients), drained at the port's
+# share of one busy thread, and the server's SYN-ACKs and RSTs, the signs
+# of its death included, waited 100-150 ms behind them: a queue no
+# hardware switch port has. The sockets are made when ports are added.
+PORT_BUFFER_BYTES = 64 * 1024
+RMEM_DEFAULT = '/proc/sys/net/core/rmem_default'
+
+
+@contextlib.contextmanager
+def port_buffers(size=PORT_BUFFER_BYTES, path=RMEM_DEFAULT):
+    """Ports added inside this block get `size`-byte receive buffers: the
+    host's default socket buffer is set for the block, then put back.
+    Only the userspace datapath reads ports through sockets."""
+    with open(path) as f:
+        original = f.read().strip()
+    with open(path, 'w') as f:
+        f.write(str(size))
+    try:
+        yield
+    finally:
+        with open(path, 'w') as f:
+            f.write(original)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +117,9 @@ def reboot_bridge(bridge):
     for port, ofport in ports:
         command += ['--', 'add-port', bridge, port, '--', 'set', 'Interface',
                     port, f'ofport_request={ofport}']
-    scope_mod.run(command)
+    with (port_buffers() if settings['datapath_type'] == 'netdev'
+          else contextlib.nullcontext()):
+        scope_mod.run(command)
     t_back = time.monotonic()
     for table, flow_limit in caps:
         limit_table(bridge, table, flow_limit)

@@ -20,6 +20,7 @@ from mininet.net import Mininet
 from mininet.node import Host
 from mininet.node import OVSSwitch
 
+from ha_redirect.lab import ovs
 from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import topology
 
@@ -86,7 +87,11 @@ class Testbed:
         self.scope.on_close('remove leftovers by name', self._remove_leftovers)
         self.scope.on_close('stop mininet', self.net.stop)
         self.net.build()
-        self.net.start()
+        if self.datapath == 'user':
+            with ovs.port_buffers():
+                self.net.start()
+        else:
+            self.net.start()
         for h in self._all_host_plans():
             self._hosts[h.role] = self.net.get(h.name)
         for node in self.net.hosts:

@@ -1,0 +1,22 @@
+"""The lab's switch ports get receive buffers of a hardware port's depth."""
+
+import pytest
+
+from ha_redirect.lab import ovs
+
+
+def test_the_default_is_set_for_the_block_and_put_back(tmp_path):
+    setting = tmp_path / 'rmem_default'
+    setting.write_text('212992\n')
+    with ovs.port_buffers(65536, path=setting):
+        assert setting.read_text() == '65536'
+    assert setting.read_text() == '212992'
+
+
+def test_it_is_put_back_when_adding_the_ports_fails(tmp_path):
+    setting = tmp_path / 'rmem_default'
+    setting.write_text('212992\n')
+    with pytest.raises(RuntimeError):
+        with ovs.port_buffers(65536, path=setting):
+            raise RuntimeError('ovs-vsctl failed')
+    assert setting.read_text() == '212992'
