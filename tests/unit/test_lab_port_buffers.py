@@ -20,3 +20,13 @@ def test_it_is_put_back_when_adding_the_ports_fails(tmp_path):
         with ovs.port_buffers(65536, path=setting):
             raise RuntimeError('ovs-vsctl failed')
     assert setting.read_text() == '212992'
+
+
+@pytest.mark.parametrize('datapath, shown', [
+    ('user', '64 KB'), ('kernel', "the kernel datapath's own")])
+def test_reports_say_how_deep_the_switch_ports_were(monkeypatch, datapath,
+                                                    shown):
+    from ha_redirect.lab import sweep
+    monkeypatch.setattr(sweep.testbed_mod, 'choose_datapath',
+                        lambda: datapath)
+    assert sweep.environment()['switch port receive buffer'] == shown

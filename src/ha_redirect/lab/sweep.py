@@ -19,6 +19,7 @@ import traceback
 import typing
 
 from ha_redirect.lab import command
+from ha_redirect.lab import ovs as ovs_mod
 from ha_redirect.lab import scope as scope_mod
 from ha_redirect.lab import testbed as testbed_mod
 
@@ -170,5 +171,9 @@ def environment():
         'kernel': platform.release(),
         'Python': platform.python_version(),
         'OVS datapath': datapath,
+        # The lab sizes a userspace bridge's port buffers (lab.ovs).
+        'switch port receive buffer': (
+            f'{ovs_mod.PORT_BUFFER_BYTES // 1024} KB' if datapath == 'user'
+            else 'the kernel datapath\'s own'),
         'CPU cores': str(os.cpu_count()),
     }
