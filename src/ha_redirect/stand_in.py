@@ -74,9 +74,10 @@ def arp_owners(states: States) -> typing.List[ServiceState]:
 
 
 def arp_owner(states: States, primary_ip: str) -> ServiceState:
-    """The service whose cookie the primary's ARP responder carries."""
-    return next(s for s in arp_owners(states)
-                if s.service.primary.ip == primary_ip)
+    """The service whose cookie the primary's ARP responder carries: the
+    first with that primary, as in `arp_owners`, found without a pass
+    over every service (a failover asks once per burst)."""
+    return next(s for s in states if s.service.primary.ip == primary_ip)
 
 
 def arp_responder(view: base.ServiceView, command: model.FlowCommand
