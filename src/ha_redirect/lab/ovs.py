@@ -6,6 +6,7 @@ Everything here reads or changes one bridge by name with `ovs-ofctl` and
 
 import contextlib
 import dataclasses
+import fcntl
 import re
 import time
 
@@ -29,20 +30,28 @@ PORT_BUFFER_BYTES = 64 * 1024
 RMEM_DEFAULT = '/proc/sys/net/core/rmem_default'
 
 
+# Runs may overlap on one host: the setting is the host's, so one run at a
+# time holds it, or a second would take the first's 64 KB for the host's.
+PORT_BUFFERS_LOCK = '/run/lock/ha-redirect-port-buffers.lock'
+
+
 @contextlib.contextmanager
-def port_buffers(size=PORT_BUFFER_BYTES, path=RMEM_DEFAULT):
+def port_buffers(size=PORT_BUFFER_BYTES, path=RMEM_DEFAULT,
+                 lock_path=PORT_BUFFERS_LOCK):
     """Ports added inside this block get `size`-byte receive buffers: the
     host's default socket buffer is set for the block, then put back.
     Only the userspace datapath reads ports through sockets."""
-    with open(path) as f:
-        original = f.read().strip()
-    with open(path, 'w') as f:
-        f.write(str(size))
-    try:
-        yield
-    finally:
-        with open(path, 'w') as f:
-            f.write(original)
+    with open(lock_path, 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(path) as f:
+            original = f.read().strip()
+        try:
+            with open(path, 'w') as f:
+                f.write(str(size))
+            yield
+        finally:
+            with open(path, 'w') as f:
+                f.write(original)
 
 
 @dataclasses.dataclass(frozen=True)

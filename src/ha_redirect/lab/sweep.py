@@ -172,8 +172,8 @@ def environment():
         'Python': platform.python_version(),
         'OVS datapath': datapath,
         # The lab sizes a userspace bridge's port buffers (lab.ovs).
-        'switch port receive buffer': (
-            f'{ovs_mod.PORT_BUFFER_BYTES // 1024} KB' if datapath == 'user'
-            else 'the kernel datapath\'s own'),
+        'switch port receive buffer': {
+            'user': f'{ovs_mod.PORT_BUFFER_BYTES // 1024} KB',
+            'kernel': 'the kernel datapath\'s own'}.get(datapath, 'unknown'),
         'CPU cores': str(os.cpu_count()),
     }
