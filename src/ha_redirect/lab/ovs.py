@@ -36,11 +36,15 @@ PORT_BUFFERS_LOCK = '/run/lock/ha-redirect-port-buffers.lock'
 
 
 @contextlib.contextmanager
-def port_buffers(size=PORT_BUFFER_BYTES, path=RMEM_DEFAULT,
+def port_buffers(userspace=True, size=PORT_BUFFER_BYTES, path=RMEM_DEFAULT,
                  lock_path=PORT_BUFFERS_LOCK):
     """Ports added inside this block get `size`-byte receive buffers: the
     host's default socket buffer is set for the block, then put back.
-    Only the userspace datapath reads ports through sockets."""
+    Only the userspace datapath reads ports through sockets: without
+    `userspace` nothing is changed."""
+    if not userspace:
+        yield
+        return
     with open(lock_path, 'a') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         with open(path) as f:
@@ -126,8 +130,7 @@ def reboot_bridge(bridge):
     for port, ofport in ports:
         command += ['--', 'add-port', bridge, port, '--', 'set', 'Interface',
                     port, f'ofport_request={ofport}']
-    with (port_buffers() if settings['datapath_type'] == 'netdev'
-          else contextlib.nullcontext()):
+    with port_buffers(userspace=settings['datapath_type'] == 'netdev'):
         scope_mod.run(command)
     t_back = time.monotonic()
     for table, flow_limit in caps:

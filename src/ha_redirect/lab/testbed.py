@@ -87,10 +87,7 @@ class Testbed:
         self.scope.on_close('remove leftovers by name', self._remove_leftovers)
         self.scope.on_close('stop mininet', self.net.stop)
         self.net.build()
-        if self.datapath == 'user':
-            with ovs.port_buffers():
-                self.net.start()
-        else:
+        with ovs.port_buffers(userspace=self.datapath == 'user'):
             self.net.start()
         for h in self._all_host_plans():
             self._hosts[h.role] = self.net.get(h.name)
