@@ -82,6 +82,25 @@ FLOW_REMOVED_REASONS = {0: 'idle_timeout', 1: 'hard_timeout', 2: 'delete',
                         3: 'group_delete', 4: 'meter_delete',
                         5: 'eviction'}
 
+# A burst of changes (one link carries many services' primaries) goes out a
+# chunk at a time; once this many of its messages may be unprocessed at the
+# switch, the next chunk waits for the reply to a barrier. Open vSwitch
+# handles up to 50 OpenFlow messages per turn of the loop that (on its
+# userspace datapath) also forwards packets: with a whole burst queued
+# there, every packet of the first redirected connections waited behind 50
+# changes at each pass through the switch.
+BURST_PACE_MESSAGES = 16
+# At most this long per chunk: a switch that has not replied by then gets
+# the rest of the burst without waiting.
+BURST_PACE_TIMEOUT = 0.05
+
+
+def _message_count(messages):
+    """OpenFlow messages in `messages` (a bundle's count one each)."""
+    return sum(len(m.messages) if type(m) is model.Bundle else 1
+               for m in messages)
+
+
 # How long a Python thread may hold the GIL while another waits for it
 # (Python's default: 5 ms). os-ken writes every message from a thread of its
 # own, so while a receive thread computes a burst (a link that carries many
@@ -489,12 +508,23 @@ class RedirectApp(app_manager.OSKenApp):
         # wait for the whole burst to be computed and encoded, and the
         # PacketIns that arrive meanwhile are answered between chunks.
         sent = False
+        paced = self._can_pace(datapath)
+        unconfirmed = 0
         for chunk in self.policy.on_port_status_in_chunks(
                 datapath.id, msg.desc.port_no, is_up, now):
             if chunk:
+                if sent:
+                    # (The first, one service's, goes as it is.)
+                    chunk = switch_io.bundle_runs(datapath.id, chunk)
                 self._send(datapath, chunk)
                 sent = True
+                unconfirmed += _message_count(chunk)
             self._answer_packet_ins_behind(datapath)
+            # (The burst's last chunk ends in its barrier: nothing follows.)
+            if paced and unconfirmed >= BURST_PACE_MESSAGES and not (
+                    chunk and type(chunk[-1]) is model.Barrier):
+                paced = self._wait_for_switch(datapath)
+                unconfirmed = 0
         if sent and hasattr(ev, 'received_at'):
             self.metrics.reaction.observe(time.monotonic() - ev.received_at)
 
@@ -594,6 +624,35 @@ class RedirectApp(app_manager.OSKenApp):
         for start in range(0, len(run), FAST_PATH_BATCH):
             self._answer_fast_batch(datapath,
                                     run[start:start + FAST_PATH_BATCH])
+
+    def _can_pace(self, datapath):
+        """Whether this burst can wait for the switch between chunks: it
+        is handled in the switch's receive thread, which can read the
+        replies (not over TLS)."""
+        reader = getattr(datapath, 'socket', None)
+        return (self._in_place is datapath
+                and isinstance(reader, fast_path.SwitchReader)
+                and reader.can_wait_for_switch())
+
+    def _wait_for_switch(self, datapath):
+        """Between two chunks of a burst: a barrier, then read until its
+        reply, answering the PacketIns that come meanwhile as between
+        chunks. False (the rest of the burst goes unpaced) if the switch
+        did not reply within BURST_PACE_TIMEOUT."""
+        reader = datapath.socket
+        deadline = time.monotonic() + BURST_PACE_TIMEOUT
+        # Only this thread reads the switch: its reply cannot be missed.
+        reader.expect_barrier_reply(self._writer.send_barrier(datapath))
+        while True:
+            replied = reader.wait_for_switch(deadline)
+            self._answer_packet_ins_behind(datapath)
+            if replied is not None:
+                break
+        if not replied:
+            LOG.info('dpid=%#x: no barrier reply within %d ms during a '
+                     'burst of changes; sending the rest without waiting',
+                     datapath.id, BURST_PACE_TIMEOUT * 1000)
+        return replied
 
     def _handle_fast_batch(self, datapath, packet_ins):
         """Some PacketIns, under the policy lock, their answers in one

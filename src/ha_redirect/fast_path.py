@@ -36,6 +36,8 @@ import select
 import socket
 import ssl
 import threading
+import time
+import typing
 
 from os_ken.controller import ofp_event
 
@@ -91,6 +93,9 @@ class SwitchReader:
         self._waiting = {}
         self._waiting_total = 0
         self._handed_on = 0     # messages in what recv last returned
+        # The xid of our barrier request whose reply `wait_for_switch`
+        # awaits, until that reply is read (then None).
+        self._awaited_xid = None
         # Writes: one at a time, and none ahead of a buffer queued before
         # it (os-ken's queue holds it, or its send thread is writing it).
         self._write_lock = threading.Lock()
@@ -186,6 +191,45 @@ class SwitchReader:
         messages.extendleft(reversed(passed))
         return run
 
+    def can_wait_for_switch(self) -> bool:
+        """Whether `wait_for_switch` can read here: not over TLS (a
+        record may be half read), nor once os-ken frames for itself."""
+        return not self._raw and not isinstance(self._sock, ssl.SSLSocket)
+
+    def expect_barrier_reply(self, xid):
+        """From now on, `wait_for_switch` waits for the reply to our
+        barrier request `xid` (sent after this call)."""
+        self._awaited_xid = xid
+
+    def wait_for_switch(self, deadline) -> typing.Optional[bool]:
+        """Read what the switch sends, waiting until `deadline`
+        (time.monotonic) for some of it. True once the reply that
+        `expect_barrier_reply` named has been read; None if more may
+        come, to call again (after answering the PacketIns read,
+        `packet_ins_behind`); False if it cannot come in time: the
+        deadline passed, the switch closed the connection, or what it
+        sent fills the buffer unread. What is read waits for os-ken as
+        any other read would; it runs in the receive thread only."""
+        if self._awaited_xid is None:
+            return True
+        if self._end == len(self._buffer) or self._start:
+            self._compact()
+        if self._end == len(self._buffer):
+            return False
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0 or not select.select(
+                    [self._sock], [], [], remaining)[0]:
+                return False
+            received = self._sock.recv_into(self._view[self._end:])
+        except (OSError, ValueError):
+            return False    # os-ken's next recv meets it, as it would have
+        if not received:
+            return False    # (and so does the end of the connection)
+        self._end += received
+        self._split()
+        return True if self._awaited_xid is None else None
+
     def _read_available(self):
         if self._end == len(self._buffer) or self._start:
             self._compact()
@@ -236,6 +280,11 @@ class SwitchReader:
             from_1_3 = buffer[offset] >= _OFP_VERSION_1_3
             offset += length
             if msg_type != _OFPT_PACKET_IN or not from_1_3:
+                if (msg_type == _OFPT_BARRIER_REPLY
+                        and self._awaited_xid is not None
+                        and int.from_bytes(message[4:8], 'big')
+                        == self._awaited_xid):
+                    self._awaited_xid = None
                 if not (msg_type == _OFPT_BARRIER_REPLY and from_1_3
                         and self._unheard(ofp_event.EventOFPBarrierReply)):
                     self._messages.append((None, bytes(message)))

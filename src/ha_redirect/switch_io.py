@@ -22,6 +22,27 @@ LOG = logging.getLogger('ha_redirect.app')
 SENT_MEMORY = 1024
 
 
+def bundle_runs(datapath_id, messages):
+    """`messages`, each run of two or more flow and group changes in a
+    row made one atomic bundle, in place. Open vSwitch applies a bundle's
+    changes in one step, at a third to a sixth of the cost of one message
+    each (`ovs-ofctl add-flows` of 1,000 of a failover's changes, with
+    `--bundle` and without)."""
+    out, run = [], []
+    for message in messages + [None]:
+        if type(message) in (model.FlowMod, model.GroupMod):
+            run.append(message)
+            continue
+        if len(run) > 1:
+            out.append(model.Bundle(datapath_id, tuple(run)))
+        else:
+            out.extend(run)
+        run = []
+        if message is not None:
+            out.append(message)
+    return out
+
+
 def write(datapath, data):
     """Send `data` to the switch: at once where its socket can
     (`fast_path.SwitchReader.write_now`), else through os-ken's queue."""
@@ -89,6 +110,21 @@ class SwitchWriter:
             # did message by message.
             if chunks:
                 write(datapath, b''.join(chunks))
+
+    def send_barrier(self, datapath) -> int:
+        """Send a barrier request now, also to a switch that executes in
+        order (its reply then says the switch has processed everything
+        sent before it); return its xid."""
+        slot = _XidSlot()
+
+        def new_xid():
+            datapath.set_xid(slot)
+            return slot.xid
+        message = model.Barrier(datapath.id)
+        (xid, data), = openflow.to_wire(datapath, message, new_xid)
+        self._remember(datapath, xid, message)
+        write(datapath, data)
+        return xid
 
     def pack(self, datapath, messages, chunks):
         """Append the bytes of `messages` to `chunks`, for the caller to

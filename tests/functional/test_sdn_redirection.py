@@ -265,3 +265,30 @@ def test_tcp_probe_notices_a_killed_service_on_a_live_link(strategy,
         assert report.gap is not None, report.describe()
         assert_settled(records, t_fail + SETTLE, BACKUP,
                        sdn.plan.primary.address)
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_a_link_that_carries_many_services_moves_the_first_and_the_last(
+        strategy):
+    """40 services behind the primary's port: one link failure is a burst
+    that the controller sends in bundles, waiting for the switch between
+    chunks. Real Open vSwitch takes every change (no error), and the
+    first and the last service are both served by the backup."""
+    count = 40
+    with scope_mod.RunScope() as scope:
+        sdn = scenarios.SdnScenario(scope, strategy=strategy,
+                                    n_services=count).start()
+        ip, first_port = sdn.address
+        last_port = sdn.services[-1].tcp_ports[0]
+        for role, host in (('primary', sdn.bed.primary),
+                           (BACKUP, sdn.bed.backups[0])):
+            traffic.start_identity_server(scope, host, role, [last_port],
+                                          label=f'serve-last-{role}')
+        client = sdn.bed.clients[0]
+        traffic.wait_served_by(client, ip, last_port, 'primary', timeout=5)
+        failures.link_down(sdn.bed.primary)
+        for port in (first_port, last_port):
+            traffic.wait_served_by(client, ip, port, BACKUP, timeout=5)
+        log = sdn.controller.log_since_start()
+        assert 'rejected' not in log
+        assert 'no barrier reply within' not in log

@@ -949,3 +949,152 @@ def test_writes_and_os_ken_s_send_thread_keep_the_order_they_were_sent_in():
         datapath.send(b'', close_socket=True)
         sender.join(10)
         theirs.close()
+
+
+# A burst paced by the switch's replies --------------------------------------
+
+def _frames(writes):
+    """(type, xid, bytes) of every OpenFlow message written, in order."""
+    stream, frames, offset = b''.join(writes), [], 0
+    while offset < len(stream):
+        _, msg_type, length, xid = ofproto_parser.header(stream[offset:])
+        frames.append((msg_type, xid, stream[offset:offset + length]))
+        offset += length
+    return frames
+
+
+def _barrier_reply_bytes(xid):
+    return struct.pack('!BBHI', ofp.OFP_VERSION, ofp.OFPT_BARRIER_REPLY, 8,
+                       xid)
+
+
+def _many_services_app(count):
+    services = [model.Service(f'web{n}', 1, (5001 + n,), PRIMARY, (BACKUP,))
+                for n in range(count)]
+    app = app_mod.RedirectApp(redirect_policy=RedirectPolicy(
+        services, strategy=ReactiveStrategy()))
+    handler.register_instance(app)
+    return app
+
+
+def _all_moved(app, count):
+    return all(app.policy.active_server(f'web{n}') == BACKUP
+               for n in range(count))
+
+
+def test_a_burst_waits_for_the_switch_to_process_each_chunk():
+    """A link down moves 40 services. Past the first few chunks, each
+    chunk ends in a barrier request and the next waits for its reply: the
+    switch never holds more than one chunk of ours unprocessed. A SYN that
+    arrives while the burst waits is answered at once, pinned to the
+    backup. Chunks of several services' changes go as bundles."""
+    app = _many_services_app(40)
+    with _Switch(app) as switch:
+        switch.writes.clear()
+        switch.theirs.sendall(_port_status_bytes(1, False))
+        replied = []
+        syn_sent = False
+        deadline = time.monotonic() + 10
+        while not _all_moved(app, 40):
+            assert time.monotonic() < deadline, 'the burst did not end'
+            time.sleep(0.02)
+            frames = _frames(switch.writes)
+            barriers = [xid for msg_type, xid, _ in frames
+                        if msg_type == ofp.OFPT_BARRIER_REQUEST]
+            if len(barriers) == len(replied):
+                continue
+            # Waiting on the switch: nothing written after its barrier.
+            assert frames[-1][0] == ofp.OFPT_BARRIER_REQUEST
+            if not syn_sent:
+                written = len(switch.writes)
+                switch.theirs.sendall(_packet_in_bytes(_tcp_frame(40700)))
+                _wait(lambda: switch.forward_ports())
+                assert switch.forward_ports() == [BACKUP.port]
+                # The answer, and nothing of the burst, came meanwhile.
+                assert len(switch.writes) == written + 1
+                syn_sent = True
+            replied.append(barriers[-1])
+            switch.theirs.sendall(_barrier_reply_bytes(barriers[-1]))
+        assert len(replied) >= 3
+        kinds = [msg_type for msg_type, _, _ in _frames(switch.writes)]
+        # The first chunk (one service) as it is; the rest bundled.
+        assert kinds[0] == ofp.OFPT_FLOW_MOD
+        assert ofp.OFPT_EXPERIMENTER in kinds     # OpenFlow 1.3's bundles
+
+
+def test_a_switch_that_does_not_reply_gets_the_rest_of_the_burst(caplog):
+    """No barrier reply ever comes: the burst waits once, for at most
+    BURST_PACE_TIMEOUT, says so in one line, and sends the rest."""
+    app = _many_services_app(40)
+    with _Switch(app) as switch, caplog.at_level(logging.INFO):
+        switch.writes.clear()
+        start = time.monotonic()
+        switch.theirs.sendall(_port_status_bytes(1, False))
+        _wait(lambda: _all_moved(app, 40))
+        _wait(lambda: 'no barrier reply within' in caplog.text)
+        elapsed = time.monotonic() - start
+        barriers = [f for f in _frames(switch.writes)
+                    if f[0] == ofp.OFPT_BARRIER_REQUEST]
+    # The one it waited for, and the burst's own last.
+    assert len(barriers) == 2
+    assert app_mod.BURST_PACE_TIMEOUT <= elapsed < 2
+    assert caplog.text.count('no barrier reply within') == 1
+
+
+def test_a_small_burst_does_not_wait_for_the_switch():
+    """Three services' changes: fewer than BURST_PACE_MESSAGES, so no
+    barrier of ours and nothing to wait for."""
+    app = _many_services_app(3)
+    with _Switch(app) as switch:
+        switch.writes.clear()
+        switch.theirs.sendall(_port_status_bytes(1, False))
+        _wait(lambda: _all_moved(app, 3))
+        time.sleep(0.05)
+        assert ofp.OFPT_BARRIER_REQUEST not in [
+            f[0] for f in _frames(switch.writes)[:-1]]
+
+
+def test_the_reader_sees_the_reply_it_waits_for_and_passes_the_rest_on():
+    ours, theirs = _socket_pair()
+    datapath = types.SimpleNamespace(id=1, send=lambda buf, **_: True)
+    with ours, theirs:
+        reader = fast_path.SwitchReader(ours, datapath, _App(taking=False),
+                                        100, 32)
+        assert reader.can_wait_for_switch()
+        reader.expect_barrier_reply(9)
+        deadline = time.monotonic() + 5
+        # Another barrier's reply and a PacketIn: more may come.
+        theirs.sendall(_barrier_reply_bytes(8))
+        assert reader.wait_for_switch(deadline) is None
+        theirs.sendall(_packet_in_bytes(_tcp_frame(40800), xid=5)
+                       + _barrier_reply_bytes(9))
+        while True:
+            done = reader.wait_for_switch(deadline)
+            if done is not None:
+                break
+        assert done is True
+        # Nothing was lost: all three still reach os-ken, in order.
+        xids = []
+        while len(xids) < 3:
+            xids += [xid for _, xid, _ in _frames([reader.recv(1 << 16)])]
+        assert xids == [8, 5, 9]
+        # Past the deadline, or once the switch has closed: False.
+        reader.expect_barrier_reply(10)
+        assert reader.wait_for_switch(time.monotonic() + 0.05) is False
+        theirs.close()
+        assert reader.wait_for_switch(time.monotonic() + 5) is False
+
+
+def test_each_run_of_changes_is_bundled_in_place():
+    def flow(port):
+        return model.FlowMod(1, model.FlowCommand.ADD,
+                             match=model.Match(in_port=port),
+                             actions=(model.Output(2),), priority=port)
+    barrier = model.Barrier(1)
+    messages = [flow(1), flow(2), barrier, flow(3), barrier, flow(4),
+                flow(5), flow(6)]
+    assert switch_io.bundle_runs(1, messages) == [
+        model.Bundle(1, (flow(1), flow(2))), barrier, flow(3), barrier,
+        model.Bundle(1, (flow(4), flow(5), flow(6)))]
+    assert switch_io.bundle_runs(1, [flow(1)]) == [flow(1)]
+    assert app_mod._message_count(switch_io.bundle_runs(1, messages)) == 8
