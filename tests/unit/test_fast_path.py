@@ -1098,3 +1098,19 @@ def test_each_run_of_changes_is_bundled_in_place():
         model.Bundle(1, (flow(4), flow(5), flow(6)))]
     assert switch_io.bundle_runs(1, [flow(1)]) == [flow(1)]
     assert app_mod._message_count(switch_io.bundle_runs(1, messages)) == 8
+
+
+def test_a_port_status_that_is_no_news_refreshes_the_gauges_as_a_packet_in():
+    """Open vSwitch reports a port just before its link goes down: that
+    report changes nothing, and refreshes the gauges only as a PacketIn
+    does (at most every METRICS_REFRESH), not in full."""
+    app = _app()
+    full = []
+    app._refresh_metrics = lambda every_time=True: full.append(every_time)
+    with _Switch(app) as switch:
+        full.clear()
+        switch.theirs.sendall(_port_status_bytes(1, True))
+        _wait(lambda: full)
+        switch.theirs.sendall(_port_status_bytes(1, False))
+        _wait(lambda: len(full) == 2)
+    assert full == [False, True]
