@@ -184,6 +184,21 @@ def test_decoded_fields_are_those_os_ken_serialized():
     assert po['sport'] == 43210
 
 
+def test_a_change_in_a_bundle_is_read_as_the_change():
+    from ha_redirect import model
+    from ha_redirect.openflow import encoder
+    datapath = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
+    delete = model.FlowMod(1, model.FlowCommand.DELETE, table=255,
+                           cookie=7, cookie_mask=2 ** 64 - 1)
+    xids = iter(range(1, 10))
+    opened, added, committed = encoder.to_wire(
+        datapath, model.Bundle(1, (delete,)), xids.__next__)
+    event = bench.decode_of(0.0, added[1])
+    assert (event['type'], event['command'], event['bundled']) == (
+        ofp.OFPT_FLOW_MOD, ofp.OFPFC_DELETE, True)
+    assert bench.decode_of(0.0, opened[1])['type'] == ofp.OFPT_EXPERIMENTER
+
+
 def _failover(t_cut=100.0):
     """A reactive failover whose every stage is 1 ms after the one before
     (ms after the cut in the comments)."""
