@@ -57,6 +57,26 @@ _HEADER_SIZE = 8
 _OFPT_ECHO_REQUEST, _OFPT_ECHO_REPLY, _OFPT_BARRIER_REPLY = 2, 3, 21
 _STATELESS_TYPES = frozenset((_OFPT_ECHO_REQUEST, _OFPT_ECHO_REPLY,
                               _OFPT_BARRIER_REPLY))
+# So are a bundle's open and commit replies (a bundle the switch refuses
+# comes back as an error): a burst's chunks go as bundles, and a SYN behind
+# one of their replies waited for the whole burst. OpenFlow 1.4 on has a
+# message type for them; 1.3 has ONF's extension.
+_OFPT_EXPERIMENTER, _OFPT_BUNDLE_CONTROL = 4, 33
+_OFP_VERSION_1_4 = 5
+_ONF_BUNDLE_CONTROL = (0x4f4e4600).to_bytes(4, 'big') + (2300).to_bytes(
+    4, 'big')
+
+
+def _stateless(message) -> bool:
+    """Whether a message (not a PacketIn) tells nothing about the
+    switch's state: a PacketIn behind it may be answered first."""
+    msg_type = message[1]
+    if msg_type in _STATELESS_TYPES:
+        return True
+    if msg_type == _OFPT_BUNDLE_CONTROL:
+        return message[0] >= _OFP_VERSION_1_4
+    return (msg_type == _OFPT_EXPERIMENTER and message[0] < _OFP_VERSION_1_4
+            and message[8:16] == _ONF_BUNDLE_CONTROL)
 
 
 class SwitchReader:
@@ -181,7 +201,7 @@ class SwitchReader:
         while messages:
             fields, message = messages[0]
             if fields is None:
-                if message[1] not in _STATELESS_TYPES:
+                if not _stateless(message):
                     break
                 passed.append(messages.popleft())
                 continue

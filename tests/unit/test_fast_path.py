@@ -1114,3 +1114,31 @@ def test_a_port_status_that_is_no_news_refreshes_the_gauges_as_a_packet_in():
         switch.theirs.sendall(_port_status_bytes(1, False))
         _wait(lambda: len(full) == 2)
     assert full == [False, True]
+
+
+def test_packet_ins_behind_a_bundle_s_replies_are_taken_too():
+    """A burst's chunks go as bundles: the switch's open and commit
+    replies must not hold back the SYNs behind them (one waited for a
+    thousand services' burst). An experimenter message of another kind
+    still does."""
+    pi = [_packet_in_bytes(FRAMES['syn'], in_port=n) for n in (10, 11, 12)]
+    status = _port_status_bytes(1, False)
+
+    def onf(exp_type, xid):
+        body = struct.pack('!IIIHH', 0x4f4e4600, exp_type, 7, 1, 3)
+        return struct.pack('!BBHI', 4, 4, 8 + len(body), xid) + body
+    opened, committed = onf(2300, 5), onf(2300, 6)
+    other = onf(2399, 7)
+    ours, theirs = _socket_pair()
+    with ours, theirs:
+        app = _App()
+        reader = fast_path.SwitchReader(ours, None, app, 100, 32)
+        theirs.sendall(status + opened + pi[0] + committed + pi[1] + other
+                       + pi[2])
+        assert reader.recv(8) == status
+        assert [f.in_port for f in reader.packet_ins_behind()] == [10, 11]
+        assert reader.recv(8) == opened
+        assert reader.recv(8) == committed
+        assert reader.recv(8) == other
+        theirs.close()
+        assert _read_all(reader) == [] and app.taken == [[12]]
