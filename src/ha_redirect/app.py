@@ -84,7 +84,8 @@ FLOW_REMOVED_REASONS = {0: 'idle_timeout', 1: 'hard_timeout', 2: 'delete',
 
 # A burst of changes (one link carries many services' primaries) goes out a
 # chunk at a time; once this many of its messages may be unprocessed at the
-# switch, the next chunk waits for the reply to a barrier. Open vSwitch
+# switch, a barrier follows, and the next chunk but one waits for its
+# reply (the switch always has one chunk to work on). Open vSwitch
 # handles up to 50 OpenFlow messages per turn of the loop that (on its
 # userspace datapath) also forwards packets: with a whole burst queued
 # there, every packet of the first redirected connections waited behind 50
@@ -516,6 +517,7 @@ class RedirectApp(app_manager.OSKenApp):
         sent = False
         paced = self._can_pace(datapath)
         unconfirmed = 0
+        ahead = None        # the xid of our last barrier in this burst
         for chunk in self.policy.on_port_status_in_chunks(
                 datapath.id, msg.desc.port_no, is_up, now):
             if chunk:
@@ -529,8 +531,10 @@ class RedirectApp(app_manager.OSKenApp):
             # (The burst's last chunk ends in its barrier: nothing follows.)
             if paced and unconfirmed >= BURST_PACE_MESSAGES and not (
                     chunk and type(chunk[-1]) is model.Barrier):
-                paced = self._wait_for_switch(datapath)
+                paced, ahead = self._keep_pace(datapath, ahead)
                 unconfirmed = 0
+        if ahead is not None:
+            datapath.socket.forget_barrier_replies()
         ev.no_news = self.policy.version == version
         if sent and hasattr(ev, 'received_at'):
             self.metrics.reaction.observe(time.monotonic() - ev.received_at)
@@ -641,17 +645,23 @@ class RedirectApp(app_manager.OSKenApp):
                 and isinstance(reader, fast_path.SwitchReader)
                 and reader.can_wait_for_switch())
 
-    def _wait_for_switch(self, datapath):
-        """Between two chunks of a burst: a barrier, then read until its
-        reply, answering the PacketIns that come meanwhile as between
-        chunks. False (the rest of the burst goes unpaced) if the switch
-        did not reply within BURST_PACE_TIMEOUT."""
+    def _keep_pace(self, datapath, ahead):
+        """Between two chunks of a burst: a barrier behind what was sent,
+        then read until the reply to the barrier before it (`ahead`),
+        answering the PacketIns that come meanwhile as between chunks. So
+        the switch holds at most two chunks unprocessed, and always one
+        to work on. (still paced, the new barrier's xid); not paced (the
+        rest of the burst goes without waiting) if the switch did not
+        reply within BURST_PACE_TIMEOUT."""
         reader = datapath.socket
+        xid = self._writer.send_barrier(datapath)
+        # Only this thread reads the switch: no reply can be missed.
+        reader.expect_barrier_reply(xid)
+        if ahead is None:
+            return True, xid
         deadline = time.monotonic() + BURST_PACE_TIMEOUT
-        # Only this thread reads the switch: its reply cannot be missed.
-        reader.expect_barrier_reply(self._writer.send_barrier(datapath))
         while True:
-            replied = reader.wait_for_switch(deadline)
+            replied = reader.wait_for_switch(ahead, deadline)
             self._answer_packet_ins_behind(datapath)
             if replied is not None:
                 break
@@ -659,7 +669,7 @@ class RedirectApp(app_manager.OSKenApp):
             LOG.info('dpid=%#x: no barrier reply within %d ms during a '
                      'burst of changes; sending the rest without waiting',
                      datapath.id, BURST_PACE_TIMEOUT * 1000)
-        return replied
+        return replied, xid
 
     def _handle_fast_batch(self, datapath, packet_ins):
         """Some PacketIns, under the policy lock, their answers in one

@@ -113,9 +113,9 @@ class SwitchReader:
         self._waiting = {}
         self._waiting_total = 0
         self._handed_on = 0     # messages in what recv last returned
-        # The xid of our barrier request whose reply `wait_for_switch`
-        # awaits, until that reply is read (then None).
-        self._awaited_xid = None
+        # Our barrier requests whose replies are not read yet (see
+        # `expect_barrier_reply`).
+        self._awaited = set()
         # Writes: one at a time, and none ahead of a buffer queued before
         # it (os-ken's queue holds it, or its send thread is writing it).
         self._write_lock = threading.Lock()
@@ -217,20 +217,24 @@ class SwitchReader:
         return not self._raw and not isinstance(self._sock, ssl.SSLSocket)
 
     def expect_barrier_reply(self, xid):
-        """From now on, `wait_for_switch` waits for the reply to our
-        barrier request `xid` (sent after this call)."""
-        self._awaited_xid = xid
+        """Note our barrier request `xid` (sent after this call), whose
+        reply `wait_for_switch(xid, ...)` may wait for."""
+        self._awaited.add(xid)
 
-    def wait_for_switch(self, deadline) -> typing.Optional[bool]:
+    def forget_barrier_replies(self):
+        """Stop noting the replies not read yet (a burst is over)."""
+        self._awaited.clear()
+
+    def wait_for_switch(self, xid, deadline) -> typing.Optional[bool]:
         """Read what the switch sends, waiting until `deadline`
-        (time.monotonic) for some of it. True once the reply that
-        `expect_barrier_reply` named has been read; None if more may
-        come, to call again (after answering the PacketIns read,
+        (time.monotonic) for some of it. True once the reply to `xid`
+        (noted with `expect_barrier_reply`) has been read; None if more
+        may come, to call again (after answering the PacketIns read,
         `packet_ins_behind`); False if it cannot come in time: the
         deadline passed, the switch closed the connection, or what it
         sent fills the buffer unread. What is read waits for os-ken as
         any other read would; it runs in the receive thread only."""
-        if self._awaited_xid is None:
+        if xid not in self._awaited:
             return True
         if self._end == len(self._buffer) or self._start:
             self._compact()
@@ -248,7 +252,7 @@ class SwitchReader:
             return False    # (and so does the end of the connection)
         self._end += received
         self._split()
-        return True if self._awaited_xid is None else None
+        return True if xid not in self._awaited else None
 
     def _read_available(self):
         if self._end == len(self._buffer) or self._start:
@@ -300,11 +304,9 @@ class SwitchReader:
             from_1_3 = buffer[offset] >= _OFP_VERSION_1_3
             offset += length
             if msg_type != _OFPT_PACKET_IN or not from_1_3:
-                if (msg_type == _OFPT_BARRIER_REPLY
-                        and self._awaited_xid is not None
-                        and int.from_bytes(message[4:8], 'big')
-                        == self._awaited_xid):
-                    self._awaited_xid = None
+                if msg_type == _OFPT_BARRIER_REPLY and self._awaited:
+                    self._awaited.discard(
+                        int.from_bytes(message[4:8], 'big'))
                 if not (msg_type == _OFPT_BARRIER_REPLY and from_1_3
                         and self._unheard(ofp_event.EventOFPBarrierReply)):
                     self._messages.append((None, bytes(message)))

@@ -984,10 +984,11 @@ def _all_moved(app, count):
 
 def test_a_burst_waits_for_the_switch_to_process_each_chunk():
     """A link down moves 40 services. Past the first few chunks, each
-    chunk ends in a barrier request and the next waits for its reply: the
-    switch never holds more than one chunk of ours unprocessed. A SYN that
-    arrives while the burst waits is answered at once, pinned to the
-    backup. Chunks of several services' changes go as bundles."""
+    chunk ends in a barrier request, and the chunk after next waits for
+    its reply: the switch never holds more than two chunks of ours
+    unprocessed. A SYN that arrives while the burst waits is answered at
+    once, pinned to the backup. Chunks of several services' changes go as
+    bundles."""
     app = _many_services_app(40)
     with _Switch(app) as switch:
         switch.writes.clear()
@@ -1013,8 +1014,10 @@ def test_a_burst_waits_for_the_switch_to_process_each_chunk():
                 # The answer, and nothing of the burst, came meanwhile.
                 assert len(switch.writes) == written + 1
                 syn_sent = True
-            replied.append(barriers[-1])
-            switch.theirs.sendall(_barrier_reply_bytes(barriers[-1]))
+            # As a switch does: every barrier answered, in order.
+            for xid in barriers[len(replied):]:
+                replied.append(xid)
+                switch.theirs.sendall(_barrier_reply_bytes(xid))
         assert len(replied) >= 3
         kinds = [msg_type for msg_type, _, _ in _frames(switch.writes)]
         # The first chunk (one service) as it is; the rest bundled.
@@ -1035,8 +1038,9 @@ def test_a_switch_that_does_not_reply_gets_the_rest_of_the_burst(caplog):
         elapsed = time.monotonic() - start
         barriers = [f for f in _frames(switch.writes)
                     if f[0] == ofp.OFPT_BARRIER_REQUEST]
-    # The one it waited for, and the burst's own last.
-    assert len(barriers) == 2
+    # The one it waited for, the one behind the next chunk, and the
+    # burst's own last.
+    assert len(barriers) == 3
     assert app_mod.BURST_PACE_TIMEOUT <= elapsed < 2
     assert caplog.text.count('no barrier reply within') == 1
 
@@ -1062,27 +1066,30 @@ def test_the_reader_sees_the_reply_it_waits_for_and_passes_the_rest_on():
                                         100, 32)
         assert reader.can_wait_for_switch()
         reader.expect_barrier_reply(9)
+        reader.expect_barrier_reply(11)
         deadline = time.monotonic() + 5
         # Another barrier's reply and a PacketIn: more may come.
         theirs.sendall(_barrier_reply_bytes(8))
-        assert reader.wait_for_switch(deadline) is None
+        assert reader.wait_for_switch(9, deadline) is None
         theirs.sendall(_packet_in_bytes(_tcp_frame(40800), xid=5)
-                       + _barrier_reply_bytes(9))
+                       + _barrier_reply_bytes(9) + _barrier_reply_bytes(11))
         while True:
-            done = reader.wait_for_switch(deadline)
+            done = reader.wait_for_switch(9, deadline)
             if done is not None:
                 break
         assert done is True
+        # The later reply came in the same read: it is not waited for.
+        assert reader.wait_for_switch(11, time.monotonic()) is True
         # Nothing was lost: all three still reach os-ken, in order.
         xids = []
-        while len(xids) < 3:
+        while len(xids) < 4:
             xids += [xid for _, xid, _ in _frames([reader.recv(1 << 16)])]
-        assert xids == [8, 5, 9]
+        assert xids == [8, 5, 9, 11]
         # Past the deadline, or once the switch has closed: False.
         reader.expect_barrier_reply(10)
-        assert reader.wait_for_switch(time.monotonic() + 0.05) is False
+        assert reader.wait_for_switch(10, time.monotonic() + 0.05) is False
         theirs.close()
-        assert reader.wait_for_switch(time.monotonic() + 5) is False
+        assert reader.wait_for_switch(10, time.monotonic() + 5) is False
 
 
 def test_each_run_of_changes_is_bundled_in_place():
