@@ -84,7 +84,7 @@ FLOW_REMOVED_REASONS = {0: 'idle_timeout', 1: 'hard_timeout', 2: 'delete',
 
 # A burst of changes (one link carries many services' primaries) goes out a
 # chunk at a time; once this many of its messages may be unprocessed at the
-# switch, a barrier follows, and the next chunk but one waits for its
+# switch, a barrier follows them, and the chunk after next waits for its
 # reply (the switch always has one chunk to work on). Open vSwitch
 # handles up to 50 OpenFlow messages per turn of the loop that (on its
 # userspace datapath) also forwards packets: with a whole burst queued
@@ -650,9 +650,9 @@ class RedirectApp(app_manager.OSKenApp):
         then read until the reply to the barrier before it (`ahead`),
         answering the PacketIns that come meanwhile as between chunks. So
         the switch holds at most two chunks unprocessed, and always one
-        to work on. (still paced, the new barrier's xid); not paced (the
-        rest of the burst goes without waiting) if the switch did not
-        reply within BURST_PACE_TIMEOUT."""
+        to work on. Returns whether to go on pacing (not if the switch did
+        not reply within BURST_PACE_TIMEOUT: the rest of the burst goes
+        without waiting) and the new barrier's xid."""
         reader = datapath.socket
         xid = self._writer.send_barrier(datapath)
         # Only this thread reads the switch: no reply can be missed.
