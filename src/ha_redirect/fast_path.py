@@ -35,6 +35,7 @@ import logging
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 import typing
@@ -42,6 +43,7 @@ import typing
 from os_ken.controller import ofp_event
 
 from ha_redirect.openflow import decoder
+from ha_redirect.openflow import wire
 
 LOG = logging.getLogger('ha_redirect.app')
 
@@ -61,10 +63,9 @@ _STATELESS_TYPES = frozenset((_OFPT_ECHO_REQUEST, _OFPT_ECHO_REPLY,
 # comes back as an error): a burst's chunks go as bundles, and a SYN behind
 # one of their replies waited for the whole burst. OpenFlow 1.4 on has a
 # message type for them; 1.3 has ONF's extension.
-_OFPT_EXPERIMENTER, _OFPT_BUNDLE_CONTROL = 4, 33
 _OFP_VERSION_1_4 = 5
-_ONF_BUNDLE_CONTROL = (0x4f4e4600).to_bytes(4, 'big') + (2300).to_bytes(
-    4, 'big')
+_ONF_BUNDLE_CONTROL = struct.pack('!II', wire.ONF_EXPERIMENTER_ID,
+                                  wire.ONF_ET_BUNDLE_CONTROL)
 
 
 def _stateless(message) -> bool:
@@ -73,9 +74,10 @@ def _stateless(message) -> bool:
     msg_type = message[1]
     if msg_type in _STATELESS_TYPES:
         return True
-    if msg_type == _OFPT_BUNDLE_CONTROL:
+    if msg_type == wire.OFPT_BUNDLE_CONTROL:
         return message[0] >= _OFP_VERSION_1_4
-    return (msg_type == _OFPT_EXPERIMENTER and message[0] < _OFP_VERSION_1_4
+    return (msg_type == wire.OFPT_EXPERIMENTER
+            and message[0] < _OFP_VERSION_1_4
             and message[8:16] == _ONF_BUNDLE_CONTROL)
 
 

@@ -60,6 +60,16 @@ class _XidSlot:
         self.xid = xid
 
 
+def _xids_of(datapath):
+    """A `new_xid()` for `openflow.to_wire`: the switch's next xids."""
+    slot = _XidSlot()
+
+    def new_xid():
+        datapath.set_xid(slot)      # os-ken keeps the counter
+        return slot.xid
+    return new_xid
+
+
 class SwitchWriter:
     """Sends our messages, and remembers which message each xid carried."""
 
@@ -115,13 +125,9 @@ class SwitchWriter:
         """Send a barrier request now, also to a switch that executes in
         order (its reply then says the switch has processed everything
         sent before it); return its xid."""
-        slot = _XidSlot()
-
-        def new_xid():
-            datapath.set_xid(slot)
-            return slot.xid
         message = model.Barrier(datapath.id)
-        (xid, data), = openflow.to_wire(datapath, message, new_xid)
+        (xid, data), = openflow.to_wire(datapath, message,
+                                        _xids_of(datapath))
         self._remember(datapath, xid, message)
         write(datapath, data)
         return xid
@@ -132,11 +138,7 @@ class SwitchWriter:
         if not hasattr(datapath, 'send'):
             self._send_each(datapath, messages)
             return
-        slot = _XidSlot()
-
-        def new_xid():
-            datapath.set_xid(slot)      # os-ken keeps the counter
-            return slot.xid
+        new_xid = _xids_of(datapath)
         packed = []
         try:
             for message in self._needed(datapath, messages):

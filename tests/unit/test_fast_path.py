@@ -451,27 +451,40 @@ def test_no_packet_in_overtakes_a_message_ahead_of_it():
         assert _read_all(reader) == [] and app.taken == []
 
 
-def test_packet_ins_behind_barrier_replies_and_echoes_are_taken_too():
-    """Every answer to a new connection ends in a barrier: their replies
-    keep coming during a burst and must not hold the next SYNs back. They
-    still reach os-ken, in their order."""
+def _onf_bytes(exp_type, xid):
+    """An OpenFlow 1.3 ONF experimenter message (2300: bundle control)."""
+    body = struct.pack('!IIIHH', 0x4f4e4600, exp_type, 7, 1, 3)
+    return struct.pack('!BBHI', 4, 4, 8 + len(body), xid) + body
+
+
+@pytest.mark.parametrize('passed,stop', [
+    # Every answer to a new connection ends in a barrier: their replies
+    # keep coming during a burst. The FlowRemoved the app handles.
+    ((struct.pack('!BBHI', 4, ofp.OFPT_BARRIER_REPLY, 8, 5),
+      struct.pack('!BBHI', 4, ofp.OFPT_ECHO_REQUEST, 8, 6)),
+     _flow_removed_bytes()),
+    # A burst's chunks go as bundles: the switch's open and commit replies
+    # (one held a SYN back for a thousand services' burst). An
+    # experimenter message of another kind is not passed.
+    ((_onf_bytes(2300, 5), _onf_bytes(2300, 6)), _onf_bytes(2399, 7)),
+], ids=['barrier_replies_and_echoes', 'bundle_replies'])
+def test_packet_ins_behind_stateless_messages_are_taken_too(passed, stop):
+    """Messages that tell nothing of the switch's state must not hold the
+    next SYNs back. They still reach os-ken, in their order."""
     pi = [_packet_in_bytes(FRAMES['syn'], in_port=n) for n in (10, 11, 12)]
     status = _port_status_bytes(1, False)
-    barrier = struct.pack('!BBHI', 4, ofp.OFPT_BARRIER_REPLY, 8, 5)
-    echo = struct.pack('!BBHI', 4, ofp.OFPT_ECHO_REQUEST, 8, 6)
-    removed = _flow_removed_bytes()
     ours, theirs = _socket_pair()
     with ours, theirs:
         app = _App()
         reader = fast_path.SwitchReader(ours, None, app, 100, 32)
-        theirs.sendall(status + barrier + pi[0] + echo + pi[1] + removed
-                       + pi[2])
+        theirs.sendall(status + passed[0] + pi[0] + passed[1] + pi[1]
+                       + stop + pi[2])
         assert reader.recv(8) == status
-        # Up to the FlowRemoved, which the app handles: not past it.
+        # Up to the message that stops them: not past it.
         assert [f.in_port for f in reader.packet_ins_behind()] == [10, 11]
-        assert reader.recv(8) == barrier
-        assert reader.recv(8) == echo
-        assert reader.recv(8) == removed
+        assert reader.recv(8) == passed[0]
+        assert reader.recv(8) == passed[1]
+        assert reader.recv(8) == stop
         theirs.close()
         assert _read_all(reader) == [] and app.taken == [[12]]
 
@@ -1121,31 +1134,3 @@ def test_a_port_status_that_is_no_news_refreshes_the_gauges_as_a_packet_in():
         switch.theirs.sendall(_port_status_bytes(1, False))
         _wait(lambda: len(full) == 2)
     assert full == [False, True]
-
-
-def test_packet_ins_behind_a_bundle_s_replies_are_taken_too():
-    """A burst's chunks go as bundles: the switch's open and commit
-    replies must not hold back the SYNs behind them (one waited for a
-    thousand services' burst). An experimenter message of another kind
-    still does."""
-    pi = [_packet_in_bytes(FRAMES['syn'], in_port=n) for n in (10, 11, 12)]
-    status = _port_status_bytes(1, False)
-
-    def onf(exp_type, xid):
-        body = struct.pack('!IIIHH', 0x4f4e4600, exp_type, 7, 1, 3)
-        return struct.pack('!BBHI', 4, 4, 8 + len(body), xid) + body
-    opened, committed = onf(2300, 5), onf(2300, 6)
-    other = onf(2399, 7)
-    ours, theirs = _socket_pair()
-    with ours, theirs:
-        app = _App()
-        reader = fast_path.SwitchReader(ours, None, app, 100, 32)
-        theirs.sendall(status + opened + pi[0] + committed + pi[1] + other
-                       + pi[2])
-        assert reader.recv(8) == status
-        assert [f.in_port for f in reader.packet_ins_behind()] == [10, 11]
-        assert reader.recv(8) == opened
-        assert reader.recv(8) == committed
-        assert reader.recv(8) == other
-        theirs.close()
-        assert _read_all(reader) == [] and app.taken == [[12]]

@@ -454,9 +454,6 @@ def _barrier(message: model.Barrier, version: int, new_xid) -> tuple:
 
 # A bundle's framing: OpenFlow 1.4's own messages, or on 1.3 the ONF
 # extension Open vSwitch implements (an experimenter message each).
-_OFPT_EXPERIMENTER, _ONF_EXPERIMENTER_ID = 4, 0x4f4e4600
-_ONF_ET_BUNDLE_CONTROL, _ONF_ET_BUNDLE_ADD_MESSAGE = 2300, 2301
-_OFPT_BUNDLE_CONTROL, _OFPT_BUNDLE_ADD_MESSAGE = 33, 34
 _BCT_OPEN_REQUEST, _BCT_COMMIT_REQUEST = 0, 4
 _BF_ATOMIC_ORDERED = 1 | 2
 _EXPERIMENTER = struct.Struct('!BBHIII')
@@ -482,14 +479,14 @@ def _bundle(bundle: model.Bundle, datapath, new_xid) -> list:
         length = len(body) + len(tail)
         if version == 0x04:
             head = _EXPERIMENTER.pack(
-                version, _OFPT_EXPERIMENTER, _EXPERIMENTER.size + length,
-                xid, _ONF_EXPERIMENTER_ID,
-                _ONF_ET_BUNDLE_CONTROL if is_control
-                else _ONF_ET_BUNDLE_ADD_MESSAGE)
+                version, wire.OFPT_EXPERIMENTER, _EXPERIMENTER.size + length,
+                xid, wire.ONF_EXPERIMENTER_ID,
+                wire.ONF_ET_BUNDLE_CONTROL if is_control
+                else wire.ONF_ET_BUNDLE_ADD_MESSAGE)
         else:
             head = _HEADER.pack(
-                version, _OFPT_BUNDLE_CONTROL if is_control
-                else _OFPT_BUNDLE_ADD_MESSAGE, _HEADER.size + length, xid)
+                version, wire.OFPT_BUNDLE_CONTROL if is_control
+                else wire.OFPT_BUNDLE_ADD_MESSAGE, _HEADER.size + length, xid)
         if tail:
             tail = tail[:4] + _XID.pack(xid) + tail[8:]
         return xid, head + body + tail

@@ -16,6 +16,13 @@ from ha_redirect import ovs_constraints
 NXM_FIELDS = {name: (f'{name}_nxm', bits)
               for name, bits in ovs_constraints.LEARN_FIELD_BITS.items()}
 
+# OpenFlow 1.3 has bundles as ONF's extension (experimenter messages);
+# 1.4 on has message types of their own.
+OFPT_EXPERIMENTER = 4
+ONF_EXPERIMENTER_ID = 0x4f4e4600
+ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE = 2300, 2301
+OFPT_BUNDLE_CONTROL, OFPT_BUNDLE_ADD_MESSAGE = 33, 34
+
 # A Learn with a constant `output_port` loads the port into this register of
 # the packet being processed and learns `output:<register>` from it (OVS
 # accepts learned outputs only from a field, never as an immediate value).
